@@ -1,0 +1,137 @@
+"""The study manifest: one JSON object per line, shared by phantoms and every dataset preparer.
+
+    {"study_id": "s50414267",
+     "images": [{"path": "files/p10/.../abc.jpg", "view": "PA"}],
+     "report": {"findings": "...", "impression": "...", "text": "FINDINGS: ... IMPRESSION: ..."},
+     "labels": {"No Finding": 1, "Cardiomegaly": null, ...},      # 14 CheXpert observations
+     "split": "train",                                            # train | val | test
+     "meta": {...}}                                               # free-form, JSON-serialisable
+
+Image paths are stored relative to the manifest's directory when they lie under it, so a dataset
+directory can be moved as a whole; `Study.image_paths(root)` resolves them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from radllm import atomic
+from radllm.errors import RadllmError
+from radllm.labels import Labels, empty_labels, validate_labels
+
+SPLITS = ("train", "val", "test")
+FRONTAL_VIEWS = ("PA", "AP", "AP_SUPINE", "FRONTAL")
+LATERAL_VIEWS = ("LATERAL", "LL", "RL", "LAO", "RAO")
+
+
+@dataclass
+class ImageRef:
+    """One image of a study and its view position (PA, AP, LATERAL, ... or UNKNOWN)."""
+
+    path: str
+    view: str = "UNKNOWN"
+
+    @property
+    def is_frontal(self) -> bool:
+        return self.view.upper() in FRONTAL_VIEWS
+
+
+@dataclass
+class Report:
+    """Report sections; `text` is the full report as the model sees it."""
+
+    findings: str = ""
+    impression: str = ""
+    text: str = ""
+
+
+@dataclass
+class Study:
+    """One manifest line."""
+
+    study_id: str
+    images: list[ImageRef]
+    report: Report
+    labels: Labels = field(default_factory=empty_labels)
+    split: str = "train"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def image_paths(self, root: str | os.PathLike) -> list[Path]:
+        """Absolute paths of the images, resolving relative ones against `root`."""
+        return [Path(root, ref.path) if not os.path.isabs(ref.path) else Path(ref.path) for ref in self.images]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], where: str = "study") -> "Study":
+        """Validate one decoded JSON object; errors name `where` (file:line) and the bad key."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        missing = {"study_id", "images", "report"} - set(obj)
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {sorted(missing)}")
+        extra = set(obj) - {"study_id", "images", "report", "labels", "split", "meta"}
+        if extra:
+            raise ValueError(f"{where}: unknown key(s) {sorted(extra)}")
+        split = obj.get("split", "train")
+        if split not in SPLITS:
+            raise ValueError(f"{where}: split {split!r} not one of {SPLITS}")
+        images = obj["images"]
+        if not isinstance(images, list) or not all(isinstance(i, dict) and "path" in i for i in images):
+            raise ValueError(f"{where}: 'images' must be a list of {{'path', 'view'}} objects")
+        report = obj["report"]
+        if not isinstance(report, dict) or set(report) - {"findings", "impression", "text"}:
+            raise ValueError(f"{where}: 'report' must be an object with findings/impression/text")
+        return cls(
+            study_id=str(obj["study_id"]),
+            images=[ImageRef(path=str(i["path"]), view=str(i.get("view", "UNKNOWN"))) for i in images],
+            report=Report(**{k: str(v) for k, v in report.items()}),
+            labels=validate_labels(obj.get("labels") or {}, f"{where} labels"),
+            split=split,
+            meta=dict(obj.get("meta") or {}),
+        )
+
+
+def read_manifest(path: str | os.PathLike) -> list[Study]:
+    """Read and validate every line; a bad line raises `RadllmError` naming file and line number."""
+    return list(iter_manifest(path))
+
+
+def iter_manifest(path: str | os.PathLike) -> Iterator[Study]:
+    path = Path(path)
+    if not path.is_file():
+        raise RadllmError(f"manifest {path} does not exist")
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                study = Study.from_json(json.loads(line), where)
+            except json.JSONDecodeError as err:
+                raise RadllmError(f"{where}: not valid JSON ({err.msg})") from err
+            except ValueError as err:
+                raise RadllmError(str(err)) from err
+            if study.study_id in seen:
+                raise RadllmError(f"{where}: duplicate study_id {study.study_id!r}")
+            seen.add(study.study_id)
+            yield study
+
+
+def write_manifest(path: str | os.PathLike, studies: Iterable[Study]) -> int:
+    """Atomically write studies as JSONL; returns the number written."""
+    lines = [json.dumps(s.to_json(), ensure_ascii=False) for s in studies]
+    atomic.write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def manifest_root(path: str | os.PathLike) -> Path:
+    """Directory that relative image paths in the manifest at `path` are resolved against."""
+    return Path(path).resolve().parent

@@ -1,0 +1,85 @@
+"""How packed rows reach a Hugging Face causal LM without attention crossing sample boundaries.
+
+What transformers 5.x does with the inputs (read from `masking_utils.py`,
+`modeling_flash_attention_utils.py` and `integrations/sdpa_attention.py`):
+
+- A 4D `attention_mask` is returned untouched by `create_causal_mask` (`_preprocess_mask_arguments`
+  exits early), so the model attends exactly as the mask says. SDPA takes it as `attn_mask`
+  (bool: True = attend); eager attention *adds* it to the scores, so eager needs a float mask
+  holding 0 and the dtype's minimum.
+- Without a mask, packing is inferred from `position_ids` (a new sample wherever consecutive ids
+  do not increase by 1), but only when `past_key_values` is None. A model whose config has
+  `use_cache=True` creates a cache in `forward` unless told otherwise, and then the packed
+  samples silently attend to each other. Hence `use_cache=False` here and the explicit mask for
+  SDPA/eager, which does not depend on that inference.
+- flash_attention_2/3 run the varlen kernel over the batch flattened to B*L tokens when
+  `cu_seq_lens_q/k` and `max_length_q/k` are passed (and no 2D padding mask): exactly the
+  `cu_seqlens` / `max_seqlen` that `collate_packed` produces, padding runs included as their own
+  sequences. `position_ids` still feed the rotary embeddings.
+
+Labels are not passed to the model: the trainer computes `causal_lm_loss` from the logits so
+the loss is normalised by the global number of target tokens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import torch
+
+from radllm.errors import RadllmError
+from radllm.packing.collate import block_causal_mask
+
+FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
+MASK_IMPLEMENTATIONS = ("sdpa", "eager")
+SUPPORTED_IMPLEMENTATIONS = FLASH_IMPLEMENTATIONS + MASK_IMPLEMENTATIONS
+
+
+def select_attention_implementation() -> str:
+    """Return "flash_attention_2" when flash-attn is installed and CUDA is available, else "sdpa"."""
+    if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Float version of a boolean mask: 0 where attending, the dtype's minimum elsewhere."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def model_inputs_for_packed_batch(
+    batch: dict[str, torch.Tensor],
+    attn_implementation: str,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """Keyword arguments for `model(**kwargs)` on a `collate_packed` batch.
+
+    Args:
+        batch: output of `collate_packed` (already on the model's device). For SDPA/eager its
+            4D `attention_mask` is used when present, otherwise built from `position_ids`.
+        attn_implementation: the model's `config._attn_implementation`.
+        dtype: the model's compute dtype (eager's additive mask is built in it).
+
+    Raises:
+        RadllmError: an attention implementation that cannot honour packed boundaries here.
+    """
+    input_ids, position_ids = batch["input_ids"], batch["position_ids"]
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "position_ids": position_ids, "use_cache": False}
+    if attn_implementation in FLASH_IMPLEMENTATIONS:
+        cu_seqlens = batch["cu_seqlens"].to(device=input_ids.device, dtype=torch.int32)
+        if int(cu_seqlens[-1]) != input_ids.numel():
+            raise ValueError(f"cu_seqlens ends at {int(cu_seqlens[-1])} but the batch holds {input_ids.numel()} tokens")
+        max_seqlen = int(batch["max_seqlen"])
+        kwargs.update(cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=max_seqlen, max_length_k=max_seqlen)
+    elif attn_implementation in MASK_IMPLEMENTATIONS:
+        mask = batch.get("attention_mask")
+        if mask is None or mask.ndim != 4:
+            mask = block_causal_mask(position_ids)  # [B, 1, L, L]
+        kwargs["attention_mask"] = additive_mask(mask, dtype) if attn_implementation == "eager" else mask
+    else:
+        raise RadllmError(
+            f"attention implementation {attn_implementation!r} is not supported for packed training; "
+            f"use one of {list(SUPPORTED_IMPLEMENTATIONS)}"
+        )
+    return kwargs

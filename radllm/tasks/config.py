@@ -1,0 +1,66 @@
+"""`TaskMixConfig`: which tasks a training stage draws and how their examples are built.
+
+It is part of the trainer's run config (loaded through `radllm.config.load_config`), e.g.
+
+    tasks:
+      stage: 2
+      weights: {report_generation: 1.0, image_generation: 1.0, vqa: 0.5, text_lm: 0.0}
+      cfg_drop_prob: 0.1
+
+Weights are relative (they need not sum to 1); a weight of 0 switches a task off. YAML keys are
+merged into the defaults, so a task left out keeps its default weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from radllm.errors import RadllmError
+
+REPORT_GENERATION = "report_generation"
+IMAGE_GENERATION = "image_generation"
+VQA = "vqa"
+TEXT_LM = "text_lm"
+TASK_NAMES: tuple[str, ...] = (REPORT_GENERATION, IMAGE_GENERATION, VQA, TEXT_LM)
+STAGES = (1, 2)
+
+
+def _default_weights() -> dict[str, float]:
+    return {REPORT_GENERATION: 1.0, IMAGE_GENERATION: 1.0, VQA: 0.0, TEXT_LM: 0.0}
+
+
+@dataclass
+class TaskMixConfig:
+    """Options of the task mix (shared by trainer stage 1 and stage 2)."""
+
+    stage: int = 1  # 1: plain image<->report pairs; 2: instruction templates
+    weights: dict[str, float] = field(default_factory=_default_weights)
+    cfg_drop_prob: float = 0.1  # fraction of image-generation examples whose report is dropped
+    max_views: int = 2  # image blocks per study at most (frontal views first)
+    vqa_questions_per_study: int = 1  # VQA examples drawn per study (from its non-blank labels)
+
+    def validate(self) -> "TaskMixConfig":
+        """Raise `RadllmError` naming the first bad option; returns self for chaining."""
+        if self.stage not in STAGES:  # same rule as check_stage, with the config key in the message
+            raise RadllmError(f"tasks.stage = {self.stage!r}; expected one of {STAGES}")
+        unknown = set(self.weights) - set(TASK_NAMES)
+        if unknown:
+            raise RadllmError(f"tasks.weights: unknown task(s) {sorted(unknown)}; expected names from {list(TASK_NAMES)}")
+        negative = {name: w for name, w in self.weights.items() if w < 0}
+        if negative:
+            raise RadllmError(f"tasks.weights: negative weight(s) {negative}; weights must be >= 0")
+        if sum(self.weights.values()) <= 0:
+            raise RadllmError(f"tasks.weights = {dict(self.weights)}: at least one task needs a positive weight")
+        if not 0.0 <= self.cfg_drop_prob <= 1.0:
+            raise RadllmError(f"tasks.cfg_drop_prob = {self.cfg_drop_prob}; expected a probability in [0, 1]")
+        if self.max_views < 1:
+            raise RadllmError(f"tasks.max_views = {self.max_views}; expected at least 1")
+        if self.vqa_questions_per_study < 1:
+            raise RadllmError(f"tasks.vqa_questions_per_study = {self.vqa_questions_per_study}; expected at least 1")
+        return self
+
+
+def check_stage(stage: int) -> None:
+    """Raise ValueError unless `stage` is 1 or 2 (prompt builders are called with a bare int)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r} is not one of {STAGES}")

@@ -1,0 +1,93 @@
+"""Image generation (report → image codes), with the condition dropped for classifier-free guidance.
+
+Prompt (conditional):
+    stage 1: start, report ids
+    stage 2: start, ids(text before {report}), report ids, ids(text after {report})   (IMAGE_INSTRUCTIONS)
+Prompt (unconditional, a `cfg_drop_prob` fraction of examples):
+    stage 1: start                                     (nothing but the start token)
+    stage 2: start, ids(UNCONDITIONAL_IMAGE_INSTRUCTION)  (a fixed instruction with no report)
+Response: ``<boi>``, the H×W image-token ids of the target view (first frontal, else view 0),
+``<eoi>``. No eos follows: ``<eoi>`` ends an image.
+
+CFG sampling at generation time runs the model on `image_generation_prompt(...)` and on
+`unconditional_image_prompt(...)` for the same stage; these are the functions training uses, so
+both branches see exactly the prompts the model was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from radllm.data.sample import TokenizedStudy
+from radllm.tasks.config import IMAGE_GENERATION, TaskMixConfig, check_stage
+from radllm.tasks.example import TaskExample, prompt_response_example
+from radllm.tasks.randomness import Rng, draw_unit
+from radllm.tasks.study import checked_views
+from radllm.tasks.templates import IMAGE_INSTRUCTIONS, UNCONDITIONAL_IMAGE_INSTRUCTION, pick_template, split_report_slot
+from radllm.tasks.tokens import image_block, report_token_ids, start_id
+from radllm.tasks.views import select_target_view
+from radllm.vocab import encode_report
+from radllm.vocab_spec import VisualVocabSpec
+
+
+def image_generation_prompt(
+    report: str | Sequence[int] | np.ndarray,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: VisualVocabSpec,
+    stage: int,
+    template: int | Rng | None = None,
+) -> list[int]:
+    """Conditional prompt ids for drawing the image a report describes.
+
+    Args:
+        report: report text (tokenized without special tokens, as shards do) or its token ids.
+        stage: 1 (report only) or 2 (report inside an instruction).
+        template: stage-2 instruction: index into `IMAGE_INSTRUCTIONS`, an rng to draw one, or
+            None for the first. Ignored in stage 1.
+    """
+    check_stage(stage)
+    report_ids = encode_report(tokenizer, report) if isinstance(report, str) else report_token_ids(report, spec)
+    if not report_ids:
+        raise ValueError("an image prompt needs a non-empty report; use unconditional_image_prompt for the CFG branch")
+    if stage == 1:
+        return [start_id(tokenizer), *report_ids]
+    before, after = split_report_slot(pick_template(IMAGE_INSTRUCTIONS, template))
+    return [start_id(tokenizer), *encode_report(tokenizer, before), *report_ids, *encode_report(tokenizer, after)]
+
+
+def unconditional_image_prompt(tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, stage: int) -> list[int]:
+    """Prompt ids of the dropped-condition branch (see the module docstring for the exact form).
+
+    `spec` is taken so the CFG caller passes the same (tokenizer, spec, stage) triple to both
+    prompt builders; the unconditional form itself holds no image tokens.
+    """
+    check_stage(stage)
+    del spec
+    if stage == 1:
+        return [start_id(tokenizer)]
+    return [start_id(tokenizer), *encode_report(tokenizer, UNCONDITIONAL_IMAGE_INSTRUCTION)]
+
+
+def image_generation(
+    study: TokenizedStudy,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: VisualVocabSpec,
+    rng: Rng,
+    config: TaskMixConfig,
+) -> list[TaskExample]:
+    """One example (conditional, or unconditional with probability `cfg_drop_prob`), or none
+    when the study has no image or an empty report."""
+    views = checked_views(study, spec)
+    report = report_token_ids(study.report_ids, spec, f"study {study.key}")
+    if not views or not report:
+        return []
+    target = select_target_view(views)
+    response = image_block(study.image_codes[target], spec)
+    if draw_unit(rng) < config.cfg_drop_prob:
+        prompt = unconditional_image_prompt(tokenizer, spec, config.stage)
+    else:
+        prompt = image_generation_prompt(report, tokenizer, spec, config.stage, rng)
+    return [prompt_response_example(prompt, response, IMAGE_GENERATION, study.key)]

@@ -1,0 +1,31 @@
+"""Text-only language modelling on reports: keeps the LLM's report prose fluent.
+
+Sequence: start, report ids, eos; every token after the start token is a target.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+from radllm.data.sample import TokenizedStudy
+from radllm.tasks.config import TEXT_LM, TaskMixConfig
+from radllm.tasks.example import TaskExample, prompt_response_example
+from radllm.tasks.randomness import Rng
+from radllm.tasks.tokens import end_id, report_token_ids, start_id
+from radllm.vocab_spec import VisualVocabSpec
+
+
+def text_lm(
+    study: TokenizedStudy,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: VisualVocabSpec,
+    rng: Rng,
+    config: TaskMixConfig,
+) -> list[TaskExample]:
+    """One example, or none for an empty report. `rng` and `config` are unused (same signature as
+    every task so the mix can call them uniformly)."""
+    del rng, config
+    report = report_token_ids(study.report_ids, spec, f"study {study.key}")
+    if not report:
+        return []
+    return [prompt_response_example([start_id(tokenizer)], [*report, end_id(tokenizer)], TEXT_LM, study.key)]

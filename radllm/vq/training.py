@@ -1,0 +1,459 @@
+"""The VQ-GAN training recipe: setup -> train (step, log, evaluate, revive, save) -> export.
+
+One recipe serves a single process (`radllm vq-train`) and data-parallel ranks
+(`deepspeed tools/train_vqgan.py`): the entry point initialises `torch.distributed` and passes
+rank and world size in. Ranks stay bit-identical without DDP wrappers: parameters are broadcast
+from rank 0 at start, gradients of both models are averaged with one all-reduce each, the
+quantizer all-reduces its usage counts itself, and dead-code revival runs on rank 0 and is
+broadcast. Only rank 0 writes logs, TensorBoard events, checkpoints and the exported model.
+
+Checkpoint layout (`output_dir/checkpoints/step_0000200/`, written atomically, newest K kept):
+model.safetensors (VQ model), discriminator.safetensors, optimizer_g.pt / optimizer_d.pt
+(tensors only, loaded with weights_only=True) and trainer_state.json (step, epoch, position,
+samples seen, RNG states).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from radllm import atomic
+from radllm.config import save_config
+from radllm.errors import RadllmError
+from radllm.vq.checkpoint import save_vq
+from radllm.vq.data import ImageCache, epoch_batches, load_image_cache, manifest_images
+from radllm.vq.discriminator import PatchDiscriminator
+from radllm.vq.losses import ClinicalVQLoss
+from radllm.vq.metrics import code_perplexity, codebook_usage, gradient_magnitude_error, psnr, ssim
+from radllm.vq.model import VQModel
+from radllm.vq.train_config import VQTrainConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "step_"
+STATE_FILENAME = "trainer_state.json"
+GRID_IMAGES = 8
+
+
+@dataclass
+class TrainerState:
+    """Loop position saved in every checkpoint; `batch_in_epoch` makes mid-epoch resume exact."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    samples_seen: int = 0
+    codes_revived: int = 0
+    rng: dict[str, Any] = field(default_factory=dict)
+
+
+def learning_rate(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Linear warmup to `base_lr`, then cosine decay to `base_lr * min_ratio` at `total_steps`."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as JSON-friendly lists."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state().tolist(), "python": _jsonable(random.getstate())}
+    np_state = np.random.get_state()
+    state["numpy"] = [np_state[0], np_state[1].tolist(), *np_state[2:]]
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of `rng_state` (missing entries are left alone)."""
+    if "torch" in state:
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete step checkpoints of a run, oldest first (temporary `.step_*` dirs are ignored)."""
+    root = Path(output_dir) / "checkpoints"
+    found = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILENAME).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def weights_checksum(module: nn.Module) -> str:
+    """sha256 over every parameter and buffer (name, bytes): equal iff two copies are bit-identical."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class VQTrainer:
+    """Trains a `VQModel` with a `PatchDiscriminator` under `ClinicalVQLoss`.
+
+    Args:
+        config: the run config.
+        rank, world_size, local_rank: position in the (already initialised) process group;
+            defaults mean a single process.
+        progress: show tqdm bars (rank 0 only).
+    """
+
+    def __init__(self, config: VQTrainConfig, rank: int = 0, world_size: int = 1, local_rank: int = 0, progress: bool = True) -> None:
+        self.config = config
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.progress = progress and self.is_main
+        self.output_dir = Path(config.output_dir)
+        self.device = self._pick_device(local_rank)
+        self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        self.state = TrainerState()
+        self.writer: Any = None
+
+    def _pick_device(self, local_rank: int) -> torch.device:
+        if self.config.device == "cpu" or (self.config.device == "auto" and not torch.cuda.is_available()):
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise RadllmError("VQ train config: device='cuda' but CUDA is not available")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+
+    def setup(self) -> None:
+        """Seed, load data, build models/optimisers/loss, resume if asked, open the log writer."""
+        cfg = self.config
+        if cfg.torch_threads is not None:
+            torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.train_data, self.eval_data = self._load_data()
+        self.model = VQModel(cfg.model).to(self.device)
+        self.disc = PatchDiscriminator(cfg.model.in_channels, cfg.loss.disc_channels, cfg.loss.disc_layers).to(self.device)
+        betas = (cfg.optim.beta1, cfg.optim.beta2)
+        self.opt_g = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=betas, weight_decay=cfg.optim.weight_decay)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.optim.disc_lr, betas=betas, weight_decay=cfg.optim.weight_decay)
+        self.loss_fn = ClinicalVQLoss(cfg.loss, self._feature_encoder())
+        self._broadcast_module(self.model)
+        self._broadcast_module(self.disc)
+        if cfg.resume == "auto":
+            self.resume_latest()
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.output_dir / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.output_dir / "tb"), purge_step=self.state.step or None)
+
+    def _load_data(self) -> tuple[ImageCache, ImageCache]:
+        cfg = self.config.data
+        train_items = manifest_images(cfg.manifest, cfg.train_split, cfg.views)[: cfg.limit]
+        eval_items = manifest_images(cfg.manifest, cfg.eval_split, cfg.views)[: cfg.eval_images]
+        for split, items in ((cfg.train_split, train_items), (cfg.eval_split, eval_items)):
+            if not items:
+                raise RadllmError(f"{cfg.manifest}: no images in split {split!r} (views {cfg.views or 'any'})")
+        size = self.config.model.image_size
+        train = load_image_cache(train_items, size, self.progress, f"{cfg.train_split} images")
+        held_out = load_image_cache(eval_items, size, self.progress, f"{cfg.eval_split} images")
+        if self.is_main:
+            log.info("VQ data: %d %s images, %d %s images at %d px", len(train), cfg.train_split, len(held_out), cfg.eval_split, size)
+        return train, held_out
+
+    def _feature_encoder(self) -> nn.Module | None:
+        path = self.config.loss.feature_encoder
+        if path is None or self.config.loss.feature_weight == 0:
+            if self.is_main:
+                log.info("feature loss term is off (loss.feature_encoder=%r, loss.feature_weight=%g)", path, self.config.loss.feature_weight)
+            return None
+        from radllm.encoders import load_cxr_encoder
+
+        encoder = load_cxr_encoder(path, device=self.device).freeze()
+        if self.is_main:
+            log.info("feature loss term is on: CXR encoder %s, weight %g", path, self.config.loss.feature_weight)
+        return encoder
+
+    def _distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def _broadcast_module(self, module: nn.Module) -> None:
+        if self._distributed():
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=0)
+
+    def _average_gradients(self, module: nn.Module) -> None:
+        """Mean of every parameter gradient over ranks, in one flat all-reduce."""
+        if not self._distributed():
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True when `flag` holds on at least one rank (so all ranks take the same branch)."""
+        if not self._distributed():
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def train(self) -> dict[str, Any]:
+        """Run until `max_steps` or the wall-clock budget; save, evaluate and export at the end."""
+        sched = self.config.schedule
+        start = time.monotonic()
+        budget = sched.max_minutes * 60.0 if sched.max_minutes is not None else None
+        bar = tqdm(total=sched.max_steps, initial=self.state.step, desc="vq-train", unit="step", disable=not self.progress)
+        last_metrics: dict[str, float] = {}
+        stopped_early = False
+        while self.state.step < sched.max_steps:
+            if self._any_rank(budget is not None and time.monotonic() - start >= budget):
+                stopped_early = True
+                log.info("wall-clock budget of %g min reached at step %d", sched.max_minutes, self.state.step)
+                break
+            last_metrics = self.train_step(self._next_batch())
+            step = self.state.step
+            bar.update(1)
+            if self.is_main and step % sched.log_every == 0:
+                self._log_scalars("train", last_metrics)
+                bar.set_postfix(l1=f"{last_metrics['l1']:.4f}", usage=f"{last_metrics['usage']:.2f}")
+            if sched.revive_every and step % sched.revive_every == 0:
+                self.revive_codes()
+            if step % sched.eval_every == 0 and step < sched.max_steps:
+                self.evaluate()
+            if step % sched.save_every == 0 and step < sched.max_steps:
+                self.save_checkpoint()
+        bar.close()
+        return self.finish(last_metrics, stopped_early, time.monotonic() - start)
+
+    def _next_batch(self) -> Tensor:
+        """The next batch of this rank's (seed, epoch) order, advancing the epoch when exhausted."""
+        cfg = self.config
+        batches = epoch_batches(len(self.train_data), cfg.optim.batch_size, cfg.seed, self.state.epoch, self.rank, self.world_size)
+        if self.state.batch_in_epoch >= len(batches):
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+            batches = epoch_batches(len(self.train_data), cfg.optim.batch_size, cfg.seed, self.state.epoch, self.rank, self.world_size)
+        indices = batches[self.state.batch_in_epoch]
+        self.state.batch_in_epoch += 1
+        return self.train_data.batch(indices).to(self.device)  # [B, 1, S, S]
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return torch.autocast("cpu", enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def train_step(self, x: Tensor) -> dict[str, float]:
+        """One generator update, then (once the GAN is active) one discriminator update."""
+        cfg, step = self.config, self.state.step
+        lr_g = self._set_lr(self.opt_g, cfg.optim.lr)
+        lr_d = self._set_lr(self.opt_d, cfg.optim.disc_lr)
+        self.model.train()
+        self.disc.train()
+        gan_on = self.loss_fn.gan_active(step)
+        with self._autocast():
+            out = self.model(x)
+            loss, metrics = self.loss_fn.generator_loss(x, out.reconstruction, out.quantizer, step, self.model.last_decoder_layer, self.disc if gan_on else None)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.disc.zero_grad(set_to_none=True)  # D got gradients through D(x_hat); not its update
+        metrics["grad_norm_g"] = self._clip_and_step(self.model, self.opt_g)
+
+        with self._autocast():
+            d_loss, d_metrics = self.loss_fn.discriminator_loss(x, out.reconstruction, step, self.disc)
+        if gan_on:
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_metrics["grad_norm_d"] = self._clip_and_step(self.disc, self.opt_d)
+        self._latents = out.quantizer.latents
+        self.state.step += 1
+        self.state.samples_seen += x.shape[0] * self.world_size
+        return metrics | d_metrics | {
+            "usage": float(out.quantizer.usage),
+            "perplexity": float(out.quantizer.perplexity),
+            "lr_g": lr_g,
+            "lr_d": lr_d,
+        }
+
+    def _set_lr(self, optimizer: torch.optim.Optimizer, base_lr: float) -> float:
+        o = self.config.optim
+        lr = learning_rate(self.state.step, base_lr, o.warmup_steps, self.config.schedule.max_steps, o.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _clip_and_step(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> float:
+        self._average_gradients(module)
+        clip = self.config.optim.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip if clip is not None else float("inf"))
+        optimizer.step()
+        return float(norm)
+
+    @torch.no_grad()
+    def revive_codes(self) -> int:
+        """Re-seed dead codes from rank 0's latest encoder outputs; the codebook is then broadcast."""
+        quantizer = self.model.quantizer
+        revived = 0
+        if self.is_main:
+            generator = torch.Generator(device=self._latents.device).manual_seed(self.config.seed * 7919 + self.state.step)
+            revived = quantizer.revive_dead_codes(self._latents, generator)
+        if self._distributed():
+            dist.broadcast(quantizer.codebook.weight.data, src=0)
+            dist.broadcast(quantizer.usage_share, src=0)
+        if self.is_main and revived:
+            self.state.codes_revived += revived
+            self.writer.add_scalar("train/codes_revived", revived, self.state.step)
+        return revived
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Rank 0: tokenize and reconstruct the fixed held-out images; log metrics and a grid."""
+        if not self.is_main:
+            return {}
+        self.model.eval()
+        codes, recons, originals = [], [], []
+        bs = self.config.optim.batch_size
+        for start in range(0, len(self.eval_data), bs):
+            x = self.eval_data.batch(range(start, min(start + bs, len(self.eval_data)))).to(self.device)
+            with self._autocast():
+                c = self.model.encode(x)
+                r = self.model.decode_codes(c)
+            codes.append(c.cpu())
+            recons.append(r.float().cpu())
+            originals.append(x.cpu())
+        x, r, c = torch.cat(originals), torch.cat(recons), torch.cat(codes)
+        k = self.config.model.codebook_size
+        metrics = {
+            "psnr": float(psnr(x, r).mean()),
+            "ssim": float(ssim(x, r).mean()),
+            "gradient_magnitude_error": float(gradient_magnitude_error(x, r).mean()),
+            "l1": float((x - r).abs().mean()),
+            "codebook_usage": codebook_usage(c, k),
+            "perplexity": code_perplexity(c, k),
+        }
+        self._log_scalars("eval", metrics)
+        self.writer.add_image("eval/reconstructions", reconstruction_grid(x[:GRID_IMAGES], r[:GRID_IMAGES]), self.state.step)
+        log.info("step %d eval: %s", self.state.step, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+        self.model.train()
+        return metrics
+
+    def _log_scalars(self, prefix: str, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(f"{prefix}/{name}", value, self.state.step)
+
+    def save_checkpoint(self) -> Path | None:
+        """Rank 0 writes `checkpoints/step_XXXXXXX/` atomically and keeps the newest K."""
+        if not self.is_main:
+            return None
+        path = self.output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{self.state.step:07d}"
+        self.state.rng = rng_state()
+        with atomic.atomic_directory(path) as tmp:
+            save_file(_cpu_state(self.model), str(tmp / "model.safetensors"))
+            save_file(_cpu_state(self.disc), str(tmp / "discriminator.safetensors"))
+            torch.save(self.opt_g.state_dict(), tmp / "optimizer_g.pt")
+            torch.save(self.opt_d.state_dict(), tmp / "optimizer_d.pt")
+            atomic.write_json(tmp / STATE_FILENAME, asdict(self.state))
+        for old in list_checkpoints(self.output_dir)[: -self.config.schedule.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("saved checkpoint %s", path)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore models, optimisers, loop position and RNG from a step directory (every rank)."""
+        try:
+            self.model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(self.device)))
+            self.disc.load_state_dict(load_file(str(path / "discriminator.safetensors"), device=str(self.device)))
+            self.opt_g.load_state_dict(torch.load(path / "optimizer_g.pt", map_location=self.device, weights_only=True))
+            self.opt_d.load_state_dict(torch.load(path / "optimizer_d.pt", map_location=self.device, weights_only=True))
+            self.state = TrainerState(**json.loads((path / STATE_FILENAME).read_text(encoding="utf-8")))
+        except (OSError, RuntimeError, ValueError, TypeError, KeyError) as err:
+            raise RadllmError(f"{path}: cannot resume from this checkpoint ({err})") from err
+        set_rng_state(self.state.rng)
+
+    def resume_latest(self) -> bool:
+        """Continue from the newest complete checkpoint in output_dir, if there is one."""
+        found = list_checkpoints(self.output_dir)
+        if not found:
+            if self.is_main:
+                log.info("resume=auto: no checkpoint in %s, starting from step 0", self.output_dir / "checkpoints")
+            return False
+        self.load_checkpoint(found[-1])
+        if self.is_main:
+            log.info("resumed from %s at step %d", found[-1], self.state.step)
+        return True
+
+    def finish(self, last_metrics: dict[str, float], stopped_early: bool, seconds: float) -> dict[str, Any]:
+        """Final checkpoint, evaluation, export (rank 0) and optional per-rank checksums."""
+        eval_metrics = self.evaluate()
+        self.save_checkpoint()
+        sched = self.config.schedule
+        if sched.rank_checksums:
+            sums = {"model": weights_checksum(self.model), "discriminator": weights_checksum(self.disc), "step": self.state.step}
+            atomic.write_json(self.output_dir / "rank_checksums" / f"rank_{self.rank}.json", sums)
+        summary: dict[str, Any] = {
+            "step": self.state.step,
+            "samples_seen": self.state.samples_seen,
+            "stopped_by_time_budget": stopped_early,
+            "train_seconds": round(seconds, 1),
+            "train": last_metrics,
+            "eval": eval_metrics,
+        }
+        if self.is_main:
+            save_vq(self.model, self.config.export_path)
+            summary["export_dir"] = self.config.export_path
+            atomic.write_json(self.output_dir / "summary.json", summary)
+            self.writer.close()
+        return summary
+
+
+def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def reconstruction_grid(originals: Tensor, reconstructions: Tensor) -> Tensor:
+    """One image [1, 2H, N*W]: originals in the top row, their reconstructions below."""
+    top = torch.cat(list(originals.clamp(0, 1)), dim=2)  # [1, H, N*W]
+    bottom = torch.cat(list(reconstructions.clamp(0, 1)), dim=2)
+    return torch.cat([top, bottom], dim=1)  # [1, 2H, N*W]
+
+
+def train_vq(config: VQTrainConfig, rank: int = 0, world_size: int = 1, local_rank: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Train a VQ-GAN from `config` (the library entry of `radllm vq-train` and `tools/train_vqgan.py`).
+
+    Returns:
+        summary: final step, samples seen, last train metrics, held-out eval metrics (rank 0),
+            whether the wall-clock budget stopped the run, and the export directory.
+    """
+    trainer = VQTrainer(config, rank, world_size, local_rank, progress)
+    trainer.setup()
+    return trainer.train()

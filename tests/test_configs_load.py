@@ -1,0 +1,36 @@
+"""Every YAML under configs/ loads into its typed config (STYLE: every option is read).
+
+A config directory maps to its schema by the file's stem; a new YAML whose kind is unknown fails
+here instead of drifting out of date unnoticed.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from radllm.config import load_config
+from radllm.encoders.train_config import CXREncoderTrainConfig
+from radllm.vq.train_config import VQTrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _schema_for(path: Path) -> type:
+    if path.stem.startswith("cxr_encoder"):
+        return CXREncoderTrainConfig
+    if path.stem.startswith("vq") or path.parent.name == "vq":
+        return VQTrainConfig
+    raise AssertionError(f"{path}: no typed config schema is registered for this YAML")
+
+
+ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
+
+
+def test_configs_exist():
+    assert ALL_YAML, "configs/ holds no YAML"
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_loads_strictly(path):
+    config = load_config(_schema_for(path), path)
+    assert config is not None

@@ -1,0 +1,424 @@
+"""Tasks: exact token layouts, loss masks, CFG drop rate, VQA from labels, templates, task mix."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from radllm.config import load_config
+from radllm.data.sample import TokenizedStudy
+from radllm.errors import RadllmError
+from radllm.labels import OBSERVATIONS, empty_labels
+from radllm.tasks import (
+    ANSWERS,
+    IGNORE_INDEX,
+    LABEL_OF_ANSWER,
+    TASK_NAMES,
+    TASKS,
+    TaskExample,
+    TaskMixConfig,
+    TaskMixer,
+    answer_ids,
+    image_generation,
+    image_generation_prompt,
+    report_generation,
+    report_generation_prompt,
+    select_input_views,
+    text_lm,
+    unconditional_image_prompt,
+    vqa,
+    vqa_prompt,
+    vqa_questions,
+)
+from radllm.tasks.mix import NO_APPLICABLE_TASK, SKIPPED_INVALID
+from radllm.tasks.templates import IMAGE_INSTRUCTIONS, REPORT_INSTRUCTIONS, UNCONDITIONAL_IMAGE_INSTRUCTION, VQA_QUESTIONS
+from radllm.vocab_spec import VisualVocabSpec, image_token
+
+GRID = (2, 3)
+CODEBOOK = 16
+REPORTS = (
+    "The heart is normal in size. No pleural effusion or pneumothorax.",
+    "Mild cardiomegaly. Small left pleural effusion. No pneumothorax.",
+    "Lungs are clear. Support devices in place.",
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the template texts, extended with <boi>/<eoi>/<img_k>."""
+    corpus = [*REPORT_INSTRUCTIONS, *IMAGE_INSTRUCTIONS, UNCONDITIONAL_IMAGE_INSTRUCTION, *REPORTS, "yes no uncertain"]
+    corpus += [q for qs in VQA_QUESTIONS.values() for q in qs]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    bpe.train_from_iterator(corpus, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok.add_special_tokens({"additional_special_tokens": ["<boi>", "<eoi>", *(image_token(k) for k in range(CODEBOOK))]})
+    return tok
+
+
+@pytest.fixture(scope="module")
+def spec(tokenizer: PreTrainedTokenizerFast) -> VisualVocabSpec:
+    ids = tokenizer.convert_tokens_to_ids(["<boi>", "<eoi>", image_token(0), image_token(CODEBOOK - 1)])
+    assert ids[3] - ids[2] == CODEBOOK - 1  # image tokens are contiguous
+    return VisualVocabSpec(
+        codebook_size=CODEBOOK, grid_height=GRID[0], grid_width=GRID[1], image_size=32, token_offset=ids[2],
+        boi_id=ids[0], eoi_id=ids[1], text_vocab_size=300, vocab_size=320,
+    )
+
+
+def make_study(tokenizer, key="s1", views=("PA",), report=REPORTS[0], labels=None, seed=0) -> TokenizedStudy:
+    rng = np.random.default_rng(seed)
+    codes = [rng.integers(0, CODEBOOK, size=GRID, dtype=np.int16) for _ in views]
+    ids = np.asarray(tokenizer(report, add_special_tokens=False)["input_ids"], dtype=np.int32)
+    return TokenizedStudy(
+        key=key, study_id=key, split="train", image_codes=codes, views=list(views), report=report, report_ids=ids,
+        labels=labels if labels is not None else empty_labels(),
+    )
+
+
+def prompt_len(example: TaskExample) -> int:
+    return next(i for i, label in enumerate(example.labels) if label != IGNORE_INDEX)
+
+
+def decode_image_blocks(ids: list[int], spec: VisualVocabSpec) -> list[np.ndarray]:
+    """Independent decoder: find <boi>…<eoi> runs and map ids back to code grids."""
+    grids, i = [], 0
+    while i < len(ids):
+        if ids[i] == spec.boi_id:
+            end = ids.index(spec.eoi_id, i)
+            grids.append(np.array([spec.id_to_code(t) for t in ids[i + 1 : end]]).reshape(GRID))
+            i = end
+        i += 1
+    return grids
+
+
+def check_response_only_loss(example: TaskExample) -> None:
+    n = prompt_len(example)
+    assert all(label == IGNORE_INDEX for label in example.labels[:n])
+    assert example.labels[n:] == example.input_ids[n:]
+
+
+# --- report generation ---------------------------------------------------------------------------
+
+
+def test_report_generation_stage1_exact_layout(tokenizer, spec):
+    study = make_study(tokenizer)
+    (ex,) = report_generation(study, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1))
+    codes = study.image_codes[0].reshape(-1).tolist()
+    expected_prompt = [tokenizer.bos_token_id, spec.boi_id, *[spec.token_offset + c for c in codes], spec.eoi_id]
+    expected = expected_prompt + study.report_ids.tolist() + [tokenizer.eos_token_id]
+    assert ex.input_ids == expected
+    assert ex.labels == [IGNORE_INDEX] * len(expected_prompt) + expected[len(expected_prompt) :]
+    assert ex.task == "report_generation" and ex.key == "s1"
+    assert tokenizer.decode(ex.input_ids[len(expected_prompt) : -1]) == study.report
+
+
+def test_multi_view_gives_one_block_per_view_frontal_first_and_capped(tokenizer, spec):
+    study = make_study(tokenizer, views=("LATERAL", "PA", "AP"))
+    (ex,) = report_generation(study, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1, max_views=3))
+    grids = decode_image_blocks(ex.input_ids, spec)
+    assert len(grids) == 3 and ex.input_ids.count(spec.boi_id) == 3 and ex.input_ids.count(spec.eoi_id) == 3
+    for grid, view in zip(grids, (1, 2, 0)):  # PA, AP, then LATERAL
+        np.testing.assert_array_equal(grid, study.image_codes[view])
+    (capped,) = report_generation(study, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1, max_views=1))
+    (grid,) = decode_image_blocks(capped.input_ids, spec)
+    np.testing.assert_array_equal(grid, study.image_codes[1])
+    assert select_input_views(["LATERAL", "LL"], 2) == [0, 1]
+
+
+def test_stage2_report_instructions_vary_with_rng_and_match_prompt_builder(tokenizer, spec):
+    study = make_study(tokenizer)
+    config = TaskMixConfig(stage=2)
+    candidates = [report_generation_prompt(study.image_codes, tokenizer, spec, 2, t) for t in range(len(REPORT_INSTRUCTIONS))]
+    assert len({tuple(c) for c in candidates}) == len(REPORT_INSTRUCTIONS)
+    seen = Counter()
+    rng = random.Random(3)
+    for _ in range(100):
+        (ex,) = report_generation(study, tokenizer, spec, rng, config)
+        check_response_only_loss(ex)
+        seen[candidates.index(ex.input_ids[: prompt_len(ex)])] += 1  # raises if not a builder prompt
+    assert set(seen) == set(range(len(REPORT_INSTRUCTIONS)))
+    stage1 = report_generation_prompt(study.image_codes, tokenizer, spec, 1, random.Random(0))
+    assert candidates[0][: len(stage1)] == stage1
+    assert tokenizer.decode(candidates[0][len(stage1) :]) == REPORT_INSTRUCTIONS[0]
+
+
+# --- image generation ----------------------------------------------------------------------------
+
+
+def test_image_generation_stage1_layout_targets_frontal_view(tokenizer, spec):
+    study = make_study(tokenizer, views=("LATERAL", "PA"))
+    (ex,) = image_generation(study, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1, cfg_drop_prob=0.0))
+    n = prompt_len(ex)
+    assert ex.input_ids[:n] == [tokenizer.bos_token_id, *study.report_ids.tolist()]
+    response = ex.input_ids[n:]
+    assert response[0] == spec.boi_id and response[-1] == spec.eoi_id and len(response) == GRID[0] * GRID[1] + 2
+    (grid,) = decode_image_blocks(response, spec)
+    np.testing.assert_array_equal(grid, study.image_codes[1])
+    check_response_only_loss(ex)
+
+
+@pytest.mark.parametrize("make_rng", [random.Random, np.random.default_rng], ids=["random", "numpy"])
+def test_cfg_drop_fraction_matches_config(tokenizer, spec, make_rng):
+    study = make_study(tokenizer)
+    unconditional = unconditional_image_prompt(tokenizer, spec, 1)
+    rng = make_rng(7)
+    n, dropped = 3000, 0
+    for _ in range(n):
+        (ex,) = image_generation(study, tokenizer, spec, rng, TaskMixConfig(stage=1, cfg_drop_prob=0.25))
+        dropped += ex.input_ids[: prompt_len(ex)] == unconditional
+    assert abs(dropped / n - 0.25) < 0.03  # binomial sd = 0.008
+    for p, expect in ((0.0, False), (1.0, True)):
+        (ex,) = image_generation(study, tokenizer, spec, rng, TaskMixConfig(stage=1, cfg_drop_prob=p))
+        assert (ex.input_ids[: prompt_len(ex)] == unconditional) is expect
+
+
+def test_unconditional_and_conditional_prompts_are_exactly_the_training_prompts(tokenizer, spec):
+    assert unconditional_image_prompt(tokenizer, spec, 1) == [tokenizer.bos_token_id]
+    stage2_uncond = unconditional_image_prompt(tokenizer, spec, 2)
+    assert stage2_uncond == [tokenizer.bos_token_id, *tokenizer(UNCONDITIONAL_IMAGE_INSTRUCTION, add_special_tokens=False)["input_ids"]]
+    study = make_study(tokenizer)
+    from_text = [image_generation_prompt(study.report, tokenizer, spec, 2, t) for t in range(len(IMAGE_INSTRUCTIONS))]
+    from_ids = [image_generation_prompt(study.report_ids, tokenizer, spec, 2, t) for t in range(len(IMAGE_INSTRUCTIONS))]
+    assert from_text == from_ids
+    assert len({tuple(p) for p in from_text}) == len(IMAGE_INSTRUCTIONS)
+    for prompt, template in zip(from_text, IMAGE_INSTRUCTIONS):
+        assert tokenizer.decode(prompt[1:]) == template.replace("{report}", study.report)
+    rng = random.Random(11)
+    kinds = Counter()
+    for _ in range(200):
+        (ex,) = image_generation(study, tokenizer, spec, rng, TaskMixConfig(stage=2, cfg_drop_prob=0.2))
+        prompt = ex.input_ids[: prompt_len(ex)]
+        kinds["uncond" if prompt == stage2_uncond else from_text.index(prompt)] += 1
+    assert set(kinds) == {"uncond", *range(len(IMAGE_INSTRUCTIONS))}
+
+
+def test_prompt_builders_reject_bad_arguments(tokenizer, spec):
+    study = make_study(tokenizer)
+    with pytest.raises(ValueError, match="stage 3"):
+        unconditional_image_prompt(tokenizer, spec, 3)
+    with pytest.raises(ValueError, match="template index 9"):
+        image_generation_prompt(study.report, tokenizer, spec, 2, 9)
+    with pytest.raises(ValueError, match="non-empty report"):
+        image_generation_prompt("", tokenizer, spec, 1)
+    with pytest.raises(ValueError, match="at least one image"):
+        report_generation_prompt([], tokenizer, spec, 1)
+
+
+# --- VQA -------------------------------------------------------------------------------------------
+
+
+def test_vqa_bank_covers_every_observation_with_several_phrasings():
+    assert tuple(VQA_QUESTIONS) == OBSERVATIONS
+    for name in OBSERVATIONS:
+        phrasings = vqa_questions(name)
+        assert len(set(phrasings)) >= 3 and all(q.endswith("?") for q in phrasings)
+    assert {LABEL_OF_ANSWER[a] for a in ANSWERS.values()} == {1, 0, -1}
+    with pytest.raises(ValueError, match="unknown observation"):
+        vqa_questions("Broken Heart")
+
+
+def test_vqa_asks_only_labelled_observations_and_answers_from_labels(tokenizer, spec):
+    labels = empty_labels() | {"Cardiomegaly": 1, "Pleural Effusion": 0, "Edema": -1}
+    study = make_study(tokenizer, views=("PA", "LATERAL"), labels=labels)
+    examples = vqa(study, tokenizer, spec, random.Random(1), TaskMixConfig(vqa_questions_per_study=14))
+    assert len(examples) == 3
+    asked = {}
+    for ex in examples:
+        check_response_only_loss(ex)
+        n = prompt_len(ex)
+        assert len(decode_image_blocks(ex.input_ids[:n], spec)) == 2
+        question = tokenizer.decode(ex.input_ids[ex.input_ids.index(spec.eoi_id, ex.input_ids.index(spec.eoi_id) + 1) + 1 : n]).strip()
+        (name,) = [obs for obs in OBSERVATIONS if question in vqa_questions(obs)]
+        assert ex.input_ids[:n] == vqa_prompt(study.image_codes, question, tokenizer, spec)
+        answer = tokenizer.decode(ex.input_ids[n:-1])
+        assert ex.input_ids[-1] == tokenizer.eos_token_id
+        assert ex.input_ids[n:] == answer_ids(tokenizer, answer)
+        asked[name] = LABEL_OF_ANSWER[answer]
+    assert asked == {"Cardiomegaly": 1, "Pleural Effusion": 0, "Edema": -1}
+    blank = make_study(tokenizer)
+    assert vqa(blank, tokenizer, spec, random.Random(1), TaskMixConfig(vqa_questions_per_study=14)) == []
+
+
+def test_vqa_one_question_per_study_draws_varied_phrasings(tokenizer, spec):
+    study = make_study(tokenizer, labels=empty_labels() | {"Pneumothorax": 0})
+    rng = random.Random(5)
+    questions = set()
+    for _ in range(60):
+        (ex,) = vqa(study, tokenizer, spec, rng, TaskMixConfig())
+        questions.add(tokenizer.decode(ex.input_ids[ex.input_ids.index(spec.eoi_id) + 1 : prompt_len(ex)]).strip())
+    assert questions == set(vqa_questions("Pneumothorax"))
+
+
+# --- text LM and example invariants -----------------------------------------------------------------
+
+
+def test_text_lm_trains_every_token_after_start(tokenizer, spec):
+    study = make_study(tokenizer)
+    (ex,) = text_lm(study, tokenizer, spec, random.Random(0), TaskMixConfig())
+    assert ex.input_ids == [tokenizer.bos_token_id, *study.report_ids.tolist(), tokenizer.eos_token_id]
+    assert ex.labels == [IGNORE_INDEX, *ex.input_ids[1:]]
+    assert ex.n_targets == len(ex) - 1
+
+
+def test_task_example_invariants():
+    with pytest.raises(ValueError, match="3 input ids but 2 labels"):
+        TaskExample([1, 2, 3], [-100, 2], "t", "k")
+    with pytest.raises(ValueError, match="first label"):
+        TaskExample([1, 2], [1, 2], "t", "k")
+
+
+def test_tasks_skip_studies_they_cannot_use(tokenizer, spec):
+    no_image = make_study(tokenizer, views=())
+    empty_report = make_study(tokenizer, report="")
+    config = TaskMixConfig(vqa_questions_per_study=2)
+    for task in (report_generation, image_generation, vqa):
+        assert task(no_image, tokenizer, spec, random.Random(0), config) == []
+    for task in (report_generation, image_generation, text_lm):
+        assert task(empty_report, tokenizer, spec, random.Random(0), config) == []
+
+
+def test_invalid_studies_raise_clear_errors(tokenizer, spec):
+    wrong_grid = make_study(tokenizer, key="badgrid")
+    wrong_grid.image_codes[0] = np.zeros((4, 4), dtype=np.int16)
+    with pytest.raises(RadllmError, match=r"study badgrid view 0: image codes of shape \(4, 4\) do not fit the 2x3 grid"):
+        report_generation(wrong_grid, tokenizer, spec, random.Random(0), TaskMixConfig())
+    out_of_book = make_study(tokenizer, key="badcode")
+    out_of_book.image_codes[0][0, 0] = CODEBOOK
+    with pytest.raises(RadllmError, match="outside the codebook"):
+        image_generation(out_of_book, tokenizer, spec, random.Random(0), TaskMixConfig())
+    foreign_ids = make_study(tokenizer, key="badids")
+    foreign_ids.report_ids = np.array([5, 310], dtype=np.int32)
+    with pytest.raises(RadllmError, match="badids: report ids span 5..310, outside the text vocabulary"):
+        text_lm(foreign_ids, tokenizer, spec, random.Random(0), TaskMixConfig())
+    mismatched = make_study(tokenizer, key="badviews", views=("PA", "LATERAL"))
+    mismatched.views = ["PA"]
+    with pytest.raises(RadllmError, match="2 code arrays but 1 view names"):
+        vqa(mismatched, tokenizer, spec, random.Random(0), TaskMixConfig())
+
+
+# --- task mix ---------------------------------------------------------------------------------------
+
+
+def many_studies(tokenizer, n: int) -> list[TokenizedStudy]:
+    labels = empty_labels() | {"Cardiomegaly": 1, "Edema": 0}
+    return [make_study(tokenizer, key=f"s{i}", report=REPORTS[i % 3], labels=labels, seed=i) for i in range(n)]
+
+
+def test_task_registry_is_complete():
+    assert set(TASKS) == set(TASK_NAMES)
+
+
+def test_mix_proportions_follow_weights(tokenizer, spec):
+    weights = {"report_generation": 2.0, "image_generation": 1.0, "vqa": 1.0, "text_lm": 0.0}
+    mixer = TaskMixer(tokenizer, spec, TaskMixConfig(stage=2, weights=weights), seed=0)
+    examples = list(mixer.examples(many_studies(tokenizer, 2000)))
+    counts = Counter(ex.task for ex in examples)
+    assert counts == Counter({k: v for k, v in mixer.counts.items() if k in TASK_NAMES})
+    assert "text_lm" not in counts
+    for name, expected in (("report_generation", 0.5), ("image_generation", 0.25), ("vqa", 0.25)):
+        assert abs(counts[name] / 2000 - expected) < 0.04, counts
+
+
+def test_mix_is_deterministic_per_seed_epoch_and_study(tokenizer, spec):
+    studies = many_studies(tokenizer, 40)
+    config = TaskMixConfig(stage=2, weights={"report_generation": 1.0, "image_generation": 1.0, "vqa": 1.0, "text_lm": 1.0})
+
+    def run(seed, epoch, order):
+        mixer = TaskMixer(tokenizer, spec, config, seed=seed)
+        return {ex.key: (ex.task, ex.input_ids) for ex in mixer.examples([studies[i] for i in order], epoch=epoch)}
+
+    forward = run(0, 0, range(40))
+    assert run(0, 0, range(40)) == forward
+    assert run(0, 0, reversed(range(40))) == forward  # independent of stream position
+    assert run(1, 0, range(40)) != forward
+    assert run(0, 1, range(40)) != forward
+
+
+def test_mix_falls_back_to_applicable_tasks_and_counts_skips(tokenizer, spec):
+    config = TaskMixConfig(weights={"report_generation": 5.0, "image_generation": 0.0, "vqa": 0.0, "text_lm": 1.0})
+    mixer = TaskMixer(tokenizer, spec, config, seed=0)
+    no_image = make_study(tokenizer, key="noimg", views=())
+    nothing = make_study(tokenizer, key="nothing", views=(), report="")
+    broken = make_study(tokenizer, key="broken")
+    broken.image_codes[0] = np.zeros((1, 1), dtype=np.int16)
+    good = make_study(tokenizer, key="good")
+    out = list(mixer.examples([no_image, nothing, broken, good]))
+    assert [ex.task for ex in out if ex.key == "noimg"] == ["text_lm"]
+    assert "nothing" not in {ex.key for ex in out} and "broken" not in {ex.key for ex in out}
+    assert mixer.counts[NO_APPLICABLE_TASK] == 1 and mixer.counts[SKIPPED_INVALID] == 1
+    assert {ex.key for ex in out} == {"noimg", "good"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"stage": 3}, "tasks.stage = 3"),
+        ({"weights": {"report_generation": 1.0, "captioning": 1.0}}, "unknown task.*captioning"),
+        ({"weights": {"report_generation": -1.0}}, "negative weight"),
+        ({"weights": {"report_generation": 0.0}}, "at least one task"),
+        ({"cfg_drop_prob": 1.5}, "cfg_drop_prob = 1.5"),
+        ({"max_views": 0}, "max_views = 0"),
+    ],
+)
+def test_config_validation(tokenizer, spec, changes, message):
+    with pytest.raises(RadllmError, match=message):
+        TaskMixer(tokenizer, spec, TaskMixConfig(**changes), seed=0)
+
+
+def test_config_loads_from_yaml(tmp_path: Path):
+    path = tmp_path / "tasks.yaml"
+    path.write_text("stage: 2\nweights: {vqa: 0.5}\ncfg_drop_prob: 0.2\n")
+    config = load_config(TaskMixConfig, path).validate()
+    assert config.stage == 2 and config.cfg_drop_prob == 0.2
+    assert config.weights == {"report_generation": 1.0, "image_generation": 1.0, "vqa": 0.5, "text_lm": 0.0}
+    path.write_text("stage: 2\nweight: {vqa: 0.5}\n")
+    with pytest.raises(RadllmError, match="weight"):
+        load_config(TaskMixConfig, path)
+
+
+# --- real tokenizer families (built by tests/tokenizer_fixtures.py and radllm build-tokenizer) -----------
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_every_task_round_trips_through_a_real_extended_tokenizer(tmp_path_factory, family):
+    from tokenizer_fixtures import make_visual_tokenizer
+
+    from radllm.vocab import decode_report, encode_report, image_codes_from_ids, load_tokenizer
+
+    tok, spec = load_tokenizer(make_visual_tokenizer(tmp_path_factory.mktemp(family), family=family)[0])
+    start = tok.bos_token_id if family == "llama" else tok.eos_token_id  # Qwen has no bos
+    text = "FINDINGS: Moderate cardiomegaly. Small left pleural effusion."
+    rng = np.random.default_rng(0)
+    study = TokenizedStudy(
+        key="s9", study_id="s9", split="train", views=["PA"], report=text,
+        image_codes=[rng.integers(0, spec.codebook_size, size=(spec.grid_height, spec.grid_width))],
+        report_ids=np.asarray(encode_report(tok, text), dtype=np.int32),
+        labels=empty_labels() | {"Cardiomegaly": 1},
+    )
+    config = TaskMixConfig(stage=2, cfg_drop_prob=0.0)
+    (report_ex,) = report_generation(study, tok, spec, random.Random(0), config)
+    n = prompt_len(report_ex)
+    assert report_ex.input_ids[0] == start
+    assert decode_report(tok, report_ex.input_ids[n:]) == text and report_ex.input_ids[-1] == tok.eos_token_id
+    block = report_ex.input_ids[1 : 3 + spec.tokens_per_image]
+    np.testing.assert_array_equal(image_codes_from_ids(spec, block), study.image_codes[0])
+    assert decode_report(tok, report_ex.input_ids[3 + spec.tokens_per_image : n]).strip() in {t.strip() for t in REPORT_INSTRUCTIONS}
+
+    (image_ex,) = image_generation(study, tok, spec, random.Random(0), config)
+    prompt = image_ex.input_ids[: prompt_len(image_ex)]
+    assert prompt in [image_generation_prompt(text, tok, spec, 2, t) for t in range(len(IMAGE_INSTRUCTIONS))]
+    np.testing.assert_array_equal(image_codes_from_ids(spec, image_ex.input_ids[len(prompt) :]), study.image_codes[0])
+
+    (vqa_ex,) = vqa(study, tok, spec, random.Random(0), config)
+    assert decode_report(tok, vqa_ex.input_ids[prompt_len(vqa_ex) :]) == "yes"

@@ -1,0 +1,114 @@
+"""`radllm vq-train` config errors, `radllm vq-encode` and `radllm vq-eval` against independent references."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from radllm.cli import main as cli_main
+from radllm.imaging import load_image
+from radllm.vq import VQConfig, VQModel, load_vq, save_vq
+from radllm.vq.evaluate import NO_CLASSIFIER_NOTE
+from tests.vq_fixtures import tiny_train_config, write_image_set
+
+TINY = VQConfig(image_size=32, base_channels=8, channel_mult=[1, 2, 2], num_res_blocks=1, z_channels=16, codebook_size=16, codebook_dim=4)
+
+
+@pytest.fixture()
+def vq_dir(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    return save_vq(VQModel(TINY), tmp_path / "vq")
+
+
+def test_unknown_config_key_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tiny_train_config(tmp_path / "manifest.jsonl", tmp_path / "run")
+    assert cli_main(["vq-train", "--config", str(config), "--set", "optim.learning_rat=1e-3"]) == 2
+    assert "learning_rat" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text() + "schedule_typo: 3\n")
+    assert cli_main(["vq-train", "--config", str(bad)]) == 2
+    assert "schedule_typo" in capsys.readouterr().err
+
+
+def test_invalid_config_value_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tiny_train_config(tmp_path / "manifest.jsonl", tmp_path / "run")
+    assert cli_main(["vq-train", "--config", str(config), "--set", "resume=sometimes"]) == 2
+    assert "resume='sometimes'" in capsys.readouterr().err
+
+
+def test_vq_encode_codes_equal_vq_encode(tmp_path: Path, vq_dir: Path) -> None:
+    manifest = write_image_set(tmp_path / "data", n_train=5, n_test=2)
+    Path(tmp_path / "data" / "images" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "codes.jsonl"
+    assert cli_main(["vq-encode", "--vq", str(vq_dir), "--images", str(tmp_path / "data" / "images"), "--out", str(out), "--batch-size", "3", "--no-progress"]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 7  # the broken file is skipped
+    vq = load_vq(vq_dir)
+    images = torch.stack([load_image(line["path"], 32) for line in lines])
+    expected = vq.encode(images)  # [7, 8, 8], one batch
+    for line, codes in zip(lines, expected):
+        assert line["grid"] == [8, 8]
+        assert line["codes"] == codes.flatten().tolist()
+
+    from_manifest = tmp_path / "test_codes.jsonl"
+    assert cli_main(["vq-encode", "--vq", str(vq_dir), "--manifest", str(manifest), "--split", "test", "--out", str(from_manifest), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in from_manifest.read_text().splitlines()]
+    assert [r["study_id"] for r in rows] == ["s005", "s006"] and rows[0]["view"] == "PA"
+    by_path = {line["path"]: line["codes"] for line in lines}
+    assert all(r["codes"] == by_path[r["path"]] for r in rows)
+
+
+def test_vq_encode_missing_input_exits_2(tmp_path: Path, vq_dir: Path) -> None:
+    assert cli_main(["vq-encode", "--vq", str(vq_dir), "--images", str(tmp_path / "nope.png"), "--out", str(tmp_path / "o.jsonl")]) == 2
+
+
+def test_vq_eval_writes_metrics_matching_independent_psnr(tmp_path: Path, vq_dir: Path) -> None:
+    manifest = write_image_set(tmp_path / "data", n_train=2, n_test=5)
+    out = tmp_path / "eval"
+    assert cli_main(["vq-eval", "--vq", str(vq_dir), "--manifest", str(manifest), "--out", str(out), "--limit", "4", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("psnr", "ssim", "codebook_usage", "perplexity", "clinical_agreement", "gradient_magnitude_error", "n_images"):
+        assert key in metrics
+    assert metrics["n_images"] == 4 and metrics["clinical_agreement"] is None and metrics["note"] == NO_CLASSIFIER_NOTE
+
+    # Independent reference: numpy PSNR of the tokenize -> decode round trip, from 8-bit-rounded inputs.
+    vq = load_vq(vq_dir)
+    paths = sorted((tmp_path / "data" / "images").glob("*.png"))[2:6]
+    x = torch.stack([torch.from_numpy(np.rint(load_image(p, 32).numpy() * 255) / 255).float() for p in paths])
+    with torch.no_grad():
+        codes = vq.encode(x)
+        recon = vq.decode_codes(codes).numpy().astype(np.float64)
+    mse = ((x.numpy().astype(np.float64) - recon) ** 2).reshape(4, -1).mean(axis=1)
+    assert metrics["psnr"] == pytest.approx(float(np.mean(10 * np.log10(1.0 / mse))), rel=1e-4)
+    assert metrics["codebook_usage"] == pytest.approx(len(np.unique(codes.numpy())) / 16)
+
+    grid = np.asarray(Image.open(out / "reconstructions.png"))
+    assert grid.shape == (64, 4 * 32)  # originals over reconstructions
+    np.testing.assert_allclose(grid[:32, :32] / 255.0, x[0, 0].numpy(), atol=1 / 255 + 1e-6)
+    np.testing.assert_allclose(grid[32:, :32] / 255.0, recon[0, 0], atol=1 / 255 + 1e-6)
+
+
+def test_vq_eval_clinical_agreement_with_classifier(tmp_path: Path, vq_dir: Path) -> None:
+    from radllm.encoders import clinical_agreement, load_cxr_encoder
+    from radllm.encoders.training import build_small_cnn_encoder
+    from radllm.encoders.train_config import CXREncoderTrainConfig
+    from radllm.encoders import save_cxr_encoder
+    from radllm.config import load_config
+
+    torch.manual_seed(1)
+    enc_config = load_config(CXREncoderTrainConfig, overrides=["data.manifest=x", "data.image_size=32", "out_dir=x"])
+    save_cxr_encoder(build_small_cnn_encoder(enc_config, ["Cardiomegaly", "Pneumothorax"]), tmp_path / "enc")
+    manifest = write_image_set(tmp_path / "data", n_train=1, n_test=3)
+    out = tmp_path / "eval"
+    assert cli_main(["vq-eval", "--vq", str(vq_dir), "--manifest", str(manifest), "--out", str(out), "--classifier", str(tmp_path / "enc"), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    vq, encoder = load_vq(vq_dir), load_cxr_encoder(tmp_path / "enc").freeze()
+    x = torch.stack([torch.from_numpy(np.rint(load_image(p, 32).numpy() * 255) / 255).float() for p in sorted((tmp_path / "data" / "images").glob("*.png"))[1:]])
+    with torch.no_grad():
+        recon = vq.decode_codes(vq.encode(x))
+    assert metrics["clinical_agreement"] == pytest.approx(clinical_agreement(encoder, x, recon))
