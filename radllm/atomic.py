@@ -16,6 +16,17 @@ from pathlib import Path
 from typing import Any
 
 
+def _default_mode(base: int) -> int:
+    """`base` (0o666 files, 0o777 dirs) minus the process umask: what `open()`/`mkdir` would give.
+
+    `mkstemp`/`mkdtemp` create 0600/0700 entries; without this every artifact (metrics.json,
+    checkpoints, model directories) would be unreadable to the rest of a lab's group.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success fsync and rename it onto `path`."""
@@ -26,6 +37,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _default_mode(0o666))
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
@@ -61,6 +73,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(0o777))
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"{path} already exists")

@@ -1,5 +1,8 @@
 """Atomic writes leave either the old or the new artifact, never a partial one."""
 
+import os
+import stat
+
 import pytest
 
 from radllm import atomic
@@ -32,3 +35,15 @@ def test_directory_swap_and_failure(tmp_path):
     with pytest.raises(FileExistsError):
         with atomic.atomic_directory(target, overwrite=False) as tmp:
             pass
+
+
+def test_written_file_and_directory_get_umask_permissions_not_mkstemp_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "metrics.json", "{}")
+        with atomic.atomic_directory(tmp_path / "model") as tmp:
+            (tmp / "w").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755

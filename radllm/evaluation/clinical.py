@@ -1,0 +1,92 @@
+"""Clinical efficacy: precision / recall / F1 of the findings a generated report states.
+
+Each (study, observation) pair becomes binary on both sides before counting: 1 positive, 0 or
+blank negative (a report that does not mention a finding is read as not reporting it), and -1
+uncertain by the chosen policy:
+
+* ``positive``: uncertain counts as positive (the usual choice for report generation papers);
+* ``negative``: uncertain counts as negative;
+* ``ignore``: a pair where either side is uncertain is left out of that observation's counts.
+
+Micro averages pool the confusion counts over observations; macro averages are the mean of
+per-observation values, with 0 for an undefined ratio (no predicted or no true positives), as
+scikit-learn's ``zero_division=0`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from radllm.labels import Labels
+
+UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts of one observation (or pooled over several)."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def __add__(self, other: "Confusion") -> "Confusion":
+        return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp + self.fp + self.fn else 0.0
+
+
+def binarize(value: int | None, policy: str) -> int | None:
+    """1/0, or None when the pair is to be ignored (policy "ignore" and an uncertain label)."""
+    if policy not in UNCERTAIN_POLICIES:
+        raise ValueError(f"uncertain policy {policy!r} not one of {UNCERTAIN_POLICIES}")
+    if value == -1:
+        return {"positive": 1, "negative": 0, "ignore": None}[policy]
+    return 1 if value == 1 else 0
+
+
+def confusion_tables(
+    predicted: Sequence[Labels], reference: Sequence[Labels], observations: Sequence[str], policy: str
+) -> dict[str, Confusion]:
+    """One `Confusion` per observation over paired label dicts."""
+    if len(predicted) != len(reference):
+        raise ValueError(f"need paired labels: {len(predicted)} predicted vs {len(reference)} reference")
+    tables = {}
+    for name in observations:
+        tp = fp = fn = tn = 0
+        for pred, ref in zip(predicted, reference):
+            p, r = binarize(pred.get(name), policy), binarize(ref.get(name), policy)
+            if p is None or r is None:
+                continue
+            tp += p and r
+            fp += p and not r
+            fn += r and not p
+            tn += not p and not r
+        tables[name] = Confusion(int(tp), int(fp), int(fn), int(tn))
+    return tables
+
+
+def averaged_scores(tables: dict[str, Confusion]) -> dict[str, float]:
+    """precision/recall/f1, each ``_micro`` and ``_macro``, over the given tables."""
+    pooled = sum(tables.values(), Confusion())
+    n = len(tables)
+    return {
+        "precision_micro": pooled.precision,
+        "recall_micro": pooled.recall,
+        "f1_micro": pooled.f1,
+        "precision_macro": sum(t.precision for t in tables.values()) / n,
+        "recall_macro": sum(t.recall for t in tables.values()) / n,
+        "f1_macro": sum(t.f1 for t in tables.values()) / n,
+    }

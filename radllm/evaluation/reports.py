@@ -1,0 +1,76 @@
+"""Metrics of generated reports: NLG scores and clinical efficacy (the ``report/`` keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from radllm.errors import RadllmError
+from radllm.evaluation.clinical import averaged_scores, confusion_tables
+from radllm.evaluation.inputs import Reference
+from radllm.evaluation.keys import slug
+from radllm.evaluation.nlg import nlg_metrics
+from radllm.labeler import default_labeler
+from radllm.labels import COMMON_FIVE, OBSERVATIONS, Labels
+
+LABEL_SOURCES = ("auto", "labels", "labeler")
+
+
+def resolve_label_source(references: Sequence[Reference], requested: str) -> str:
+    """"labels" (the reference file's ground-truth labels) or "labeler" (labeler on reference text).
+
+    "auto" takes the file's labels when every reference in `references` has them.
+    """
+    if requested not in LABEL_SOURCES:
+        raise RadllmError(f"label source {requested!r} not one of {list(LABEL_SOURCES)}")
+    have_labels = all(ref.labels is not None for ref in references)
+    if requested == "labels" and not have_labels:
+        missing = [ref.study_id for ref in references if ref.labels is None][:5]
+        raise RadllmError(f"--ce-labels labels: the references carry no labels for study ids such as {missing}")
+    if requested == "auto":
+        return "labels" if have_labels and references else "labeler"
+    return requested
+
+
+def reference_labels(references: Sequence[Reference], source: str) -> list[Labels]:
+    """Labels of each reference from `source` ("labels" or "labeler")."""
+    if source == "labels":
+        return [dict(ref.labels) for ref in references]  # type: ignore[arg-type]
+    labeler = default_labeler()
+    return [labeler.label(ref.text) for ref in references]
+
+
+def clinical_efficacy(predicted: Sequence[Labels], reference: Sequence[Labels], policy: str) -> dict[str, float]:
+    """``ce_*`` keys (without the group prefix): averages over 14 and 5, and per-observation values."""
+    tables = confusion_tables(predicted, reference, OBSERVATIONS, policy)
+    out: dict[str, float] = {}
+    for suffix, names in (("14", OBSERVATIONS), ("5", COMMON_FIVE)):
+        for key, value in averaged_scores({n: tables[n] for n in names}).items():
+            out[f"ce_{key}_{suffix}"] = value
+    for name, table in tables.items():
+        out[f"ce_precision/{slug(name)}"] = table.precision
+        out[f"ce_recall/{slug(name)}"] = table.recall
+        out[f"ce_f1/{slug(name)}"] = table.f1
+    return out
+
+
+def report_metrics(
+    records: Sequence[Mapping[str, Any]],
+    references: Mapping[str, Reference],
+    policy: str,
+    label_source: str,
+    meteor: bool = True,
+) -> dict[str, Any]:
+    """Every ``report/`` key for `records` (report predictions) against `references`.
+
+    `label_source` is resolved ("labels" or "labeler", see `resolve_label_source`).
+    """
+    refs = [references[r["study_id"]] for r in records]
+    predictions = {r["study_id"]: r["report"] for r in records}
+    nlg = nlg_metrics(predictions, {ref.study_id: ref.text for ref in refs}, meteor=meteor)
+    source = label_source
+    labeler = default_labeler()
+    ce = clinical_efficacy([labeler.label(r["report"]) for r in records], reference_labels(refs, source), policy)
+    metrics: dict[str, Any] = {"n_studies": len(records), **nlg.scores, **ce}
+    metrics.update({f"{name}_skipped": reason for name, reason in nlg.skipped.items()})
+    return {f"report/{key}": value for key, value in metrics.items()}
