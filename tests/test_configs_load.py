@@ -10,12 +10,15 @@ import pytest
 
 from radllm.config import load_config
 from radllm.encoders.train_config import CXREncoderTrainConfig
+from radllm.training.config import TrainConfig
 from radllm.vq.train_config import VQTrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _schema_for(path: Path) -> type:
+    if path.parent.name == "train":
+        return TrainConfig
     if path.stem.startswith("cxr_encoder"):
         return CXREncoderTrainConfig
     if path.stem.startswith("vq") or path.parent.name == "vq":
@@ -34,3 +37,5 @@ def test_configs_exist():
 def test_config_loads_strictly(path):
     config = load_config(_schema_for(path), path)
     assert config is not None
+    if isinstance(config, TrainConfig):
+        config.validate()  # values too, not only keys and types (paths are checked at run time)

@@ -1,0 +1,181 @@
+"""Training checkpoints: DeepSpeed's sharded state plus radllm's per-rank state, complete or ignored.
+
+Layout of `run_dir/checkpoints/`:
+
+    step_0000200/            `engine.save_checkpoint(tag=...)`: model/optimizer shards of every rank
+    step_0000200/trainer_rank{r}.json   rank r's client state: step, tokens seen, data position
+                             (reader + rows packed but not yet trained on), RNG states, stage,
+                             config fingerprint
+    step_0000200/COMPLETE    written by rank 0 after a barrier that every rank reaches only once
+                             its files are on disk
+    latest                   the newest complete tag (DeepSpeed's own convention, so
+                             `zero_to_fp32.py` finds it), replaced atomically after COMPLETE
+
+A save killed midway leaves a directory without COMPLETE: `--resume auto` never picks it (it
+takes the newest directory that has the marker) and rotation deletes it. Per-rank JSON is used
+because DeepSpeed stores `client_state` from the data-parallel rank 0 only, while the reader
+position and pending rows differ per rank.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from radllm import atomic
+from radllm.config import config_to_dict
+from radllm.errors import RadllmError
+from radllm.training.config import TrainConfig
+
+COMPLETE = "COMPLETE"
+LATEST = "latest"
+TAG_PATTERN = re.compile(r"^step_(\d{7,})$")
+
+
+def tag_for(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def checkpoints_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def rank_state_path(checkpoint: Path, rank: int) -> Path:
+    return checkpoint / f"trainer_rank{rank}.json"
+
+
+def is_complete(checkpoint: Path) -> bool:
+    return (checkpoint / COMPLETE).is_file()
+
+
+def complete_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := TAG_PATTERN.match(p.name)) and is_complete(p)]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(run_dir: str | os.PathLike, resume: str) -> Path | None:
+    """The checkpoint to load: None for `never` (or `auto` with none complete), else a complete directory.
+
+    Raises:
+        RadllmError: an explicit path that is not a complete checkpoint.
+    """
+    if resume == "never":
+        return None
+    if resume == "auto":
+        found = complete_checkpoints(run_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path.is_dir() and is_complete(path)):
+        raise RadllmError(f"--resume {resume}: not a complete checkpoint directory (it needs the {COMPLETE} marker written at the end of a save)")
+    return path
+
+
+def clear_incomplete(checkpoint: Path) -> None:
+    """Remove what a killed save of the same tag left behind, so no stale shard mixes into the new one."""
+    if checkpoint.is_dir() and not is_complete(checkpoint):
+        shutil.rmtree(checkpoint)
+
+
+def mark_complete(checkpoint: Path) -> None:
+    """Rank 0, after every rank finished writing: the marker, then `latest`."""
+    atomic.write_text(checkpoint / COMPLETE, "")
+    atomic.write_text(checkpoint.parent / LATEST, checkpoint.name)
+
+
+def rotate(run_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints and any incomplete one older than the newest; returns deleted dirs."""
+    complete = complete_checkpoints(run_dir)
+    if not complete:
+        return []
+    newest = int(TAG_PATTERN.match(complete[-1].name).group(1))
+    doomed = complete[:-keep] if keep < len(complete) else []
+    for path in checkpoints_dir(run_dir).iterdir():
+        match = TAG_PATTERN.match(path.name)
+        if path.is_dir() and match and not is_complete(path) and int(match.group(1)) < newest:
+            doomed.append(path)
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def config_fingerprint(config: TrainConfig) -> str:
+    """Hash of what defines the training trajectory (not schedule lengths, logging or paths of outputs)."""
+    data = config_to_dict(config)
+    for key in ("run_dir", "export_dir", "resume", "schedule", "deepspeed"):
+        data.pop(key, None)
+    data["data"].pop("num_workers", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) generator states as JSON-friendly values."""
+    state: dict[str, Any] = {
+        "python": _encode(random.getstate()),
+        "numpy": _encode(np.random.get_state()),
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = base64.b64encode(torch.cuda.get_rng_state().numpy().tobytes()).decode()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_decode_python(state["python"]))
+    np.random.set_state(_decode_numpy(state["numpy"]))
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["cuda"])), dtype=torch.uint8))
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return {"ndarray": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode_python(value: list) -> tuple:
+    return (value[0], tuple(value[1]), value[2])
+
+
+def _decode_numpy(value: list) -> tuple:
+    return (value[0], np.asarray(value[1]["ndarray"], dtype=value[1]["dtype"]), *value[2:])
+
+
+def write_rank_state(checkpoint: Path, rank: int, state: dict[str, Any]) -> None:
+    atomic.write_json(rank_state_path(checkpoint, rank), state)
+
+
+def read_rank_state(checkpoint: Path, rank: int, config: TrainConfig, world_size: int) -> dict[str, Any]:
+    """Rank `rank`'s state, after checking it belongs to this run layout.
+
+    Raises:
+        RadllmError: missing file (another world size), or a config that changes the trajectory.
+    """
+    path = rank_state_path(checkpoint, rank)
+    if not path.is_file():
+        raise RadllmError(f"{checkpoint}: no {path.name}; the checkpoint was written by a run with another number of ranks")
+    state = json.loads(path.read_text(encoding="utf-8"))
+    if state["world_size"] != world_size:
+        raise RadllmError(f"{checkpoint}: written by {state['world_size']} ranks, this run has {world_size}; resume with the same world size")
+    if state["config_fingerprint"] != config_fingerprint(config):
+        raise RadllmError(
+            f"{checkpoint}: written with a different model/data/tasks/optim/anchor config (fingerprint "
+            f"{state['config_fingerprint']} vs {config_fingerprint(config)}); compare with {checkpoint.parent.parent / 'config.yaml'}"
+        )
+    return state

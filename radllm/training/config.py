@@ -1,0 +1,160 @@
+"""Typed run config of `deepspeed radllm/train.py`: model, data, tasks, optimiser, anchor, LoRA, schedule.
+
+    deepspeed radllm/train.py --config configs/train/tiny_stage1.yaml --set optim.lr=1e-4
+
+Loaded with `radllm.config.load_config(TrainConfig, path, overrides)` (unknown keys and wrong types
+fail), then `TrainConfig.validate()` checks values and `check_artifacts` (radllm.training.artifacts)
+checks every path and the visual-vocabulary agreement between tokenizer, shards and model, all
+before any process group or model exists. The merged config is written to `run_dir/config.yaml`.
+
+Models: `model.init` is the local HF directory the weights start from (the pretrained LLM in
+stage 1, the stage-1 export in stage 2); `model.architecture` (a config.json, or a directory
+holding one) builds a model from scratch instead. `anchor.pretrained` names the ORIGINAL LLM of
+the L2 anti-forgetting pull; it defaults to `model.init`, which is right in stage 1 only, so a
+stage-2 config names it explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from radllm.errors import RadllmError
+from radllm.packing import OVERFLOW_POLICIES
+from radllm.tasks import TaskMixConfig
+from radllm.training.lora import LoraSettings
+
+DTYPES = ("auto", "bfloat16", "float32")
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+
+
+@dataclass
+class ModelOptions:
+    """Where the LLM comes from and how it runs."""
+
+    init: str | None = None  # local HF model directory to start from (pretrained LLM or stage-1 export)
+    architecture: str | None = None  # config.json (or a dir with one) for a from-scratch model
+    dtype: str = "auto"  # auto = bfloat16 on CUDA, float32 on CPU
+    attn_implementation: str = "auto"  # auto = flash_attention_2 on CUDA when installed, else sdpa
+    gradient_checkpointing: bool = False
+    new_row_noise: float = 0.02  # std of the noise on new embedding rows, relative to the old rows' std
+
+
+@dataclass
+class DataOptions:
+    """Tokenized shards and how they become packed rows."""
+
+    shards: str = MISSING  # directory with index.json (radllm tokenize)
+    split: str = "train"
+    eval_split: str | None = "val"  # fixed rows for the eval loss; null = no evaluation
+    eval_rows: int = 4  # rows per rank in the fixed eval batch
+    seq_len: int = 2048
+    studies_per_batch: int = 32  # studies read and packed together (more = tighter packing)
+    overflow: str = "drop"  # examples longer than seq_len: drop or truncate
+    num_workers: int = 1  # reader DataLoader workers per rank
+    shuffle_buffer: int = 256
+
+
+@dataclass
+class OptimOptions:
+    """torch AdamW (a client optimizer, see radllm.training.optim) with warmup + cosine decay."""
+
+    lr: float = 2e-5
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.0  # decoupled decay towards 0 of matrices (not norms/biases)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 = no clipping
+    micro_batch_size: int = 1  # packed rows per rank per forward
+    grad_accum: int = 1  # micro-batches per optimizer step
+
+
+@dataclass
+class AnchorOptions:
+    """L2 anti-forgetting `lambda_reg·‖θ − θ_pretrained‖²` (radllm.training.anchor)."""
+
+    lambda_reg: float = 0.0
+    pretrained: str | None = None  # the ORIGINAL LLM (HF dir); default model.init (stage 1 only)
+    include_new_rows: bool = False  # also pull new visual-vocab rows towards their initial values
+
+
+@dataclass
+class ScheduleOptions:
+    """When to stop, log, evaluate and checkpoint (in optimizer steps)."""
+
+    max_steps: int = 1000
+    log_every: int = 10  # tensorboard/progress cadence (metrics.jsonl gets every step)
+    eval_every: int = 200  # also once at the end
+    save_every: int = 500  # also once at the end
+    keep_checkpoints: int = 3
+    max_nonfinite_steps: int = 5  # abort after this many non-finite losses in a row
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run (one stage)."""
+
+    run_dir: str = MISSING  # config.yaml, metrics.jsonl, tb/, checkpoints/, model/
+    tokenizer: str = MISSING  # tokenizer dir with radllm.json (radllm build-tokenizer)
+    deepspeed: str = "ds_configs/zero3.json"  # relative paths resolve against the repository root
+    model: ModelOptions = field(default_factory=ModelOptions)
+    data: DataOptions = field(default_factory=DataOptions)
+    tasks: TaskMixConfig = field(default_factory=TaskMixConfig)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    anchor: AnchorOptions = field(default_factory=AnchorOptions)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
+    export_dir: str | None = None  # final HF model dir; default run_dir/model
+    seed: int = 0
+    resume: str = "never"  # never | auto | a checkpoint directory (the CLI's --resume overrides)
+
+    def validate(self) -> "TrainConfig":
+        """Raise `RadllmError` naming the first bad value; returns self."""
+        if (self.model.init is None) == (self.model.architecture is None):
+            raise RadllmError("model.init and model.architecture: set exactly one (a pretrained HF dir, or a config for a new model)")
+        choices = {"model.dtype": (self.model.dtype, DTYPES), "model.attn_implementation": (self.model.attn_implementation, ATTENTION), "data.overflow": (self.data.overflow, OVERFLOW_POLICIES)}
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise RadllmError(f"{key} = {value!r}; expected one of {list(allowed)}")
+        positive = {
+            "data.seq_len": self.data.seq_len, "data.studies_per_batch": self.data.studies_per_batch, "data.eval_rows": self.data.eval_rows,
+            "optim.micro_batch_size": self.optim.micro_batch_size, "optim.grad_accum": self.optim.grad_accum,
+            "schedule.max_steps": self.schedule.max_steps, "schedule.log_every": self.schedule.log_every,
+            "schedule.eval_every": self.schedule.eval_every, "schedule.save_every": self.schedule.save_every,
+            "schedule.keep_checkpoints": self.schedule.keep_checkpoints, "schedule.max_nonfinite_steps": self.schedule.max_nonfinite_steps,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise RadllmError(f"{key} = {value}; expected a positive integer")
+        non_negative = {"data.num_workers": self.data.num_workers, "optim.warmup_steps": self.optim.warmup_steps, "optim.weight_decay": self.optim.weight_decay,
+                        "optim.grad_clip": self.optim.grad_clip, "anchor.lambda_reg": self.anchor.lambda_reg, "model.new_row_noise": self.model.new_row_noise}
+        for key, value in non_negative.items():
+            if value < 0:
+                raise RadllmError(f"{key} = {value}; expected a value >= 0")
+        if self.optim.lr <= 0:
+            raise RadllmError(f"optim.lr = {self.optim.lr}; expected > 0")
+        if not 0 <= self.optim.min_lr_ratio <= 1:
+            raise RadllmError(f"optim.min_lr_ratio = {self.optim.min_lr_ratio}; expected a value in [0, 1]")
+        if 2 * self.anchor.lambda_reg * self.optim.lr >= 1:
+            raise RadllmError(
+                f"anchor.lambda_reg = {self.anchor.lambda_reg} with optim.lr = {self.optim.lr}: the pull moves θ by "
+                f"2·lr·lambda_reg = {2 * self.anchor.lambda_reg * self.optim.lr:g} of its distance per step; it must be < 1"
+            )
+        if self.anchor.lambda_reg > 0 and self.anchor_source is None:
+            raise RadllmError("anchor.lambda_reg > 0 needs a pretrained model: set anchor.pretrained (or model.init)")
+        if self.resume not in ("never", "auto") and not self.resume:
+            raise RadllmError("resume: expected never, auto or a checkpoint directory")
+        self.tasks.validate()
+        return self
+
+    @property
+    def anchor_source(self) -> str | None:
+        """HF directory of θ_pretrained (the original LLM)."""
+        return self.anchor.pretrained or self.model.init
+
+    @property
+    def export_path(self) -> str:
+        return self.export_dir or f"{self.run_dir}/model"

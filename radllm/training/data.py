@@ -1,0 +1,132 @@
+"""Per-rank stream of packed micro-batches: shards → studies → task examples → packed rows → tensors.
+
+Each rank reads its own part of the shards (`ShardLoader`), turns every loader batch of studies
+into task examples (`TaskMixer`, seeded per study and epoch) and packs that batch's examples into
+rows (`pack_examples`). Rows wait in a queue until a micro-batch is full. The queue is part of
+the checkpoint, together with the reader position, so a resumed run continues with exactly the
+rows an uninterrupted one would have seen (rows hold a few thousand ints; cheap to store).
+
+Ranks pack different numbers of rows per study batch, so they reach epoch ends at different
+steps; the stream simply continues into the next epoch (the step count, not the epoch, ends a run).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from radllm.data.reader import ShardLoader, ShardStream
+from radllm.data.sample import TokenizedStudy
+from radllm.modeling.packed_attention import MASK_IMPLEMENTATIONS
+from radllm.packing import PackedRow, PackingStats, collate_packed, pack_examples
+from radllm.tasks import TASK_NAMES, TaskMixer
+from radllm.training.config import TrainConfig
+from radllm.vocab_spec import VisualVocabSpec
+
+NO_TASK = -1  # task id of padding positions
+
+
+def task_ids(rows: list[PackedRow]) -> torch.Tensor:
+    """int64 [B, L]: index into `TASK_NAMES` of the sample each token belongs to, NO_TASK on padding."""
+    out = torch.full((len(rows), rows[0].seq_len), NO_TASK, dtype=torch.long)
+    for i, row in enumerate(rows):
+        position = 0
+        for length, task in zip(row.seq_lens, row.tasks):
+            out[i, position : position + length] = TASK_NAMES.index(task)
+            position += length
+    return out
+
+
+def collate_rows(rows: list[PackedRow], attn_implementation: str) -> dict[str, torch.Tensor]:
+    """`collate_packed` (with the 4D mask for SDPA/eager) plus per-token `task_ids`."""
+    batch = collate_packed(rows, attention_mask=attn_implementation in MASK_IMPLEMENTATIONS)
+    batch["task_ids"] = task_ids(rows)
+    return batch
+
+
+class PackedBatches:
+    """Endless micro-batches of `micro_batch_size` packed rows for one rank, with a checkpointable position."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        spec: VisualVocabSpec,
+        rank: int,
+        world_size: int,
+        attn_implementation: str,
+    ) -> None:
+        self.data = config.data
+        self.micro_batch_size = config.optim.micro_batch_size
+        self.attn_implementation = attn_implementation
+        self.pad_id = tokenizer.pad_token_id
+        stream = ShardStream(
+            self.data.shards, self.data.split, rank=rank, world_size=world_size, seed=config.seed,
+            shuffle=True, shuffle_buffer=self.data.shuffle_buffer, expected_spec=spec,
+        )
+        self.loader = ShardLoader(stream, self.data.studies_per_batch, num_workers=self.data.num_workers)
+        self.mixer = TaskMixer(tokenizer, spec, config.tasks, config.seed)
+        self.packing = PackingStats()
+        self.pending: deque[PackedRow] = deque()
+        self._studies: Iterator[list[TokenizedStudy]] | None = None
+
+    def _next_studies(self) -> tuple[list[TokenizedStudy], int]:
+        """The next loader batch and the epoch it belongs to (rolling over into new epochs)."""
+        for _ in range(2):
+            if self._studies is None:
+                self._studies = iter(self.loader)
+            epoch = self.loader.epoch
+            try:
+                return next(self._studies), epoch
+            except StopIteration:
+                self._studies = None
+        raise RuntimeError("the shard loader yielded an empty epoch")  # ShardStream guarantees >= 1 sample per rank
+
+    def next_rows(self) -> list[PackedRow]:
+        """The next `micro_batch_size` rows."""
+        while len(self.pending) < self.micro_batch_size:
+            studies, epoch = self._next_studies()
+            examples = self.mixer.examples(studies, epoch)
+            self.pending.extend(pack_examples(examples, self.data.seq_len, self.pad_id, self.data.overflow, self.packing))
+        return [self.pending.popleft() for _ in range(self.micro_batch_size)]
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        return collate_rows(self.next_rows(), self.attn_implementation)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Reader position, the rows packed but not yet trained on, and counters (JSON-serialisable)."""
+        return {
+            "reader": self.loader.state_dict(),
+            "pending": [asdict(row) for row in self.pending],
+            "task_counts": dict(self.mixer.counts),
+            "packing": asdict(self.packing),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loader.load_state_dict(state["reader"])
+        self._studies = None
+        self.pending = deque(PackedRow(**row) for row in state["pending"])
+        self.mixer.counts.clear()
+        self.mixer.counts.update(state["task_counts"])
+        self.packing = PackingStats(**state["packing"])
+
+
+def eval_rows(config: TrainConfig, tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, rank: int, world_size: int) -> list[PackedRow]:
+    """The fixed evaluation rows of one rank: `data.eval_rows` rows packed from the eval split, unshuffled.
+
+    Epoch 0's tasks (seeded per study) make the eval set the same in every evaluation and run.
+    """
+    assert config.data.eval_split is not None
+    stream = ShardStream(config.data.shards, config.data.eval_split, rank=rank, world_size=world_size, seed=config.seed, shuffle=False, expected_spec=spec)
+    mixer = TaskMixer(tokenizer, spec, config.tasks, config.seed)
+    rows: list[PackedRow] = []
+    for studies in ShardLoader(stream, config.data.studies_per_batch):
+        rows.extend(pack_examples(mixer.examples(studies, 0), config.data.seq_len, tokenizer.pad_token_id, config.data.overflow))
+        if len(rows) >= config.data.eval_rows:
+            break
+    return rows[: config.data.eval_rows]

@@ -1,0 +1,41 @@
+"""Join the process group the launcher prepared, run a `Trainer`, and leave cleanly.
+
+Kept apart from `radllm/train.py` so the entry point imports nothing heavy before the config is
+checked. Ranks come from the environment the launcher sets (RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR/PORT); a plain `python radllm/train.py` runs as a world of one.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from radllm.training.config import TrainConfig
+from radllm.training.preflight import Preflight
+
+
+def run_training(config: TrainConfig, checked: Preflight, progress: bool = True) -> dict[str, Any]:
+    """Initialise distributed state (nccl on GPU, gloo on CPU), train, tear down."""
+    import deepspeed
+    import deepspeed.comm as dist
+
+    from radllm.training.loop import Trainer
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29533")
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(hours=2))
+    try:
+        trainer = Trainer(config, checked, dist.get_rank(), dist.get_world_size(), progress=progress)
+        return trainer.train()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

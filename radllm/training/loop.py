@@ -1,0 +1,304 @@
+"""The training recipe: set up (model, engine, data, anchor, resume), run steps, evaluate, save, export.
+
+One optimizer step on every rank:
+
+1. take `grad_accum` micro-batches of packed rows (timed: the data-wait fraction);
+2. all-reduce the number of target tokens N of the whole step (all ranks, all micro-batches) so
+   the gradient is that of Σ token losses / N, the same for any world size or accumulation: each
+   micro-batch backpropagates `sum_loss · world · grad_accum / N`, undoing DeepSpeed's averaging
+   over ranks and accumulation steps;
+3. forward/backward each micro-batch (ZeRO-3 reduce-scatters gradients during backward);
+4. one all-reduce of the step's statistics: per-task loss sums and counts, real tokens, the L2
+   anchor's local ‖θ − θ₀‖², and a non-finite flag;
+5. if the loss is finite: the L2 pull on the local fp32 shard (radllm.training.anchor), then
+   `engine.step()`. A non-finite loss skips the pull; its gradients are non-finite too, and
+   DeepSpeed's ZeRO-2/3 step discards an update whose gradient norm is not finite (and does not
+   advance the LR schedule). Such steps are counted; `schedule.max_nonfinite_steps` in a row
+   abort the run with a clear error.
+
+The step counter counts optimizer-step attempts (data consumed), so it matches across resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from radllm.config import save_config
+from radllm.errors import RadllmError
+from radllm.modeling import model_inputs_for_packed_batch
+from radllm.tasks import IGNORE_INDEX, TASK_NAMES
+from radllm.training import checkpoint as ckpt
+from radllm.training.anchor import L2Anchor, PretrainedWeights, zeros_reference
+from radllm.training.config import TrainConfig
+from radllm.training.data import PackedBatches, collate_rows, eval_rows
+from radllm.training.ds_config import fill_ds_config
+from radllm.training.export import export_from_engine
+from radllm.training.metrics import MetricsLog
+from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
+from radllm.training.optim import build_optimizer
+from radllm.training.preflight import Preflight
+
+log = logging.getLogger(__name__)
+
+#: bf16 dense peak FLOP/s per device, for the MFU estimate (substring of the CUDA device name).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
+
+
+def task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy and target counts per task.
+
+    Args:
+        logits: [B, L, V]; labels: [B, L] (IGNORE_INDEX = no loss); task_ids: [B, L] task index
+            of each token (see radllm.training.data.task_ids).
+
+    Returns:
+        fp32 sums [T] and counts [T], T = len(TASK_NAMES); the target at position t+1 belongs to
+        the task of token t+1.
+    """
+    vocab = logits.shape[-1]
+    shift_labels = labels[:, 1:].reshape(-1)  # [B*(L-1)]
+    per_token = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    tasks = task_ids[:, 1:].reshape(-1).clamp(min=0)  # ignored positions add 0 to task 0
+    valid = (shift_labels != IGNORE_INDEX).float()
+    sums = torch.zeros(len(TASK_NAMES), device=logits.device).index_add(0, tasks, per_token)
+    counts = torch.zeros(len(TASK_NAMES), device=logits.device).index_add(0, tasks, valid)
+    return sums, counts
+
+
+def count_targets(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+@dataclass
+class TrainState:
+    """Counters that go into every checkpoint."""
+
+    step: int = 0
+    tokens_seen: int = 0  # real (non-padding) tokens, all ranks
+    targets_seen: int = 0  # tokens that carried loss, all ranks
+    skipped_steps: int = 0  # non-finite losses
+    nonfinite_streak: int = 0
+
+
+class Trainer:
+    """Everything of one run on one rank (see the module docstring). `train()` runs it to `max_steps`."""
+
+    def __init__(self, config: TrainConfig, checked: Preflight, rank: int, world_size: int, progress: bool = True) -> None:
+        import deepspeed
+
+        self.config, self.rank, self.world_size = config, rank, world_size
+        self.tokenizer, self.spec = checked.tokenizer, checked.spec
+        self.cuda = torch.cuda.is_available()
+        self.dtype = compute_dtype(config.model.dtype, self.cuda)
+        hidden = int(load_model_config(config.model).hidden_size)
+        self.ds_config = fill_ds_config(checked.ds_json, config, world_size, hidden, self.dtype == torch.bfloat16, config.deepspeed)
+        self.loaded = load_model(config.model, self.spec.vocab_size, self.ds_config, self.dtype, config.seed)
+        model = self.loaded.model
+        if config.lora.enabled:
+            from radllm.training.lora import apply_lora
+
+            model = apply_lora(model, config.lora, new_token_ids(self.spec))
+        optimizer, schedule = build_optimizer(model, config.optim, config.schedule.max_steps, self.cuda)
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config, dist_init_required=False)
+        self.n_params = sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters())
+        self.anchor = self._build_anchor() if config.anchor.lambda_reg > 0 else None
+        self.data = PackedBatches(config, self.tokenizer, self.spec, rank, world_size, self.loaded.attn_implementation)
+        self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.loaded.attn_implementation) if config.data.eval_split else None
+        self.state = TrainState()
+        torch.manual_seed(config.seed + 1000 * (rank + 1))  # dropout etc.: distinct per rank, restored on resume
+        resume_from = ckpt.resolve_resume(config.run_dir, config.resume)
+        if resume_from is not None:
+            self._load(resume_from)
+        if rank == 0:
+            save_config(config, Path(config.run_dir) / "config.yaml")
+        self.metrics = MetricsLog(config.run_dir, rank == 0, config.schedule.max_steps, self.state.step, config.schedule.log_every, progress)
+
+    # ---------------------------------------------------------------- setup helpers
+    def _build_anchor(self) -> L2Anchor:
+        module = self.engine.module
+        stage = self.engine.zero_optimization_stage()
+        if self.config.lora.enabled:
+            from radllm.training.lora import lora_anchor_parameters
+
+            return L2Anchor(lora_anchor_parameters(module), zeros_reference, stage, self.config.anchor.lambda_reg)
+        names = vocab_parameter_names(module)
+        reference = PretrainedWeights(self.config.anchor_source, names, self.config.model.new_row_noise, self.config.seed, self.config.anchor.include_new_rows)
+        params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        anchor = L2Anchor(params, reference, stage, self.config.anchor.lambda_reg, reference.pulled_elements)
+        log.info("rank %d: L2 anchor holds %d elements of θ₀ (%s)", self.rank, anchor.numel, self.config.anchor_source)
+        return anchor
+
+    def _load(self, checkpoint: Path) -> None:
+        state = ckpt.read_rank_state(checkpoint, self.rank, self.config, self.world_size)
+        path, _ = self.engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+        if path is None:
+            raise RadllmError(f"{checkpoint}: DeepSpeed could not load it")
+        self.data.load_state_dict(state["data"])
+        self.state = TrainState(**state["train"])
+        ckpt.set_rng_state(state["rng"])
+        log.info("rank %d: resumed from %s at step %d", self.rank, checkpoint, self.state.step)
+
+    # ---------------------------------------------------------------- one step
+    def _all_reduce(self, values: torch.Tensor) -> torch.Tensor:
+        import deepspeed.comm as dist
+
+        values = values.to(self.engine.device, torch.float64)
+        dist.all_reduce(values)
+        return values.cpu()
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = {k: v.to(self.engine.device) for k, v in batch.items()}
+        inputs = model_inputs_for_packed_batch(batch, self.loaded.attn_implementation, self.dtype)
+        logits = self.engine(**inputs).logits  # [B, L, V]
+        return task_losses(logits, batch["labels"], batch["task_ids"])
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step (see the module docstring); returns its global metrics."""
+        start = time.perf_counter()
+        gas = self.config.optim.grad_accum
+        batches = [self.data.next_batch() for _ in range(gas)]
+        data_time = time.perf_counter() - start
+        n_targets = float(self._all_reduce(torch.tensor([sum(count_targets(b) for b in batches)]))[0])
+        scale = self.world_size * gas / max(n_targets, 1.0)
+        sums = torch.zeros(len(TASK_NAMES), dtype=torch.float64)
+        counts = torch.zeros(len(TASK_NAMES), dtype=torch.float64)
+        for index, batch in enumerate(batches):
+            task_sum, task_count = self._forward(batch)
+            self.engine.backward(task_sum.sum() * scale)
+            sums += task_sum.detach().double().cpu()
+            counts += task_count.detach().double().cpu()
+            if index < gas - 1:
+                self.engine.step()  # accumulation micro-step: DeepSpeed only counts it
+        real_tokens = sum(int((b["task_ids"] != -1).sum()) for b in batches)
+        local_distance = self.anchor.squared_distance() if self.anchor else torch.zeros((), dtype=torch.float64)
+        finite = float(torch.isfinite(sums).all())
+        stats = self._all_reduce(torch.cat([sums, counts, torch.tensor([real_tokens, float(local_distance), 1.0 - finite], dtype=torch.float64)]))
+        g_sums, g_counts = stats[: len(TASK_NAMES)], stats[len(TASK_NAMES) : 2 * len(TASK_NAMES)]
+        g_real, g_distance, g_nonfinite = (float(v) for v in stats[2 * len(TASK_NAMES) :])
+        lr = float(self.engine.get_lr()[0])
+        loss = float(g_sums.sum() / max(float(g_counts.sum()), 1.0))
+        if self.anchor and g_nonfinite == 0:
+            self.anchor.pull(lr)
+        self.engine.step()
+        applied = g_nonfinite == 0 and self.engine.was_step_applied()
+        elapsed = time.perf_counter() - start
+        record: dict[str, Any] = {
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": _as_float(self.engine.get_global_grad_norm()),
+            "tokens": int(g_real),
+            "targets": int(n_targets),
+            "tokens_per_s": g_real / elapsed,
+            "data_wait": data_time / elapsed,
+            "step_time": elapsed,
+            "applied": applied,
+            "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(TASK_NAMES) if g_counts[i] > 0},
+        }
+        if self.anchor:
+            record["anchor_sq_dist"] = g_distance
+            record["anchor_penalty"] = self.config.anchor.lambda_reg * g_distance
+        mfu = self._mfu(g_real / elapsed)
+        if mfu is not None:
+            record["mfu"] = mfu
+        self._count(applied, g_real, n_targets, loss)
+        return record
+
+    def _count(self, applied: bool, tokens: float, targets: float, loss: float) -> None:
+        self.state.step += 1
+        self.state.tokens_seen += int(tokens)
+        self.state.targets_seen += int(targets)
+        if applied:
+            self.state.nonfinite_streak = 0
+            return
+        self.state.skipped_steps += 1
+        self.state.nonfinite_streak += 1
+        log.warning("step %d skipped: loss %s (%d in a row)", self.state.step, loss, self.state.nonfinite_streak)
+        if self.state.nonfinite_streak >= self.config.schedule.max_nonfinite_steps:
+            raise RadllmError(
+                f"{self.state.nonfinite_streak} optimizer steps in a row had a non-finite loss or gradient (last at step "
+                f"{self.state.step}); lower optim.lr, check the data, or resume from an earlier checkpoint "
+                f"(schedule.max_nonfinite_steps = {self.config.schedule.max_nonfinite_steps})"
+            )
+
+    def _mfu(self, tokens_per_s: float) -> float | None:
+        """Model FLOPs utilisation: 6·params·tokens/s over the devices' bf16 peak (GPU only)."""
+        if not self.cuda:
+            return None
+        name = torch.cuda.get_device_name()
+        peak = next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+        return None if peak is None else 6 * self.n_params * tokens_per_s / (peak * self.world_size)
+
+    # ---------------------------------------------------------------- evaluation, saving
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Loss per task on the fixed eval rows (all ranks)."""
+        self.engine.eval()
+        sums, counts = self._forward(self.eval_batch)
+        self.engine.train()
+        stats = self._all_reduce(torch.cat([sums.double().cpu(), counts.double().cpu()]))
+        g_sums, g_counts = stats[: len(TASK_NAMES)], stats[len(TASK_NAMES) :]
+        return {
+            "loss": float(g_sums.sum() / max(float(g_counts.sum()), 1.0)),
+            "targets": int(g_counts.sum()),
+            "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(TASK_NAMES) if g_counts[i] > 0},
+        }
+
+    def save(self) -> Path:
+        """Checkpoint the current step on every rank; rank 0 marks it complete and rotates."""
+        import deepspeed.comm as dist
+
+        root = ckpt.checkpoints_dir(self.config.run_dir)
+        tag = ckpt.tag_for(self.state.step)
+        if self.rank == 0:
+            ckpt.clear_incomplete(root / tag)
+        dist.barrier()
+        self.engine.save_checkpoint(str(root), tag=tag, client_state={"step": self.state.step}, save_latest=False)
+        ckpt.write_rank_state(root / tag, self.rank, {
+            "train": asdict(self.state),
+            "data": self.data.state_dict(),
+            "rng": ckpt.rng_state(),
+            "stage": self.config.tasks.stage,
+            "world_size": self.world_size,
+            "config_fingerprint": ckpt.config_fingerprint(self.config),
+        })
+        dist.barrier()
+        if self.rank == 0:
+            ckpt.mark_complete(root / tag)
+            ckpt.rotate(self.config.run_dir, self.config.schedule.keep_checkpoints)
+        dist.barrier()
+        return root / tag
+
+    # ---------------------------------------------------------------- the loop
+    def train(self) -> dict[str, Any]:
+        """Run to `schedule.max_steps`, evaluating and saving on schedule and at the end, then export."""
+        schedule = self.config.schedule
+        self.engine.train()
+        try:
+            while self.state.step < schedule.max_steps:
+                record = self.train_step()
+                step = self.state.step
+                self.metrics.step(step, record)
+                last = step == schedule.max_steps
+                if self.eval_batch is not None and (step % schedule.eval_every == 0 or last):
+                    self.metrics.eval(step, self.evaluate())
+                if step % schedule.save_every == 0 or last:
+                    self.save()
+            export = None if self.config.lora.enabled else export_from_engine(self.engine, self.config, self.spec.vocab_size, self.dtype, self.rank)
+        finally:
+            self.metrics.close()
+        return {"step": self.state.step, **asdict(self.state), "export": str(export) if export else None, "packing_efficiency": self.data.packing.efficiency}
+
+
+def _as_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,0 +1,56 @@
+"""The optimizer and LR schedule handed to `deepspeed.initialize` as client objects.
+
+torch AdamW instead of a DeepSpeed fused/CPU Adam: nothing to compile (see radllm.training.ds_config),
+`fused=True` on CUDA. Weight decay (decoupled, towards 0) applies to matrices only; norms and
+biases (1-D parameters) are never decayed. The schedule is linear warmup then cosine decay to
+`lr · min_lr_ratio` at `schedule.max_steps`; DeepSpeed steps it after every applied optimizer step
+and stores it in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from radllm.training.config import OptimOptions
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the base lr for optimizer step `step` (0-based)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters split into decayed (ndim >= 2) and not decayed (norms, biases)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        shape = getattr(param, "ds_shape", param.shape)
+        (decay if len(shape) >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+class _LRLambda:
+    """Picklable schedule function (LambdaLR stores callable objects in its state dict)."""
+
+    def __init__(self, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> None:
+        self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.warmup_steps, self.max_steps, self.min_lr_ratio)
+
+
+def build_optimizer(model: nn.Module, options: OptimOptions, max_steps: int, cuda: bool) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over `parameter_groups` and its warmup + cosine LambdaLR."""
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, options.weight_decay), lr=options.lr, betas=(options.beta1, options.beta2), eps=options.eps, fused=cuda or None
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _LRLambda(options.warmup_steps, max_steps, options.min_lr_ratio))
+    return optimizer, schedule

@@ -1,0 +1,173 @@
+"""Trainer building blocks without a launcher: config errors, DeepSpeed "auto" filling, checkpoint
+selection and rotation, the LR schedule, per-task losses and the visual-row initialisation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from training_fixtures import make_training_artifacts, train_config_dict, write_train_config
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from radllm.config import load_config
+from radllm.errors import RadllmError
+from radllm.packing import causal_lm_loss
+from radllm.tasks import TASK_NAMES
+from radllm.train import main as train_main
+from radllm.training.anchor import PretrainedWeights
+from radllm.training.checkpoint import COMPLETE, complete_checkpoints, resolve_resume, rotate
+from radllm.training.config import TrainConfig
+from radllm.training.ds_config import fill_ds_config, load_ds_json
+from radllm.training.loop import task_losses
+from radllm.training.model import add_visual_rows, new_row_values
+from radllm.training.optim import lr_factor
+from radllm.training.preflight import preflight
+from radllm.vocab_spec import load_spec, save_spec
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return make_training_artifacts(tmp_path_factory.mktemp("units"), n_studies=12)
+
+
+def error_of(path: Path, *overrides: str) -> str:
+    with pytest.raises(RadllmError) as info:
+        preflight(load_config(TrainConfig, path, list(overrides)))
+    return str(info.value)
+
+
+def test_config_errors_name_the_key_or_file(artifacts, tmp_path):
+    good = write_train_config(tmp_path / "good.yaml", artifacts, tmp_path / "run")
+    assert preflight(load_config(TrainConfig, good)).spec.vocab_size % 64 == 0
+    assert "optim.lrr" in error_of(good, "optim.lrr=1")  # unknown key
+    assert "micro_batch_size" in error_of(good, "optim.micro_batch_size=two")  # wrong type
+    assert "data.shards" in error_of(good, f"data.shards={tmp_path / 'nope'}")  # missing path
+    assert "model.init" in error_of(good, f"model.init={tmp_path / 'nope'}")
+    assert "anchor.lambda_reg" in error_of(good, "anchor.lambda_reg=1000")  # 2·lr·λ >= 1
+    assert "data.eval_split" in error_of(good, "data.eval_split=test2")
+    assert "no such DeepSpeed config" in error_of(good, "deepspeed=ds_configs/zero9.json")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text(yaml.safe_dump(train_config_dict(artifacts, tmp_path / "run", model={"init": str(artifacts.pretrained), "architecture": "x"})))
+    assert "exactly one" in error_of(bad_yaml)
+    # The entry point turns them into exit status 2 before any process group exists.
+    assert train_main(["--config", str(good), "--set", "optim.lrr=1"]) == 2
+
+
+def test_vocab_spec_mismatch_between_tokenizer_shards_and_model_is_refused(artifacts, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(artifacts.shards, shards)
+    tokenizer_spec = load_spec(artifacts.tokenizer)
+    import json
+
+    index = json.loads((shards / "index.json").read_text())
+    index["visual_vocab"]["vq_hash"] = "0" * 64
+    (shards / "index.json").write_text(json.dumps(index))
+    config = write_train_config(tmp_path / "c.yaml", artifacts, tmp_path / "run", data__shards=str(shards))
+    assert "vq_hash" in error_of(config)
+    # A model exported with another spec (e.g. a stage-1 model of another tokenizer).
+    model_dir = tmp_path / "model"
+    shutil.copytree(artifacts.pretrained, model_dir)
+    save_spec(type(tokenizer_spec)(**{**tokenizer_spec.to_json(), "codebook_size": 32}), model_dir)
+    config = write_train_config(tmp_path / "d.yaml", artifacts, tmp_path / "run", model={"init": str(model_dir), "dtype": "float32"})
+    assert "codebook_size" in error_of(config)
+
+
+def test_ds_config_auto_fields_are_filled_from_run_and_model(artifacts, tmp_path):
+    config = load_config(TrainConfig, write_train_config(tmp_path / "c.yaml", artifacts, tmp_path / "run"))
+    filled = fill_ds_config(load_ds_json("ds_configs/zero3_offload.json"), config, world_size=4, hidden_size=64, bf16=True)
+    assert filled["train_batch_size"] == 2 * 2 * 4 and filled["gradient_accumulation_steps"] == 2
+    assert filled["bf16"]["enabled"] is True and filled["gradient_clipping"] == 1.0
+    assert filled["zero_optimization"]["reduce_bucket_size"] == 64 * 64
+    assert filled["zero_optimization"]["stage3_param_persistence_threshold"] == 640
+    for name in ("zero2.json", "zero3.json"):
+        assert "auto" not in str(fill_ds_config(load_ds_json(f"ds_configs/{name}"), config, 2, 32, False))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"optimizer": {"type": "Adam"}, "zero_optimization": {"stage": 3}}')
+    with pytest.raises(RadllmError, match="optimizer"):
+        load_ds_json(bad)
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"zero_optimization": {"stage": 3, "sub_group_size": "auto"}}')
+    with pytest.raises(RadllmError, match="zero_optimization.sub_group_size"):
+        fill_ds_config(load_ds_json(unknown), config, 2, 32, False)
+
+
+def test_resume_picks_the_newest_complete_checkpoint_and_rotation_keeps_k(tmp_path):
+    root = tmp_path / "checkpoints"
+    for step, complete in ((2, True), (4, True), (6, True), (8, False)):
+        (root / f"step_{step:07d}").mkdir(parents=True)
+        if complete:
+            (root / f"step_{step:07d}" / COMPLETE).write_text("")
+    assert resolve_resume(tmp_path, "auto").name == "step_0000006"  # step 8 was killed mid-save
+    assert resolve_resume(tmp_path, "never") is None
+    with pytest.raises(RadllmError, match="COMPLETE"):
+        resolve_resume(tmp_path, str(root / "step_0000008"))
+    (root / "step_0000003").mkdir()  # incomplete and older than the newest complete one
+    rotate(tmp_path, keep=2)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_0000004", "step_0000006"]
+    assert sorted(p.name for p in root.iterdir()) == ["step_0000004", "step_0000006", "step_0000008"]
+    assert resolve_resume(tmp_path / "empty", "auto") is None
+
+
+def test_lr_schedule_warmup_then_cosine_hand_values():
+    assert lr_factor(0, 4, 104, 0.1) == pytest.approx(0.25)
+    assert lr_factor(3, 4, 104, 0.1) == pytest.approx(1.0)
+    assert lr_factor(4, 4, 104, 0.1) == pytest.approx(1.0)
+    assert lr_factor(54, 4, 104, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(104, 4, 104, 0.1) == pytest.approx(0.1)
+    assert lr_factor(500, 4, 104, 0.1) == pytest.approx(0.1)
+
+
+def test_task_losses_split_causal_lm_loss_by_task():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.tensor([[-100, 3, 4, -100, 5, 6], [-100, 1, -100, -100, -100, -100]])
+    tasks = torch.tensor([[0, 0, 0, 1, 1, 1], [2, 2, -1, -1, -1, -1]])
+    sums, counts = task_losses(logits, labels, tasks)
+    total, n = causal_lm_loss(logits, labels)
+    assert float(sums.sum()) == pytest.approx(float(total), rel=1e-6) and float(counts.sum()) == int(n)
+    assert counts.tolist() == [2, 2, 1, 0][: len(TASK_NAMES)]
+    # Task 1's targets are labels 5 and 6, predicted from positions 3 and 4 of row 0.
+    expected = -torch.log_softmax(logits[0, 3], -1)[5] - torch.log_softmax(logits[0, 4], -1)[6]
+    assert float(sums[1]) == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_visual_rows_start_at_the_old_mean_plus_seeded_noise(tie, tmp_path):
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, tie_word_embeddings=tie)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    old_embed = model.get_input_embeddings().weight.detach().clone()
+    old_head = model.get_output_embeddings().weight.detach().clone()
+    assert add_visual_rows(model, 128, noise=0.02, seed=7) == 50
+    embed, head = model.get_input_embeddings().weight.detach(), model.get_output_embeddings().weight.detach()
+    assert embed.shape == head.shape == (128, 16)
+    torch.testing.assert_close(embed[:50], old_embed)
+    for matrix, old in ((embed, old_embed), (head, old_head)):
+        for token in (50, 99, 127):
+            g = torch.Generator().manual_seed(7 * 0x9E3779B1 + token)
+            expected = old.mean(0) + 0.02 * old.std() * torch.randn(16, generator=g)
+            torch.testing.assert_close(matrix[token], expected)
+    assert (head.data_ptr() == embed.data_ptr()) == tie
+    # Rows depend on the token id only, not on how many rows are added.
+    torch.testing.assert_close(new_row_values(old_embed, 60, 61, 0.02, 7)[0], embed[60])
+
+
+def test_pretrained_weights_rebuild_resized_rows(tmp_path):
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    pretrained = LlamaForCausalLM(config)
+    pretrained.save_pretrained(tmp_path / "pre")
+    model = LlamaForCausalLM.from_pretrained(tmp_path / "pre")
+    add_visual_rows(model, 128, noise=0.02, seed=3)
+    names = {"model.embed_tokens.weight", "lm_head.weight"}
+    reference = PretrainedWeights(tmp_path / "pre", names, noise=0.02, seed=3, include_new_rows=False)
+    for name, param in model.named_parameters():
+        value = reference(name, param)
+        torch.testing.assert_close(value, param.detach(), msg=name)
+        assert reference.pulled_elements(name, value) == (50 * 16 if name in names else param.numel())
+    with_new_rows = PretrainedWeights(tmp_path / "pre", names, 0.02, 3, include_new_rows=True)
+    head = model.get_output_embeddings().weight
+    assert with_new_rows.pulled_elements("lm_head.weight", with_new_rows("lm_head.weight", head)) == 128 * 16

@@ -1,0 +1,238 @@
+"""The trainer under the real `deepspeed` launcher (2 CPU ranks, gloo, ZeRO-3) against plain-torch references.
+
+One uninterrupted 2-rank run ("run A", λ_reg > 0, grad accumulation 2, clipping, weight decay) is
+shared by several tests:
+- its per-step losses and ‖θ − θ₀‖² equal a single-process reference written here in plain
+  torch (full parameters, naive L2 pull θ ← θ − lr·2λ·(θ − θ₀) over the old vocabulary rows,
+  torch AdamW, clip_grad_norm_), and its exported weights equal the reference's weights;
+- its export loads in plain transformers and reproduces the engine's eval loss;
+- a run killed with SIGKILL and resumed with `--resume auto` as a simulated 2-node job (two
+  launchers, node ranks 0 and 1, loopback) logs the same losses as run A from the resume on;
+- stage 2 starts from run A's export with θ₀ = the original pretrained model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_fixtures import REPO, make_training_artifacts, write_train_config
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from radllm.cli import main as cli_main
+from radllm.config import load_config
+from radllm.modeling import model_inputs_for_packed_batch
+from radllm.packing import causal_lm_loss
+from radllm.training.checkpoint import complete_checkpoints
+from radllm.training.config import TrainConfig
+from radllm.training.data import PackedBatches, collate_rows, eval_rows
+from radllm.training.metrics import read_metrics
+from radllm.training.model import add_visual_rows
+from radllm.vocab import load_tokenizer
+
+pytestmark = pytest.mark.slow
+LAUNCHER = Path(sys.executable).parent / "deepspeed"
+ENV = os.environ | {"DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(config: Path, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [str(LAUNCHER), "--num_accelerators", "2", "--master_port", str(free_port()), str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress", *extra]
+    result = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return make_training_artifacts(tmp_path_factory.mktemp("train-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def run_a(artifacts, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run-a")
+    config = write_train_config(root / "a.yaml", artifacts, root / "run")
+    launch(config)
+    return load_config(TrainConfig, config)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Warmup + cosine, written out again for the reference."""
+    o, total = config.optim, config.schedule.max_steps
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    t = (step - o.warmup_steps) / (total - o.warmup_steps)
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def reference_run(config: TrainConfig, world_size: int = 2):
+    """Plain single-process training on the union of the ranks' micro-batches; returns (losses, distances, model)."""
+    tokenizer, spec = load_tokenizer(config.tokenizer)
+    model = LlamaForCausalLM.from_pretrained(config.model.init, dtype=torch.float32, attn_implementation="sdpa")
+    text_rows = model.config.vocab_size
+    add_visual_rows(model, spec.vocab_size, config.model.new_row_noise, config.seed)
+    model.config.use_cache = False
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    mask = {n: torch.ones_like(p) for n, p in model.named_parameters()}
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        mask[name][text_rows:] = 0  # new visual rows are not pulled
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    o = config.optim
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    streams = [PackedBatches(config, tokenizer, spec, rank, world_size, "sdpa") for rank in range(world_size)]
+    losses, distances = [], []
+    for step in range(config.schedule.max_steps):
+        batches = [s.next_batch() for s in streams for _ in range(o.grad_accum)]
+        opt.zero_grad()
+        total, count = 0.0, 0
+        n = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        for batch in batches:
+            logits = model(**model_inputs_for_packed_batch(batch, "sdpa")).logits
+            sum_loss, n_tokens = causal_lm_loss(logits, batch["labels"])
+            (sum_loss / n).backward()
+            total += float(sum_loss.detach())
+            count += int(n_tokens)
+        losses.append(total / count)
+        lr = lr_at(step, config)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.no_grad():
+            distances.append(sum(float((((p - anchor[k]) * mask[k]) ** 2).sum()) for k, p in model.named_parameters()))
+            for k, p in model.named_parameters():
+                p -= lr * 2 * config.anchor.lambda_reg * (p - anchor[k]) * mask[k]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        opt.step()
+    return losses, distances, model
+
+
+def test_zero3_losses_and_l2_pull_match_a_single_process_reference(run_a):
+    metrics = read_metrics(run_a.run_dir)
+    assert sorted(metrics) == list(range(1, 7))
+    losses, distances, model = reference_run(run_a)
+    assert [metrics[s]["loss"] for s in range(1, 7)] == pytest.approx(losses, rel=2e-5)
+    assert [metrics[s]["anchor_sq_dist"] for s in range(1, 7)] == pytest.approx(distances, rel=1e-4, abs=1e-9)
+    assert distances[0] == 0 and distances[-1] > 0  # θ₀ is exactly the loaded model's old rows
+    assert all(metrics[s]["applied"] for s in metrics)
+    exported = load_file(str(Path(run_a.export_path) / "model.safetensors"))
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(exported[name], param.detach(), rtol=1e-4, atol=2e-5, msg=name)
+
+
+def test_export_loads_in_plain_transformers_and_reproduces_the_engine_eval_loss(run_a, tmp_path):
+    export = Path(run_a.export_path)
+    model = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32, attn_implementation="sdpa")
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    _, spec = load_tokenizer(run_a.tokenizer)
+    assert (export / "radllm.json").is_file() and json.loads((export / "radllm.json").read_text()) == spec.to_json()
+    assert len(tokenizer) <= model.config.vocab_size == spec.vocab_size
+    engine_eval = read_metrics(run_a.run_dir, "eval")[6]
+    total = count = 0
+    for rank in range(2):
+        batch = collate_rows(eval_rows(run_a, tokenizer, spec, rank, 2), "sdpa")
+        with torch.no_grad():
+            logits = model(**model_inputs_for_packed_batch(batch, "sdpa")).logits
+        sum_loss, n = causal_lm_loss(logits, batch["labels"])
+        total, count = total + float(sum_loss), count + int(n)
+    assert count == engine_eval["targets"]
+    assert total / count == pytest.approx(engine_eval["loss"], rel=1e-5)
+    # Offline export from the ZeRO shards (zero_to_fp32) gives the same weights as the live gather.
+    offline = tmp_path / "offline"
+    last = complete_checkpoints(run_a.run_dir)[-1]
+    assert last.name == "step_0000006"
+    assert cli_main(["export", "--checkpoint", str(last), "--out", str(offline)]) == 0
+    a, b = load_file(str(export / "model.safetensors")), load_file(str(offline / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+
+
+def test_sigkill_then_resume_as_two_simulated_nodes_matches_the_uninterrupted_run(run_a, artifacts, tmp_path):
+    run_dir = tmp_path / "run"
+    config = write_train_config(tmp_path / "b.yaml", artifacts, run_dir)
+    cmd = [str(LAUNCHER), "--num_accelerators", "2", "--master_port", str(free_port()), str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    marker = run_dir / "checkpoints" / "step_0000002" / "COMPLETE"
+    deadline = time.monotonic() + 240
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists()
+    done = read_metrics(run_dir)
+    assert max(done) < 6, "the run finished before it could be killed"
+    # A save killed midway (no COMPLETE marker) must never be picked.
+    fake = run_dir / "checkpoints" / "step_0000004"
+    fake.mkdir(exist_ok=True)
+    (fake / "garbage").write_text("half-written")
+
+    # Resume as two "nodes" with one process each, the way scripts/slurm/train.sbatch launches.
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node0 slots=1\nnode1 slots=1\n")
+    port = str(free_port())
+    procs = []
+    for node_rank in (0, 1):
+        node_cmd = [str(LAUNCHER), "--no_ssh", "--hostfile", str(hostfile), "--num_nodes", "2", "--node_rank", str(node_rank),
+                    "--num_accelerators", "1", "--master_addr", "127.0.0.1", "--master_port", port,
+                    str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress", "--resume", "auto"]
+        procs.append(subprocess.Popen(node_cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "resumed from" in outputs[0] and "step_0000002" in outputs[0]
+
+    expected, resumed = read_metrics(run_a.run_dir), read_metrics(run_dir)
+    for step in range(3, 7):
+        assert resumed[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-6), step
+        assert resumed[step]["anchor_sq_dist"] == pytest.approx(expected[step]["anchor_sq_dist"], rel=1e-6), step  # θ₀ rebuilt
+    assert [p.name for p in complete_checkpoints(run_dir)] == ["step_0000004", "step_0000006"]
+    assert not (fake / "garbage").exists()  # the half-written directory was replaced by a real save
+
+
+def run_single(config: Path) -> None:
+    """The entry point without a launcher: a world of one (ZeRO-3 on one process)."""
+    env = ENV | {"MASTER_PORT": str(free_port())}
+    result = subprocess.run([sys.executable, str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def old_row_distance(weights: dict[str, torch.Tensor], original: dict[str, torch.Tensor]) -> float:
+    """Naive ‖θ − θ_original‖² over every tensor, new vocabulary rows left out."""
+    total = 0.0
+    for name, value in original.items():
+        total += float(((weights[name][: value.shape[0]] - value) ** 2).sum())
+    return total
+
+
+def test_stage2_anchors_to_the_original_model_and_larger_lambda_stays_closer(run_a, artifacts, tmp_path):
+    original = load_file(str(artifacts.pretrained / "model.safetensors"))
+    stage1 = load_file(str(Path(run_a.export_path) / "model.safetensors"))
+    common = {"model": {"init": run_a.export_path, "dtype": "float32", "attn_implementation": "sdpa"},
+              "tasks": {"stage": 2, "weights": {"report_generation": 1.0, "image_generation": 1.0, "vqa": 1.0, "text_lm": 0.0}},
+              "schedule": {"max_steps": 3, "log_every": 1, "eval_every": 100, "save_every": 100}, "data__eval_split": None}
+    exports = {}
+    for lam in (0.0, 150.0):
+        run_dir = tmp_path / f"lam{lam:g}"
+        config = write_train_config(tmp_path / f"s2-{lam:g}.yaml", artifacts, run_dir, anchor={"lambda_reg": lam, "pretrained": str(artifacts.pretrained)}, **common)
+        run_single(config)
+        exports[lam] = load_file(str(run_dir / "model" / "model.safetensors"))
+        if lam:
+            first = read_metrics(run_dir)[1]
+            # θ₀ is the original model, not the stage-1 init: the first distance is stage-1's drift.
+            assert first["anchor_sq_dist"] == pytest.approx(old_row_distance(stage1, original), rel=1e-5)
+            assert first["anchor_sq_dist"] > 0
+    assert old_row_distance(exports[150.0], original) < 0.9 * old_row_distance(exports[0.0], original)
