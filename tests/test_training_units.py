@@ -171,3 +171,17 @@ def test_pretrained_weights_rebuild_resized_rows(tmp_path):
     with_new_rows = PretrainedWeights(tmp_path / "pre", names, 0.02, 3, include_new_rows=True)
     head = model.get_output_embeddings().weight
     assert with_new_rows.pulled_elements("lm_head.weight", with_new_rows("lm_head.weight", head)) == 128 * 16
+
+
+def test_rows_the_extended_tokenizer_added_are_not_pulled_even_when_pretrained_has_them(tmp_path):
+    # The demo's "pretrained" LM is trained text-only with the extended tokenizer: its files
+    # already hold the visual rows (never trained by text), which must stay free like new rows.
+    config = LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "pre")
+    names = {"model.embed_tokens.weight", "lm_head.weight"}
+    reference = PretrainedWeights(tmp_path / "pre", names, 0.02, 3, include_new_rows=False, text_vocab_size=50)
+    model = LlamaForCausalLM.from_pretrained(tmp_path / "pre")
+    for name, param in model.named_parameters():
+        assert reference.pulled_elements(name, reference(name, param)) == (50 * 16 if name in names else param.numel())
+    everything = PretrainedWeights(tmp_path / "pre", names, 0.02, 3, include_new_rows=True, text_vocab_size=50)
+    assert everything.pulled_elements("lm_head.weight", model.lm_head.weight) == 128 * 16

@@ -100,7 +100,15 @@ class PretrainedWeights:
     trained model's new rows started from); callers exclude them unless `include_new_rows`.
     """
 
-    def __init__(self, directory: str | os.PathLike, vocab_names: set[str], noise: float, seed: int, include_new_rows: bool) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        vocab_names: set[str],
+        noise: float,
+        seed: int,
+        include_new_rows: bool,
+        text_vocab_size: int | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.vocab_names, self.noise, self.seed, self.include_new_rows = vocab_names, noise, seed, include_new_rows
         self.files = self._weight_files()
@@ -111,6 +119,11 @@ class PretrainedWeights:
         config = json.loads((self.directory / "config.json").read_text(encoding="utf-8"))
         self.tied = bool(config.get("tie_word_embeddings", False))
         self.pretrained_vocab = int(config["vocab_size"])
+        # Rows radllm added (pad, <boi>, <eoi>, <img_k>, padding to 64) start at the base
+        # tokenizer's size. A "pretrained" LM trained here with the extended tokenizer (the demo's
+        # text-only stage) already has those rows, but text never trained them, so they are
+        # excluded like rows the pretrained file lacks.
+        self.first_added_row = min(self.pretrained_vocab, text_vocab_size or self.pretrained_vocab)
 
     def _weight_files(self) -> list[Path]:
         index = self.directory / "model.safetensors.index.json"
@@ -145,7 +158,7 @@ class PretrainedWeights:
         """How many leading elements of the flattened tensor are pulled (new vocabulary rows are a suffix)."""
         if self.include_new_rows or name not in self.vocab_names:
             return value.numel()
-        return min(value.numel(), self.pretrained_vocab * value.shape[1])
+        return min(value.numel(), self.first_added_row * value.shape[1])
 
 
 def zeros_reference(name: str, param: nn.Parameter) -> torch.Tensor:

@@ -130,7 +130,7 @@ class Trainer:
 
             return L2Anchor(lora_anchor_parameters(module), zeros_reference, stage, self.config.anchor.lambda_reg)
         names = vocab_parameter_names(module)
-        reference = PretrainedWeights(self.config.anchor_source, names, self.config.model.new_row_noise, self.config.seed, self.config.anchor.include_new_rows)
+        reference = PretrainedWeights(self.config.anchor_source, names, self.config.model.new_row_noise, self.config.seed, self.config.anchor.include_new_rows, self.spec.text_vocab_size)
         params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         anchor = L2Anchor(params, reference, stage, self.config.anchor.lambda_reg, reference.pulled_elements)
         log.info("rank %d: L2 anchor holds %d elements of θ₀ (%s)", self.rank, anchor.numel, self.config.anchor_source)
