@@ -134,6 +134,20 @@ def test_zero3_losses_and_l2_pull_match_a_single_process_reference(run_a):
         torch.testing.assert_close(exported[name], param.detach(), rtol=1e-4, atol=2e-5, msg=name)
 
 
+@pytest.mark.parametrize("ds_config", ["zero2.json", "zero3_offload.json"])
+def test_zero2_and_cpu_offload_follow_the_same_reference(artifacts, tmp_path, ds_config):
+    # ZeRO-1/2 pull the fp32 fragment through `_hp_mapping`; offload keeps the fp32 masters on
+    # the CPU optimizer: both must give exactly the single-process trajectory too.
+    config = write_train_config(tmp_path / "c.yaml", artifacts, tmp_path / "run", deepspeed=f"ds_configs/{ds_config}")
+    launch(config)
+    loaded = load_config(TrainConfig, config)
+    metrics = read_metrics(loaded.run_dir)
+    losses, distances, _ = reference_run(loaded)
+    assert [metrics[s]["loss"] for s in range(1, 7)] == pytest.approx(losses, rel=2e-5)
+    assert [metrics[s]["anchor_sq_dist"] for s in range(1, 7)] == pytest.approx(distances, rel=1e-4, abs=1e-9)
+    assert distances[-1] > 0
+
+
 def test_export_loads_in_plain_transformers_and_reproduces_the_engine_eval_loss(run_a, tmp_path):
     export = Path(run_a.export_path)
     model = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32, attn_implementation="sdpa")
