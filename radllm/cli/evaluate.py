@@ -2,12 +2,15 @@
 
     radllm evaluate --pred runs/gen/reports.jsonl --ref data/phantoms/manifest.jsonl --out runs/eval
     radllm evaluate --pred images/index.jsonl --ref M --out runs/eval_img --classifier runs/demo/cxr_encoder
+    radllm evaluate --pred runs/gen/reports.jsonl --pred baseline_normal=runs/baselines/baseline_normal.jsonl \
+        --pred baseline_nearest=runs/baselines/baseline_nearest.jsonl --ref M --out runs/eval
 """
 
 from __future__ import annotations
 
 import argparse
 
+from radllm.errors import RadllmError
 from radllm.evaluation import EvaluationOptions, evaluate
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
 from radllm.evaluation.reports import LABEL_SOURCES
@@ -21,7 +24,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Writes OUT/metrics.json (flat keys report/..., image/..., vqa/..., eval/...; see README "
         "'Evaluation') and OUT/report.html (self-contained: metric tables and sample studies side by side)."
     )
-    parser.add_argument("--pred", required=True, help="prediction JSONL from `radllm generate` (report, image, vqa records)")
+    parser.add_argument("--pred", required=True, action="append", metavar="[NAME=]PATH",
+                        help="prediction JSONL from `radllm generate` (report, image, vqa records); repeat it to score "
+                             "several files in one run: a NAME= file's keys become <group>/NAME/<metric> "
+                             "(e.g. report/baseline_normal/ce_f1_micro_14), unnamed files keep <group>/<metric>; "
+                             "files sharing a name (or unnamed) are scored together and must hold different tasks")
+    parser.add_argument("--perplexity", action="append", default=[], metavar="NAME=PATH",
+                        help="JSON of `radllm perplexity`, copied into metrics.json as perplexity/NAME (repeatable)")
     parser.add_argument("--ref", required=True, help="reference manifest.jsonl, or JSONL with study_id and report/text (+ labels)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--uncertain-policy", choices=UNCERTAIN_POLICIES, default="positive",
@@ -36,6 +45,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="device for the CXR encoders (default cpu)")
 
 
+def prediction_files(values: list[str]) -> dict[str, list[str]]:
+    """``--pred`` values -> {name: [paths]}; "" names the unnamed files (a name may be repeated)."""
+    files: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or "/" in name:  # a plain path (that may contain "=")
+            name, path = "", value
+        files.setdefault(name, []).append(path)
+    return files
+
+
 def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(
         uncertain_policy=args.uncertain_policy,
@@ -46,9 +66,19 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         device=args.device,
     )
-    metrics = evaluate(args.pred, args.ref, args.out, options)
-    shown = {k: v for k, v in metrics.items() if k.count("/") == 1 and isinstance(v, float)}
-    for key in sorted(shown):
-        print(f"{key:40s} {shown[key]:.4f}")
+    files = prediction_files(args.pred)
+    perplexity = {}
+    for value in args.perplexity:
+        name, sep, path = value.partition("=")
+        if not sep or name in perplexity:
+            raise RadllmError(f"--perplexity {value!r}: expected NAME=PATH with a name not given before")
+        perplexity[name] = path
+    metrics = evaluate(files, args.ref, args.out, options, perplexity)
+    names = set(files) - {""}
+    for key, value in sorted(metrics.items()):
+        parts = key.split("/")
+        headline = len(parts) == 2 or (len(parts) == 3 and parts[1] in names)
+        if headline and isinstance(value, float):
+            print(f"{key:48s} {value:.4f}")
     print(f"wrote {args.out}/metrics.json and {args.out}/report.html")
     return 0

@@ -81,7 +81,7 @@ def confusion_tables(
 def averaged_scores(tables: dict[str, Confusion]) -> dict[str, float]:
     """precision/recall/f1, each ``_micro`` and ``_macro``, over the given tables."""
     pooled = sum(tables.values(), Confusion())
-    n = len(tables)
+    n = max(len(tables), 1)  # no tables (no observation present): every average is 0
     return {
         "precision_micro": pooled.precision,
         "recall_micro": pooled.recall,

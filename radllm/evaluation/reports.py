@@ -41,10 +41,16 @@ def reference_labels(references: Sequence[Reference], source: str) -> list[Label
 
 
 def clinical_efficacy(predicted: Sequence[Labels], reference: Sequence[Labels], policy: str) -> dict[str, float]:
-    """``ce_*`` keys (without the group prefix): averages over 14 and 5, and per-observation values."""
+    """``ce_*`` keys (without the group prefix): averages over 14, 5 and the present observations, and per-observation values.
+
+    "present" are the observations with at least one positive reference (after the uncertain
+    policy) among the scored studies: on a dataset that never shows some findings (phantoms have
+    no edema) their averages are not diluted by observations nobody could get right or wrong.
+    """
     tables = confusion_tables(predicted, reference, OBSERVATIONS, policy)
-    out: dict[str, float] = {}
-    for suffix, names in (("14", OBSERVATIONS), ("5", COMMON_FIVE)):
+    present = [name for name in OBSERVATIONS if tables[name].tp + tables[name].fn > 0]
+    out: dict[str, float] = {"ce_n_present": len(present)}
+    for suffix, names in (("14", OBSERVATIONS), ("5", COMMON_FIVE), ("present", present)):
         for key, value in averaged_scores({n: tables[n] for n in names}).items():
             out[f"ce_{key}_{suffix}"] = value
     for name, table in tables.items():

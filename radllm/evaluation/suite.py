@@ -3,15 +3,19 @@
 Which groups are computed depends on the tasks present in the prediction file: ``report``
 records give the ``report/`` keys, ``image``/``reconstruction`` records the ``image/`` keys,
 ``vqa`` records the ``vqa/`` keys. ``eval/`` keys record how: the uncertain-label policy, where
-reference labels came from, and the input files.
+reference labels came from, and the input files. Several prediction files can be scored in one
+run (a model and its baselines): the keys of a *named* file carry its name after the group
+(``report/baseline_normal/ce_f1_micro_14``, see `named_keys`), so they sit beside the model's own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from radllm.evaluation.clinical import UNCERTAIN_POLICIES
 from radllm.evaluation.images import generation_metrics, reconstruction_metrics
 from radllm.evaluation.inputs import Reference, load_predictions, load_references
 from radllm.evaluation.page import Sample, render_page
+from radllm.evaluation.perplexity import Perplexity
 from radllm.evaluation.reports import reference_labels, report_metrics, resolve_label_source
 from radllm.evaluation.vqa import vqa_metrics
 from radllm.labeler import default_labeler
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 METRICS_FILENAME = "metrics.json"
 PAGE_FILENAME = "report.html"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass
@@ -120,25 +126,121 @@ def _samples(predictions: Mapping[str, list[dict[str, Any]]], references: Mappin
     ]
 
 
-def evaluate(pred_path: str | os.PathLike, ref_path: str | os.PathLike, out_dir: str | os.PathLike, options: EvaluationOptions) -> dict[str, Any]:
-    """Compute the metrics, write ``metrics.json`` and ``report.html`` into `out_dir`, return the metrics."""
-    pred_path, ref_path, out_dir = Path(pred_path), Path(ref_path), Path(out_dir)
-    predictions = load_predictions(pred_path)
-    if not predictions:
-        raise RadllmError(f"predictions {pred_path} hold no records")
+def _check_name(name: str) -> None:
+    if name and not _NAME.match(name):
+        raise RadllmError(f"prediction name {name!r}: use letters, digits, '_', '.' or '-' (it becomes part of metric keys)")
+
+
+def named_keys(metrics: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``<group>/<rest>`` -> ``<group>/<name>/<rest>`` for every key (``""``: unchanged).
+
+    Raises:
+        RadllmError: a name that is not letters, digits, ``_``, ``.`` or ``-``.
+    """
+    if not name:
+        return dict(metrics)
+    _check_name(name)
+    out = {}
+    for key, value in metrics.items():
+        group, _, rest = key.partition("/")
+        out[f"{group}/{name}/{rest}"] = value
+    return out
+
+
+PredictionPaths = str | os.PathLike | Sequence[str | os.PathLike]
+PredictionFiles = Mapping[str, PredictionPaths]  # name ("" = unnamed) -> prediction JSONL(s)
+
+
+def load_prediction_files(paths: PredictionPaths) -> dict[str, list[dict[str, Any]]]:
+    """Records of one or more prediction files grouped by task (e.g. reports, images and VQA of one model).
+
+    Raises:
+        RadllmError: two files hold records of the same task, or none holds any record.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    merged: dict[str, list[dict[str, Any]]] = {}
+    origin: dict[str, Path] = {}
+    for path in map(Path, paths):
+        for task, records in load_predictions(path).items():
+            if task in merged:
+                raise RadllmError(f"predictions {origin[task]} and {path} both hold {task} records; give them different names")
+            merged[task], origin[task] = records, path
+    if not merged:
+        raise RadllmError(f"predictions {', '.join(map(str, paths))} hold no records")
+    return merged
+
+
+def perplexity_metrics(files: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
+    """``perplexity/<name>`` (and ``/nll``, ``/n_tokens``, ``/model``) from `radllm perplexity` JSON files.
+
+    Raises:
+        RadllmError: a bad name, or a file that is missing or not a `Perplexity` record.
+    """
+    out: dict[str, Any] = {}
+    for name, path in files.items():
+        if not name or not _NAME.match(name):
+            raise RadllmError(f"perplexity name {name!r}: use letters, digits, '_', '.' or '-' (it becomes part of metric keys)")
+        try:
+            result = Perplexity(**json.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError as err:
+            raise RadllmError(f"perplexity file {path} does not exist (run `radllm perplexity`)") from err
+        except (json.JSONDecodeError, TypeError) as err:
+            raise RadllmError(f"perplexity file {path}: not the JSON `radllm perplexity` writes ({err})") from err
+        out.update({f"perplexity/{name}": result.perplexity, f"perplexity/{name}/nll": result.nll,
+                    f"perplexity/{name}/n_tokens": result.n_tokens, f"perplexity/{name}/model": result.model})
+    return out
+
+
+def _describe(paths: PredictionPaths) -> str:
+    return str(paths) if isinstance(paths, (str, os.PathLike)) else ", ".join(map(str, paths))
+
+
+def evaluate(
+    pred_path: str | os.PathLike | PredictionFiles,
+    ref_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    options: EvaluationOptions,
+    perplexity: Mapping[str, str | os.PathLike] | None = None,
+) -> dict[str, Any]:
+    """Compute the metrics, write ``metrics.json`` and ``report.html`` into `out_dir`, return the metrics.
+
+    Args:
+        pred_path: one prediction JSONL, or several as {name: path or [paths]}; the files named
+            ``""`` keep the plain keys, every other name's keys get that name (`named_keys`). The
+            files of one name are scored together and must hold different tasks (a model's
+            reports, images and VQA answers). report.html shows the samples of ``""`` (else of the
+            first name).
+        perplexity: {name: JSON of `radllm perplexity`} copied in as ``perplexity/<name>`` keys,
+            so one file holds a run's held-out perplexities beside its generation metrics.
+    """
+    files = {"": pred_path} if isinstance(pred_path, (str, os.PathLike)) else dict(pred_path)
+    if not files:
+        raise RadllmError("no prediction files given")
+    for name in files:
+        _check_name(name)
+    ref_path, out_dir = Path(ref_path), Path(out_dir)
     references = load_references(ref_path)
-    _check_ids(predictions, references, ref_path)
-    metrics = compute_metrics(predictions, references, options)
-    metrics = finite_or_null(metrics)
-    metrics["eval/predictions"] = str(pred_path)
+    metrics: dict[str, Any] = {}
+    loaded: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    sources: set[str] = set()
+    for name, paths in files.items():
+        predictions = load_prediction_files(paths)
+        _check_ids(predictions, references, ref_path)
+        found = finite_or_null(compute_metrics(predictions, references, options))
+        found["eval/predictions"] = _describe(paths)
+        sources.add(found["eval/label_source"])
+        metrics.update(named_keys(found, name))
+        loaded[name] = predictions
+    metrics.update(perplexity_metrics(perplexity or {}))
     metrics["eval/references"] = str(ref_path)
     atomic.write_json(out_dir / METRICS_FILENAME, metrics)
     notes = [
-        f"predictions: {pred_path}",
+        "predictions: " + ", ".join(f"{name}={_describe(paths)}" if name else _describe(paths) for name, paths in files.items()),
         f"references: {ref_path}",
-        f"uncertain labels counted as: {options.uncertain_policy}; reference labels from: {metrics['eval/label_source']}",
+        f"uncertain labels counted as: {options.uncertain_policy}; reference labels from: {', '.join(sorted(sources))}",
         "Research use only; not for clinical decisions.",
     ]
-    page = render_page("radllm evaluation", metrics, _samples(predictions, references, options.samples), notes)
+    shown = loaded.get("", next(iter(loaded.values())))
+    page = render_page("radllm evaluation", metrics, _samples(shown, references, options.samples), notes)
     atomic.write_text(out_dir / PAGE_FILENAME, page)
     return metrics

@@ -1,0 +1,113 @@
+"""`radllm generate {reports,images,vqa}`: offline batch generation with an exported model.
+
+    radllm generate reports --model runs/demo/model --vq runs/demo/vq --input data/manifest.jsonl --out preds.jsonl
+    radllm generate images  --model runs/demo/model --vq runs/demo/vq --input reports.txt --out gen/ --cfg-scale 4
+    radllm generate vqa     --model runs/demo/model --vq runs/demo/vq --input runs/demo/shards --split test --out vqa.jsonl
+
+Several processes split the input with `deepspeed tools/generate.py TASK ...` (same arguments).
+A killed run resumes where it stopped when rerun with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from radllm.generation.sampling import STRATEGIES, DecodingConfig
+from radllm.labels import OBSERVATIONS
+
+_INPUTS = {
+    "reports": "manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images",
+    "images": "manifest (.jsonl; report text of each study) or a text file with one report per line",
+    "vqa": "manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images",
+}
+_HELP = {
+    "reports": "write a report for every study's images (text tokens only)",
+    "images": "draw a chest X-ray for every report (exactly HxW image tokens, classifier-free guidance)",
+    "vqa": "answer yes/no/uncertain questions about every study, with p(yes) for AUROC",
+}
+_DEFAULT_STRATEGY = {"reports": "greedy", "images": "sample", "vqa": "greedy"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `generate` and its per-task subcommands."""
+    parser = subparsers.add_parser("generate", help="batch generation: reports, images or VQA answers", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+    for task in ("reports", "images", "vqa"):
+        sub = tasks.add_parser(task, help=_HELP[task], description=_HELP[task])
+        configure_task(sub, task)
+        sub.set_defaults(handler=run)
+
+
+def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
+    """Arguments of one task (shared with `tools/generate.py`)."""
+    parser.add_argument("--model", required=True, type=Path, help="exported model directory (HF files + radllm.json)")
+    parser.add_argument("--vq", type=Path, default=None, required=task == "images",
+                        help="VQ-GAN directory the model's radllm.json was built for (needed to encode images / decode PNGs)")
+    parser.add_argument("--input", required=True, type=Path, help=_INPUTS[task])
+    out_help = "output directory (images/*.png + images.jsonl)" if task == "images" else "output JSONL"
+    parser.add_argument("--out", required=True, type=Path, help=out_help)
+    parser.add_argument("--split", default=None, help="manifest/shards: only this split (default: all)")
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:0, ... (default auto)")
+    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on cuda, float32 on cpu), float32, bfloat16, float16")
+    parser.add_argument("--stage", type=int, default=2, choices=(1, 2), help="prompt format of the model: 1 plain pairs, 2 instructions (default 2)")
+    parser.add_argument("--template", type=int, default=0, help="index of the instruction / question phrasing (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed; each study draws from its own generator seeded by (seed, study id)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    if task != "images":
+        parser.add_argument("--max-views", type=int, default=2, help="images shown per study, frontal first (default 2)")
+    if task == "vqa":
+        parser.add_argument("--observations", nargs="+", default=list(OBSERVATIONS), metavar="NAME", help="CheXpert observations to ask about (default all 14)")
+        parser.add_argument("--questions", type=Path, default=None, help="JSONL of {study_id, observation, question} instead of the templates")
+        return
+    strategies = [s for s in STRATEGIES if task == "reports" or s != "beam"]
+    parser.add_argument("--strategy", choices=strategies, default=_DEFAULT_STRATEGY[task], help=f"decoding (default {_DEFAULT_STRATEGY[task]})")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (default 0 = off)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
+    if task == "images":
+        parser.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale (1 = no guidance; default 4)")
+        return
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest report in tokens (default 256)")
+    parser.add_argument("--min-new-tokens", type=int, default=0, help="eos is forbidden before this many tokens (default 0)")
+    parser.add_argument("--num-beams", type=int, default=4, help="beams for --strategy beam (default 4)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length**penalty (default 1)")
+
+
+def build_request(args: argparse.Namespace):
+    """The library request behind parsed arguments."""
+    from radllm.generation import GenerateRequest
+
+    decoding = DecodingConfig(
+        strategy=getattr(args, "strategy", "greedy"), temperature=getattr(args, "temperature", 1.0), top_k=getattr(args, "top_k", 0),
+        top_p=getattr(args, "top_p", 1.0), seed=args.seed, max_new_tokens=getattr(args, "max_new_tokens", 256),
+        min_new_tokens=getattr(args, "min_new_tokens", 0), num_beams=getattr(args, "num_beams", 4),
+        length_penalty=getattr(args, "length_penalty", 1.0),
+    )
+    return GenerateRequest(
+        task=args.task, model=args.model, input=args.input, out=args.out, vq=args.vq, split=args.split, batch_size=args.batch_size,
+        device=args.device, dtype=args.dtype, stage=args.stage, template=args.template, max_views=getattr(args, "max_views", 2),
+        decoding=decoding, cfg_scale=getattr(args, "cfg_scale", 1.0), observations=getattr(args, "observations", OBSERVATIONS),
+        questions=getattr(args, "questions", None), progress=not args.no_progress,
+    )
+
+
+def describe(summary, counts: dict[str, int] | None, out: Path) -> str:
+    """One line for the terminal."""
+    line = (f"rank {summary.rank}: {summary.written} written, {summary.already_done} already done, {summary.failed} left out "
+            f"(unreadable input), {summary.samples_per_second:.2f} samples/s")
+    if counts is not None:
+        line += f"; {out}: {counts['written']} records ({counts['missing']} missing, {counts['dropped']} stale dropped)"
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    from radllm.generation import prepare_job
+
+    job = prepare_job(build_request(args))
+    summary = job.run()
+    counts = job.merge()
+    print(describe(summary, counts, job.request.records_path))
+    return 0

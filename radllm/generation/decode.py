@@ -1,0 +1,220 @@
+"""Batched decoding loops over a Hugging Face causal LM with a KV cache and left padding.
+
+Prompts of different lengths are left-padded into one [B, T] batch: every row's last prompt token
+sits in the last column, so one forward per step extends all rows. Padding is invisible to the
+model through `attention_mask`, and `position_ids` count only real tokens (cumsum of the mask), so
+a padded row computes what it would compute alone. The prompt is run once (prefill) into a
+`GrowingCache` sized for prompt + continuation (see `radllm.generation.kv_cache`: in-place
+writes, attention over the filled prefix only). Rows that finish (eos) are dropped from the batch
+and the cache (`reorder_cache` with the surviving rows), so a batch costs what its longest rows
+need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from radllm.generation.kv_cache import GrowingCache
+from radllm.generation.sampling import DecodingConfig, choose
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Left-pad prompts into (input_ids [B, T], attention_mask [B, T]; 1 = real token)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("left_pad needs at least one prompt and no empty prompt")
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.as_tensor(list(prompt), dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def positions(attention_mask: Tensor) -> Tensor:
+    """position_ids [B, T] counting real tokens from 0 (pad positions get 0; they are masked)."""
+    return (attention_mask.cumsum(dim=-1) - 1).clamp_min(0)
+
+
+class CachedBatch:
+    """A left-padded batch, its KV cache and the logits of each row's next token.
+
+    Args:
+        new_tokens: how many positions will be fed after the prompt at most (sizes the cache).
+    """
+
+    def __init__(self, model: PreTrainedModel, prompts: Sequence[Sequence[int]], pad_id: int, new_tokens: int) -> None:
+        self.model = model
+        device = model.device
+        input_ids, self.attention_mask = left_pad(prompts, pad_id, device)
+        position_ids = positions(self.attention_mask)
+        self.next_position = position_ids[:, -1] + 1  # [B]
+        self.cache = GrowingCache(model.config, capacity=input_ids.shape[1] + new_tokens)
+        out = model(
+            input_ids=input_ids, attention_mask=self.attention_mask, position_ids=position_ids,
+            past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+        )
+        self.logits = out.logits[:, -1, :].float()  # [B, V]
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """Feed one token per row ([B]); returns (and stores) the next logits [B, V]."""
+        ones = torch.ones_like(self.attention_mask[:, :1])
+        self.attention_mask = torch.cat([self.attention_mask, ones], dim=-1)  # [B, T+1]
+        out = self.model(
+            input_ids=tokens[:, None], attention_mask=self.attention_mask, position_ids=self.next_position[:, None],
+            past_key_values=self.cache, use_cache=True,
+        )
+        self.next_position = self.next_position + 1
+        self.logits = out.logits[:, -1, :].float()
+        return self.logits
+
+    def repeat(self, n: int) -> None:
+        """Repeat every row `n` times in place (row i becomes rows i*n .. i*n+n-1)."""
+        self.select(torch.arange(self.logits.shape[0], device=self.logits.device).repeat_interleave(n))
+
+    def select(self, rows: Tensor) -> None:
+        """Keep `rows` (int64 indices, repeats allowed: beam reordering) of the batch and its cache."""
+        self.cache.reorder_cache(rows)
+        self.attention_mask = self.attention_mask[rows]
+        self.next_position = self.next_position[rows]
+        self.logits = self.logits[rows]
+
+
+@torch.inference_mode()
+def decode_text(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    *,
+    allowed: Tensor,
+    eos_id: int,
+    pad_id: int,
+    config: DecodingConfig,
+    generators: Sequence[torch.Generator] | None = None,
+) -> list[list[int]]:
+    """Greedy or sampled continuation of every prompt until eos or `config.max_new_tokens`.
+
+    Args:
+        allowed: bool [V] of ids that may be emitted (eos among them); the rest get -inf.
+        generators: one per prompt for `strategy == "sample"` (see `sampling.sample_generators`).
+
+    Returns:
+        Generated ids per prompt, eos excluded.
+    """
+    batch = CachedBatch(model, prompts, pad_id, config.max_new_tokens)
+    blocked = torch.where(allowed.to(model.device), 0.0, float("-inf"))  # [V]
+    early = blocked.clone()
+    early[eos_id] = float("-inf")  # before min_new_tokens eos is forbidden too
+    outputs: list[list[int]] = [[] for _ in prompts]
+    rows = torch.arange(len(prompts))  # original index of each live row
+    live_generators = list(generators) if generators is not None else None
+    for step in range(config.max_new_tokens):
+        scores = batch.logits + (early if step < config.min_new_tokens else blocked)
+        tokens = choose(scores, config, live_generators)  # [b]
+        for row, token in zip(rows.tolist(), tokens.tolist()):
+            if token != eos_id:
+                outputs[row].append(token)
+        if step == config.max_new_tokens - 1:
+            break
+        keep = torch.nonzero(tokens != eos_id).flatten()
+        if keep.numel() == 0:
+            break
+        if keep.numel() < rows.numel():
+            batch.select(keep.to(model.device))
+            rows, tokens = rows[keep.cpu()], tokens[keep]
+            if live_generators is not None:
+                live_generators = [live_generators[i] for i in keep.tolist()]
+        batch.step(tokens)
+    return outputs
+
+
+def guided_logits(conditional: Tensor, unconditional: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance u + s·(c − u), written as c + (s − 1)·(c − u).
+
+    The two forms are equal; the second returns `conditional` bit for bit at s = 1, so scale 1
+    reproduces unguided decoding exactly.
+    """
+    return conditional + (scale - 1.0) * (conditional - unconditional)
+
+
+@torch.inference_mode()
+def decode_image(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    *,
+    boi_id: int,
+    token_offset: int,
+    codebook_size: int,
+    num_tokens: int,
+    pad_id: int,
+    config: DecodingConfig,
+    generators: Sequence[torch.Generator] | None = None,
+    unconditional_prompts: Sequence[Sequence[int]] | None = None,
+    cfg_scale: float = 1.0,
+) -> Tensor:
+    """Exactly `num_tokens` image codes per prompt, after a forced `<boi>`.
+
+    Only the K image-code logits are ever considered, so every emitted token is an image code;
+    the caller appends `<eoi>` (forced, so the model is not asked for it). With
+    `unconditional_prompts`, row i's unconditional prompt runs in the same batch (rows B..2B-1)
+    and the codes are drawn from `guided_logits(c_i, u_i, cfg_scale)`; the chosen code is fed
+    to both rows.
+
+    Returns:
+        int64 [B, num_tokens] codes (0..K-1) in raster order.
+    """
+    n = len(prompts)
+    guided = unconditional_prompts is not None
+    if guided and len(unconditional_prompts) != n:
+        raise ValueError(f"{len(unconditional_prompts)} unconditional prompts for {n} conditional ones")
+    rows = [list(p) + [boi_id] for p in prompts]
+    if guided:
+        rows += [list(p) + [boi_id] for p in unconditional_prompts]
+    batch = CachedBatch(model, rows, pad_id, num_tokens)
+    codes = torch.empty((n, num_tokens), dtype=torch.long)
+    for step in range(num_tokens):
+        scores = batch.logits[:, token_offset : token_offset + codebook_size]  # [B or 2B, K]
+        if guided:
+            scores = guided_logits(scores[:n], scores[n:], cfg_scale)
+        chosen = choose(scores, config, generators)  # [B]
+        codes[:, step] = chosen.cpu()
+        if step < num_tokens - 1:
+            tokens = chosen + token_offset
+            batch.step(torch.cat([tokens, tokens]) if guided else tokens)
+    return codes
+
+
+@torch.inference_mode()
+def score_continuations(
+    model: PreTrainedModel, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], pad_id: int
+) -> Tensor:
+    """Log-likelihood of each continuation after each prompt: [B, A] (sum of token log-probs).
+
+    The prompts are prefilled once; the cache is then repeated A times and all continuations
+    (right-padded, masked) run in one forward.
+    """
+    if not continuations or any(len(c) == 0 for c in continuations):
+        raise ValueError("score_continuations needs non-empty continuations")
+    n, a = len(prompts), len(continuations)
+    width = max(len(c) for c in continuations)
+    batch = CachedBatch(model, prompts, pad_id, width)
+    first_logp = batch.logits.log_softmax(dim=-1)  # [B, V]: distribution of each continuation's first token
+    cont = torch.full((a, width), pad_id, dtype=torch.long)
+    cont_mask = torch.zeros((a, width), dtype=torch.long)
+    for j, c in enumerate(continuations):
+        cont[j, : len(c)] = torch.as_tensor(list(c))
+        cont_mask[j, : len(c)] = 1
+    device = model.device
+    cont, cont_mask = cont.to(device).repeat(n, 1), cont_mask.to(device).repeat(n, 1)  # [B*A, L], row i*a+j
+    batch.repeat(a)
+    attention_mask = torch.cat([batch.attention_mask, cont_mask], dim=-1)
+    position_ids = batch.next_position[:, None] + torch.arange(width, device=device)  # [B*A, L]
+    logits = model(
+        input_ids=cont, attention_mask=attention_mask, position_ids=position_ids, past_key_values=batch.cache, use_cache=True
+    ).logits.float()  # [B*A, L, V]: logits[:, k] predicts continuation token k+1
+    logp = torch.cat([first_logp.repeat_interleave(a, dim=0)[:, None], logits[:, :-1].log_softmax(dim=-1)], dim=1)  # [B*A, L, V]
+    token_logp = logp.gather(-1, cont[..., None]).squeeze(-1) * cont_mask  # [B*A, L]
+    return token_logp.sum(dim=-1).view(n, a)

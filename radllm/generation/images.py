@@ -1,0 +1,84 @@
+"""Image generation records: report -> training-identical prompt -> H×W codes (optionally guided) -> PNG.
+
+Record (one line of `OUT_DIR/images.jsonl`, the contract with `radllm evaluate`):
+    {"task": "image", "study_id": str, "prompt": str (report text), "image": "images/<key>.png",
+     "codes_shape": [H, W], "codes": [H*W ints, raster order], "cfg_scale": float, "seed": int}
+`image` is relative to the JSONL's folder. The PNG is written atomically before its record, so a
+record never points at a missing or partial image.
+
+Guidance: with scale s != 1 the unconditional prompt of the same stage runs next to every
+conditional one and codes are drawn from u + s·(c − u). At s = 1 the formula is exactly c, so the
+unconditional branch is not run at all (half the compute, identical output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from radllm.data.sample import study_key
+from radllm.errors import RadllmError
+from radllm.generation.decode import decode_image
+from radllm.generation.model import Generator
+from radllm.generation.plan import BatchResult, Unit, study_units
+from radllm.generation.sampling import DecodingConfig, sample_generators
+from radllm.imaging import save_png
+from radllm.tasks import image_generation_prompt, unconditional_image_prompt
+
+TASK = "image"
+INDEX_NAME = "images.jsonl"
+IMAGE_DIR = "images"
+
+units = study_units
+
+
+def record_key(record: dict) -> str:
+    return str(record["study_id"])
+
+
+def check_decoding(decoding: DecodingConfig) -> None:
+    if decoding.strategy == "beam":
+        raise RadllmError("image generation decodes with strategy 'sample' or 'greedy'; beam search is for reports")
+
+
+def generate_codes(
+    gen: Generator, reports: Sequence[str], keys: Sequence[str], decoding: DecodingConfig, cfg_scale: float, stage: int, template: int
+) -> torch.Tensor:
+    """Codes [B, H, W] for each report (one seeded generator per key)."""
+    spec = gen.spec
+    prompts = [image_generation_prompt(r, gen.tokenizer, spec, stage, template) for r in reports]
+    unconditional = None
+    if cfg_scale != 1.0:
+        unconditional = [unconditional_image_prompt(gen.tokenizer, spec, stage)] * len(prompts)
+    generators = sample_generators(decoding.seed, keys, gen.device) if decoding.strategy == "sample" else None
+    codes = decode_image(
+        gen.model, prompts, boi_id=spec.boi_id, token_offset=spec.token_offset, codebook_size=spec.codebook_size,
+        num_tokens=spec.tokens_per_image, pad_id=gen.pad_id, config=decoding, generators=generators,
+        unconditional_prompts=unconditional, cfg_scale=cfg_scale,
+    )
+    return codes.view(len(prompts), spec.grid_height, spec.grid_width)
+
+
+def process(gen: Generator, batch: Sequence[Unit], out_dir: Path, decoding: DecodingConfig, cfg_scale: float, stage: int, template: int) -> BatchResult:
+    """Generate, decode and save one batch of images; studies with an empty report are left out."""
+    vq = gen.require_vq()
+    ready = [u.study for u in batch if u.study.report.strip()]
+    errors = [f"study {u.study.study_id}: empty report, nothing to draw" for u in batch if not u.study.report.strip()]
+    if not ready:
+        return BatchResult([], errors)
+    codes = generate_codes(gen, [s.report for s in ready], [s.study_id for s in ready], decoding, cfg_scale, stage, template)
+    with torch.inference_mode():
+        pixels = vq.decode_codes(codes.to(gen.device)).cpu()  # [B, 1, S, S] in [0, 1]
+    records = []
+    for study, grid, image in zip(ready, codes, pixels):
+        relative = f"{IMAGE_DIR}/{study_key(study.study_id)}.png"
+        save_png(image, out_dir / relative)
+        records.append(
+            {
+                "task": TASK, "study_id": study.study_id, "prompt": study.report, "image": relative,
+                "codes_shape": list(grid.shape), "codes": grid.flatten().tolist(), "cfg_scale": cfg_scale, "seed": decoding.seed,
+            }
+        )
+    return BatchResult(records, errors)

@@ -1,0 +1,148 @@
+"""What generation reads: studies from a manifest, tokenized shards, an image folder or report text.
+
+Every source becomes the same list of `StudyInput`s, in a fixed order (the order of the output
+file): a manifest's line order, the shards' index order, a folder's sorted relative paths, a text
+file's line order. Images stay paths until a batch needs them (`radllm.generation.images`
+encodes them with the VQ-GAN), so listing a large source is cheap and a resumed run never
+re-encodes studies it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from radllm.data.reader import ShardStream
+from radllm.data.shards import INDEX_FILENAME, load_index
+from radllm.errors import RadllmError
+from radllm.imaging import is_supported_image
+from radllm.manifest import manifest_root, read_manifest
+from radllm.vocab_spec import VisualVocabSpec
+
+
+@dataclass
+class StudyInput:
+    """One study to generate for. Exactly one of `codes` / `image_paths` holds its images (or neither, for text-only inputs)."""
+
+    study_id: str
+    views: list[str] = field(default_factory=list)
+    image_paths: list[Path] | None = None  # images to VQ-encode on the fly
+    codes: list[np.ndarray] | None = None  # [grid_h, grid_w] per view, already encoded (shards)
+    report: str = ""
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self.image_paths) or bool(self.codes)
+
+
+def manifest_inputs(path: str | os.PathLike, split: str | None = None) -> list[StudyInput]:
+    """Studies of a manifest (all splits when `split` is None), image paths resolved."""
+    root = manifest_root(path)
+    return [
+        StudyInput(study.study_id, [ref.view for ref in study.images], study.image_paths(root), None, study.report.text)
+        for study in read_manifest(path)
+        if split is None or study.split == split
+    ]
+
+
+def shard_inputs(directory: str | os.PathLike, spec: VisualVocabSpec, split: str | None = None) -> list[StudyInput]:
+    """Studies of a shards directory (all splits in index order when `split` is None).
+
+    The index's visual vocab spec must equal the model's. Samples are read in order, without
+    shuffling; a key already seen (the reader makes up for corrupt samples by re-reading) is
+    skipped, so each study appears once.
+    """
+    splits = [split] if split is not None else list(load_index(directory).splits)
+    studies: list[StudyInput] = []
+    seen: set[str] = set()
+    for name in splits:
+        stream = ShardStream(directory, name, shuffle=False, drop_remainder=False, expected_spec=spec)
+        for sample in stream.iter_worker(epoch=0, worker=0, num_workers=1):
+            if sample.study_id in seen:
+                continue
+            seen.add(sample.study_id)
+            studies.append(StudyInput(sample.study_id, list(sample.views), None, list(sample.image_codes), sample.report))
+        stats = stream.stats()
+        if stats["corrupt"] or stats["missing"]:
+            raise RadllmError(f"{directory}: split {name!r} has {stats['corrupt']} corrupt and {stats['missing']} missing sample(s); re-run `radllm tokenize`")
+    return studies
+
+
+def folder_inputs(directory: str | os.PathLike) -> list[StudyInput]:
+    """One single-view study per supported image under `directory` (recursive, sorted).
+
+    The study id is the file's path relative to `directory` without its suffix, so files with
+    the same name in different subfolders stay distinct.
+    """
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and is_supported_image(p))
+    if not files:
+        raise RadllmError(f"{directory}: no PNG/JPEG/DICOM images found")
+    return [StudyInput(f.relative_to(directory).with_suffix("").as_posix(), ["UNKNOWN"], [f]) for f in files]
+
+
+def report_text_inputs(path: str | os.PathLike) -> list[StudyInput]:
+    """One text-only study per non-empty line of a text file; study id `{file stem}-{line number}`."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RadllmError(f"{path}: cannot read report text file ({err})") from err
+    studies = [StudyInput(f"{path.stem}-{n}", report=line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+    if not studies:
+        raise RadllmError(f"{path}: no reports (expected one report per line)")
+    return studies
+
+
+def is_manifest(path: Path) -> bool:
+    """True for a .jsonl file whose first non-empty line is a manifest study object."""
+    if path.suffix != ".jsonl":
+        return False
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    return True  # read_manifest will name the line
+                return isinstance(obj, dict) and {"study_id", "images", "report"} <= set(obj)
+    return False
+
+
+def load_inputs(
+    path: str | os.PathLike, spec: VisualVocabSpec, split: str | None = None, need_images: bool = True
+) -> list[StudyInput]:
+    """Studies from any supported source, detected from `path`.
+
+    - a directory with `index.json`: tokenized shards;
+    - another directory: a folder of PNG/JPEG/DICOM images (one study per image);
+    - a manifest (`.jsonl` of study objects);
+    - any other file (only when `need_images` is False, i.e. image generation): one report per line.
+
+    Raises:
+        RadllmError: a missing path, a source that cannot give what the task needs (reports
+            without images, images without reports), or an empty selection.
+    """
+    path = Path(path)
+    if path.is_dir():
+        studies = shard_inputs(path, spec, split) if (path / INDEX_FILENAME).is_file() else folder_inputs(path)
+    elif not path.is_file():
+        raise RadllmError(f"--input {path}: no such file or directory")
+    elif is_manifest(path):
+        studies = manifest_inputs(path, split)
+    elif need_images:
+        raise RadllmError(f"--input {path}: expected a manifest (.jsonl), a shards directory or a folder of images")
+    else:
+        studies = report_text_inputs(path)
+    if not studies:
+        raise RadllmError(f"--input {path}: no studies{f' in split {split!r}' if split else ''}")
+    if need_images:
+        missing = [s.study_id for s in studies if not s.has_images]
+        if missing:
+            raise RadllmError(f"--input {path}: {len(missing)} studies without images, e.g. {missing[:3]}")
+    return studies
+

@@ -1,0 +1,62 @@
+"""Report generation records: image codes -> training-identical prompt -> constrained decoding -> text.
+
+Record (one JSONL line, the contract with `radllm evaluate`):
+    {"task": "report", "study_id": str, "report": str, "views": [str], "decoding": {...}}
+`views` are the views shown to the model (frontal first, at most `max_views`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from radllm.generation.beam import beam_search
+from radllm.generation.constraints import report_token_mask
+from radllm.generation.decode import decode_text
+from radllm.generation.model import Generator
+from radllm.generation.plan import BatchResult, Unit, study_units
+from radllm.generation.sampling import DecodingConfig, sample_generators
+from radllm.generation.views import prompt_codes
+from radllm.tasks import end_id, report_generation_prompt, select_input_views
+from radllm.vocab import decode_report
+
+TASK = "report"
+
+
+def record_key(record: dict) -> str:
+    return str(record["study_id"])
+
+
+units = study_units
+
+
+def generate_report_ids(gen: Generator, prompts: Sequence[Sequence[int]], keys: Sequence[str], decoding: DecodingConfig) -> list[list[int]]:
+    """Text-only continuations of `prompts` (eos excluded) with the run's strategy."""
+    allowed = report_token_mask(gen.tokenizer, gen.spec, gen.vocab_size)
+    eos = end_id(gen.tokenizer)
+    if decoding.strategy == "beam":
+        return beam_search(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=decoding)
+    generators = sample_generators(decoding.seed, keys, gen.device) if decoding.strategy == "sample" else None
+    return decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=decoding, generators=generators)
+
+
+def process(gen: Generator, batch: Sequence[Unit], decoding: DecodingConfig, stage: int, template: int, max_views: int) -> BatchResult:
+    """Records of one batch; studies with an unreadable image are left out and reported."""
+    studies = [u.study for u in batch]
+    codes, errors = prompt_codes(studies, gen.vq, max_views)
+    ready = [(s, c) for s, c in zip(studies, codes) if c is not None]
+    if not ready:
+        return BatchResult([], errors)
+    prompts = [report_generation_prompt(c, gen.tokenizer, gen.spec, stage, template) for _, c in ready]
+    ids = generate_report_ids(gen, prompts, [s.study_id for s, _ in ready], decoding)
+    described = decoding.describe()
+    records = [
+        {
+            "task": TASK,
+            "study_id": study.study_id,
+            "report": decode_report(gen.tokenizer, tokens).strip(),
+            "views": [study.views[v] for v in select_input_views(study.views, max_views)],
+            "decoding": described,
+        }
+        for (study, _), tokens in zip(ready, ids)
+    ]
+    return BatchResult(records, errors)
