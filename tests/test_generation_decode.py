@@ -85,6 +85,34 @@ def test_greedy_batched_equals_batch_one_and_transformers_generate(gen):
     assert batched == reference
 
 
+def test_stop_together_keeps_rows_emits_the_same_tokens_and_runs_as_many_forwards_as_the_rule_says(gen):
+    # The rank-agreed rule of ZeRO-3 sample decoding: ended rows stay in the batch (fed eos) and
+    # the loop ends only when the rule agrees, so forwards = 1 prefill + the agreed steps.
+    prompts = report_prompts(gen, 6)
+    allowed = report_token_mask(gen.tokenizer, gen.spec, gen.vocab_size)
+    config = DecodingConfig(max_new_tokens=24)
+    probe = decode_text(gen.model, prompts, allowed=allowed, eos_id=gen.tokenizer.eos_token_id, pad_id=gen.pad_id, config=config)
+    eos, prompts = probe[2][4], [prompts[1], prompts[2], prompts[4]]  # an eos these rows emit after 4 to 16 tokens
+    dropping = decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config)
+    longest = max(len(row) for row in dropping)
+    assert min(len(row) for row in dropping) < longest < 23, "want rows ending at different steps, well before the limit"
+    forwards, asked = [], []
+    hook = gen.model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        def local_rule(done: bool) -> bool:
+            asked.append(done)
+            return done
+
+        kept = decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config, stop_together=local_rule)
+        assert kept == dropping
+        assert len(forwards) == longest + 1 and asked == [False] * longest + [True]  # step `longest` emits the last eos
+        forwards.clear()
+        never = decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config, stop_together=lambda done: False)
+        assert never == dropping and len(forwards) == 24  # another rank still decoding: keep stepping, emit nothing more
+    finally:
+        hook.remove()
+
+
 def test_min_new_tokens_matches_transformers(gen):
     prompts = report_prompts(gen, 3, seed=1)
     allowed = report_token_mask(gen.tokenizer, gen.spec, gen.vocab_size)

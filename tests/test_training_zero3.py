@@ -8,7 +8,10 @@ shared by several tests:
 - its export loads in plain transformers and reproduces the engine's eval loss;
 - a run killed with SIGKILL and resumed with `--resume auto` as a simulated 2-node job (two
   launchers, node ranks 0 and 1, loopback) logs the same losses as run A from the resume on;
-- stage 2 starts from run A's export with θ₀ = the original pretrained model.
+- stage 2 starts from run A's export with θ₀ = the original pretrained model;
+- its generated-report samples (`logging.sample_reports`), decoded on both ranks under ZeRO-3,
+  equal single-process generation from its export (run B, without samples, matching run A's
+  losses also shows that sampling leaves training untouched).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from radllm.training.checkpoint import complete_checkpoints
 from radllm.training.config import TrainConfig
 from radllm.training.data import PackedBatches, collate_rows, eval_rows
 from radllm.training.metrics import read_metrics
+from radllm.training.samples import sample_reports, sample_studies, samples_path, samples_table
 from radllm.training.model import add_visual_rows
 from radllm.vocab import load_tokenizer
 
@@ -66,7 +70,7 @@ def artifacts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_a(artifacts, tmp_path_factory):
     root = tmp_path_factory.mktemp("run-a")
-    config = write_train_config(root / "a.yaml", artifacts, root / "run")
+    config = write_train_config(root / "a.yaml", artifacts, root / "run", logging={"sample_reports": 2, "sample_max_new_tokens": 12})
     launch(config)
     return load_config(TrainConfig, config)
 
@@ -174,6 +178,26 @@ def test_export_loads_in_plain_transformers_and_reproduces_the_engine_eval_loss(
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+
+
+def test_report_samples_at_eval_steps_equal_single_process_generation_from_the_export(run_a):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    tokenizer, spec = load_tokenizer(run_a.tokenizer)
+    studies = sample_studies(run_a, spec)
+    model = AutoModelForCausalLM.from_pretrained(run_a.export_path, dtype=torch.float32, attn_implementation="sdpa").eval()
+    expected = sample_reports(model, tokenizer, spec, studies, run_a)  # one process, rows leave the batch as they end
+    assert len(expected) == 2 and any(r["report"] for r in expected)
+    files = sorted(samples_path(run_a.run_dir, 0).parent.iterdir())
+    assert [f.name for f in files] == ["step_0000003.jsonl", "step_0000006.jsonl"]  # the eval steps
+    early, final = ([json.loads(line) for line in f.read_text().splitlines()] for f in files)
+    assert final == [{"step": 6, **r} for r in expected]  # step 6 is the exported weights
+    assert [(r["study_id"], r["reference"]) for r in early] == [(r["study_id"], r["reference"]) for r in expected]
+    events = EventAccumulator(str(Path(run_a.run_dir) / "tb"), size_guidance={"tensors": 0})
+    events.Reload()
+    texts = {e.step: make_ndarray(e.tensor_proto).item().decode() for e in events.Tensors("samples/reports/text_summary")}
+    assert sorted(texts) == [3, 6] and texts[6] == samples_table(expected)
 
 
 def test_sigkill_then_resume_as_two_simulated_nodes_matches_the_uninterrupted_run(run_a, artifacts, tmp_path):

@@ -8,11 +8,16 @@ a padded row computes what it would compute alone. The prompt is run once (prefi
 writes, attention over the filled prefix only). Rows that finish (eos) are dropped from the batch
 and the cache (`reorder_cache` with the surviving rows), so a batch costs what its longest rows
 need.
+
+Processes that must run the same number of forwards (a ZeRO-3-partitioned model gathers each
+layer's parameters collectively inside every forward) pass `decode_text` a `stop_together` rule
+instead: the batch keeps its rows, and the loop ends only when that rule, told whether this
+process's rows have all ended, says every process's have.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -94,12 +99,17 @@ def decode_text(
     pad_id: int,
     config: DecodingConfig,
     generators: Sequence[torch.Generator] | None = None,
+    stop_together: Callable[[bool], bool] | None = None,
 ) -> list[list[int]]:
     """Greedy or sampled continuation of every prompt until eos or `config.max_new_tokens`.
 
     Args:
         allowed: bool [V] of ids that may be emitted (eos among them); the rest get -inf.
         generators: one per prompt for `strategy == "sample"` (see `sampling.sample_generators`).
+        stop_together: a rule shared by processes that must run identical forwards (see the
+            module docstring): called after each step with whether all of this process's rows
+            have ended; decoding stops only when it returns True (or at `max_new_tokens`).
+            Rows that ended stay in the batch, fed eos, and emit nothing more.
 
     Returns:
         Generated ids per prompt, eos excluded.
@@ -111,22 +121,30 @@ def decode_text(
     outputs: list[list[int]] = [[] for _ in prompts]
     rows = torch.arange(len(prompts))  # original index of each live row
     live_generators = list(generators) if generators is not None else None
+    ended = torch.zeros(len(prompts), dtype=torch.bool, device=model.device)  # stop_together only
     for step in range(config.max_new_tokens):
         scores = batch.logits + (early if step < config.min_new_tokens else blocked)
         tokens = choose(scores, config, live_generators)  # [b]
+        if stop_together is not None:
+            tokens = tokens.masked_fill(ended, eos_id)  # ended rows only keep the batch's shape
         for row, token in zip(rows.tolist(), tokens.tolist()):
             if token != eos_id:
                 outputs[row].append(token)
         if step == config.max_new_tokens - 1:
             break
-        keep = torch.nonzero(tokens != eos_id).flatten()
-        if keep.numel() == 0:
-            break
-        if keep.numel() < rows.numel():
-            batch.select(keep.to(model.device))
-            rows, tokens = rows[keep.cpu()], tokens[keep]
-            if live_generators is not None:
-                live_generators = [live_generators[i] for i in keep.tolist()]
+        if stop_together is not None:
+            ended = tokens == eos_id
+            if stop_together(bool(ended.all())):
+                break
+        else:
+            keep = torch.nonzero(tokens != eos_id).flatten()
+            if keep.numel() == 0:
+                break
+            if keep.numel() < rows.numel():
+                batch.select(keep.to(model.device))
+                rows, tokens = rows[keep.cpu()], tokens[keep]
+                if live_generators is not None:
+                    live_generators = [live_generators[i] for i in keep.tolist()]
         batch.step(tokens)
     return outputs
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,8 +57,16 @@ def shard_inputs(directory: str | os.PathLike, spec: VisualVocabSpec, split: str
     shuffling; a key already seen (the reader makes up for corrupt samples by re-reading) is
     skipped, so each study appears once.
     """
+    return list(iter_shard_inputs(directory, spec, split))
+
+
+def iter_shard_inputs(directory: str | os.PathLike, spec: VisualVocabSpec, split: str | None = None) -> Iterator[StudyInput]:
+    """`shard_inputs` one study at a time, so a caller that needs the first few reads only those.
+
+    Raises:
+        RadllmError: once a split has been read through, if any of its samples were corrupt or missing.
+    """
     splits = [split] if split is not None else list(load_index(directory).splits)
-    studies: list[StudyInput] = []
     seen: set[str] = set()
     for name in splits:
         stream = ShardStream(directory, name, shuffle=False, drop_remainder=False, expected_spec=spec)
@@ -65,11 +74,10 @@ def shard_inputs(directory: str | os.PathLike, spec: VisualVocabSpec, split: str
             if sample.study_id in seen:
                 continue
             seen.add(sample.study_id)
-            studies.append(StudyInput(sample.study_id, list(sample.views), None, list(sample.image_codes), sample.report))
+            yield StudyInput(sample.study_id, list(sample.views), None, list(sample.image_codes), sample.report)
         stats = stream.stats()
         if stats["corrupt"] or stats["missing"]:
             raise RadllmError(f"{directory}: split {name!r} has {stats['corrupt']} corrupt and {stats['missing']} missing sample(s); re-run `radllm tokenize`")
-    return studies
 
 
 def folder_inputs(directory: str | os.PathLike) -> list[StudyInput]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,18 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class Generator:
-    """Everything decoding needs: the LM, its tokenizer and spec, and (optionally) the VQ-GAN."""
+    """Everything decoding needs: the LM, its tokenizer and spec, and (optionally) the VQ-GAN.
+
+    `stop_together` is set when the model's forwards are collective, as in a ZeRO-3 training
+    engine's module: greedy/sampled report decoding then stops by that rank-agreed rule (see
+    `radllm.generation.decode.decode_text`).
+    """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     spec: VisualVocabSpec
     vq: VQModel | None
+    stop_together: Callable[[bool], bool] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -43,7 +50,8 @@ class Generator:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.model.get_output_embeddings().weight.shape[0])
+        weight = self.model.get_output_embeddings().weight
+        return int(getattr(weight, "ds_shape", weight.shape)[0])  # ds_shape: full shape of a ZeRO-3 partition
 
     @property
     def pad_id(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from radllm.errors import RadllmError
 from radllm.generation.beam import beam_search
 from radllm.generation.constraints import report_token_mask
 from radllm.generation.decode import decode_text
@@ -34,9 +35,13 @@ def generate_report_ids(gen: Generator, prompts: Sequence[Sequence[int]], keys: 
     allowed = report_token_mask(gen.tokenizer, gen.spec, gen.vocab_size)
     eos = end_id(gen.tokenizer)
     if decoding.strategy == "beam":
+        if gen.stop_together is not None:
+            raise RadllmError("beam search has no rank-agreed stopping rule; use greedy or sampled decoding on a partitioned model")
         return beam_search(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=decoding)
     generators = sample_generators(decoding.seed, keys, gen.device) if decoding.strategy == "sample" else None
-    return decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=decoding, generators=generators)
+    return decode_text(
+        gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=decoding, generators=generators, stop_together=gen.stop_together
+    )
 
 
 def process(gen: Generator, batch: Sequence[Unit], decoding: DecodingConfig, stage: int, template: int, max_views: int) -> BatchResult:

@@ -115,7 +115,7 @@ def rotate(run_dir: str | os.PathLike, keep: int) -> list[Path]:
 def config_fingerprint(config: TrainConfig) -> str:
     """Hash of what defines the training trajectory (not schedule lengths, logging or paths of outputs)."""
     data = config_to_dict(config)
-    for key in ("run_dir", "export_dir", "resume", "schedule", "deepspeed"):
+    for key in ("run_dir", "export_dir", "resume", "schedule", "logging", "deepspeed"):
         data.pop(key, None)
     data["data"].pop("num_workers", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

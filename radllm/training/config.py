@@ -1,4 +1,4 @@
-"""Typed run config of `deepspeed radllm/train.py`: model, data, tasks, optimiser, anchor, LoRA, schedule.
+"""Typed run config of `deepspeed radllm/train.py`: model, data, tasks, optimiser, anchor, LoRA, schedule, logging.
 
     deepspeed radllm/train.py --config configs/train/tiny_stage1.yaml --set optim.lr=1e-4
 
@@ -94,6 +94,16 @@ class ScheduleOptions:
 
 
 @dataclass
+class LoggingOptions:
+    """What each evaluation logs besides the eval loss (see radllm.training.samples)."""
+
+    # eval-split studies (the first N in index order) whose reports are generated greedily at every
+    # evaluation, written to tensorboard text and run_dir/samples/step_NNNNNNN.jsonl; 0 = off
+    sample_reports: int = 0
+    sample_max_new_tokens: int = 256  # report length cap of those samples, in tokens
+
+
+@dataclass
 class TrainConfig:
     """A whole training run (one stage)."""
 
@@ -107,6 +117,7 @@ class TrainConfig:
     anchor: AnchorOptions = field(default_factory=AnchorOptions)
     lora: LoraSettings = field(default_factory=LoraSettings)
     schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
+    logging: LoggingOptions = field(default_factory=LoggingOptions)
     export_dir: str | None = None  # final HF model dir; default run_dir/model
     seed: int = 0
     resume: str = "never"  # never | auto | a checkpoint directory (the CLI's --resume overrides)
@@ -125,15 +136,19 @@ class TrainConfig:
             "schedule.max_steps": self.schedule.max_steps, "schedule.log_every": self.schedule.log_every,
             "schedule.eval_every": self.schedule.eval_every, "schedule.save_every": self.schedule.save_every,
             "schedule.keep_checkpoints": self.schedule.keep_checkpoints, "schedule.max_nonfinite_steps": self.schedule.max_nonfinite_steps,
+            "logging.sample_max_new_tokens": self.logging.sample_max_new_tokens,
         }
         for key, value in positive.items():
             if value < 1:
                 raise RadllmError(f"{key} = {value}; expected a positive integer")
         non_negative = {"data.num_workers": self.data.num_workers, "optim.warmup_steps": self.optim.warmup_steps, "optim.weight_decay": self.optim.weight_decay,
-                        "optim.grad_clip": self.optim.grad_clip, "anchor.lambda_reg": self.anchor.lambda_reg, "model.new_row_noise": self.model.new_row_noise}
+                        "optim.grad_clip": self.optim.grad_clip, "anchor.lambda_reg": self.anchor.lambda_reg, "model.new_row_noise": self.model.new_row_noise,
+                        "logging.sample_reports": self.logging.sample_reports}
         for key, value in non_negative.items():
             if value < 0:
                 raise RadllmError(f"{key} = {value}; expected a value >= 0")
+        if self.logging.sample_reports and self.data.eval_split is None:
+            raise RadllmError(f"logging.sample_reports = {self.logging.sample_reports} needs data.eval_split (the studies come from it); set it or use 0")
         if self.optim.lr <= 0:
             raise RadllmError(f"optim.lr = {self.optim.lr}; expected > 0")
         if not 0 <= self.optim.min_lr_ratio <= 1:

@@ -45,6 +45,7 @@ from radllm.training.metrics import MetricsLog
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
 from radllm.training.preflight import Preflight
+from radllm.training.samples import sample_reports, sample_studies, samples_table, write_samples
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class Trainer:
         self.anchor = self._build_anchor() if config.anchor.lambda_reg > 0 else None
         self.data = PackedBatches(config, self.tokenizer, self.spec, rank, world_size, self.loaded.attn_implementation)
         self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.loaded.attn_implementation) if config.data.eval_split else None
+        self.sample_studies = sample_studies(config, self.spec) if config.logging.sample_reports else []  # the same on every rank
         self.state = TrainState()
         torch.manual_seed(config.seed + 1000 * (rank + 1))  # dropout etc.: distinct per rank, restored on resume
         resume_from = ckpt.resolve_resume(config.run_dir, config.resume)
@@ -251,6 +253,23 @@ class Trainer:
             "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(TASK_NAMES) if g_counts[i] > 0},
         }
 
+    def write_samples(self, step: int) -> None:
+        """Generated-report samples (radllm.training.samples): identical forwards on every rank, rank 0 writes."""
+        start = time.perf_counter()
+        self.engine.eval()
+        try:
+            records = sample_reports(self.engine.module, self.tokenizer, self.spec, self.sample_studies, self.config, self._all_ranks_done)
+        finally:
+            self.engine.train()
+        if self.rank == 0:
+            path = write_samples(self.config.run_dir, step, records)
+            self.metrics.text("samples/reports", step, samples_table(records))
+            log.info("step %d: %d report samples in %.1f s -> %s", step, len(records), time.perf_counter() - start, path)
+
+    def _all_ranks_done(self, done: bool) -> bool:
+        """The rank-agreed stopping rule of sample decoding: True once every rank's rows have ended."""
+        return float(self._all_reduce(torch.tensor([0.0 if done else 1.0]))[0]) == 0.0
+
     def save(self) -> Path:
         """Checkpoint the current step on every rank; rank 0 marks it complete and rotates."""
         import deepspeed.comm as dist
@@ -278,7 +297,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict[str, Any]:
-        """Run to `schedule.max_steps`, evaluating and saving on schedule and at the end, then export."""
+        """Run to `schedule.max_steps`, evaluating (and sampling reports) and saving on schedule and at the end, then export."""
         schedule = self.config.schedule
         self.engine.train()
         try:
@@ -289,6 +308,8 @@ class Trainer:
                 last = step == schedule.max_steps
                 if self.eval_batch is not None and (step % schedule.eval_every == 0 or last):
                     self.metrics.eval(step, self.evaluate())
+                    if self.sample_studies:
+                        self.write_samples(step)
                 if step % schedule.save_every == 0 or last:
                     self.save()
             export = None if self.config.lora.enabled else export_from_engine(self.engine, self.config, self.spec.vocab_size, self.dtype, self.rank)

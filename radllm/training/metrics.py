@@ -2,7 +2,8 @@
 
 `metrics.jsonl` gets every optimizer step (and every evaluation) as one line, flushed at once,
 so a run killed with SIGKILL keeps all steps it logged; a resumed run appends and the reader
-takes the last record of each step. Tensorboard gets the same numbers every `log_every` steps.
+takes the last record of each step. Tensorboard gets the same numbers every `log_every` steps,
+and text (generated-report samples) at evaluations.
 Other ranks construct a `MetricsLog` with `enabled=False` and every call is a no-op.
 """
 
@@ -50,6 +51,11 @@ class MetricsLog:
             return
         self._write({"kind": "eval", "step": step, **record})
         self._scalars("eval", step, record)
+
+    def text(self, tag: str, step: int, markdown: str) -> None:
+        """Tensorboard text (rendered as Markdown), e.g. the generated-report samples of an evaluation."""
+        if self.enabled:
+            self._writer.add_text(tag, markdown, step)
 
     def _write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, sort_keys=True) + "\n")

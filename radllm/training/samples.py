@@ -1,0 +1,88 @@
+"""Generated-report samples at every evaluation: a few fixed held-out studies, decoded greedily by the training model.
+
+A falling eval loss does not show whether the model writes a sensible report; the reports it
+writes for the same held-out studies at each evaluation do. The studies are the first
+`logging.sample_reports` of the eval split in index order (so the same in every evaluation, run
+and world size), and the reports come from `radllm.generation.reports.process`, the code behind
+`radllm generate reports` (training-identical prompt, text-only constraint, greedy), run on the
+engine's module: a sample reads as the exported model would write it.
+
+Under ZeRO-3 every forward gathers each layer's parameters collectively, so all ranks must run
+the same forwards: each rank decodes the same prompts, and decoding stops only when every rank
+says its rows have ended (`stop_together`, an all-reduced flag the trainer passes). Rank 0 then
+writes `run_dir/samples/step_NNNNNNN.jsonl` (atomic) and a Markdown table to tensorboard.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from radllm import atomic
+from radllm.generation import reports
+from radllm.generation.inputs import StudyInput, iter_shard_inputs
+from radllm.generation.model import Generator
+from radllm.generation.sampling import DecodingConfig
+from radllm.training.config import TrainConfig
+from radllm.vocab_spec import VisualVocabSpec
+
+SAMPLES_DIRNAME = "samples"
+
+
+def sample_studies(config: TrainConfig, spec: VisualVocabSpec) -> list[StudyInput]:
+    """The first `logging.sample_reports` studies with images of the eval split, in index order (reads only those)."""
+    assert config.data.eval_split is not None  # TrainConfig.validate requires it when samples are on
+    studies = (s for s in iter_shard_inputs(config.data.shards, spec, config.data.eval_split) if s.has_images)
+    return list(islice(studies, config.logging.sample_reports))
+
+
+def sample_reports(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: VisualVocabSpec,
+    studies: Sequence[StudyInput],
+    config: TrainConfig,
+    stop_together: Callable[[bool], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """Greedy reports of `studies`, prompted as in training (`tasks.stage`, `tasks.max_views`, template 0).
+
+    The caller puts `model` in eval mode. `stop_together`: the rank-agreed stopping rule, needed
+    when `model` is partitioned (see `radllm.generation.decode.decode_text`).
+
+    Returns:
+        `radllm generate reports` records (study_id, report, views, decoding) with the study's
+        reference report added as "reference", in study order.
+    """
+    generator = Generator(model=model, tokenizer=tokenizer, spec=spec, vq=None, stop_together=stop_together)
+    decoding = DecodingConfig(strategy="greedy", max_new_tokens=config.logging.sample_max_new_tokens)
+    result = reports.process(generator, reports.units(studies), decoding, config.tasks.stage, template=0, max_views=config.tasks.max_views)
+    references = {s.study_id: s.report for s in studies}
+    return [{**record, "reference": references[record["study_id"]]} for record in result.records]
+
+
+def samples_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / SAMPLES_DIRNAME / f"step_{step:07d}.jsonl"
+
+
+def write_samples(run_dir: str | Path, step: int, records: Sequence[dict[str, Any]]) -> Path:
+    """One JSON line per sample, written atomically (a resumed run that evaluates the same step replaces it)."""
+    path = samples_path(run_dir, step)
+    atomic.write_text(path, "".join(json.dumps({"step": step, **r}, sort_keys=True) + "\n" for r in records))
+    return path
+
+
+def samples_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table (study, reference, generated) for tensorboard's text tab."""
+    lines = ["| study | reference report | generated report |", "|---|---|---|"]
+    lines += [f"| {_cell(r['study_id'])} | {_cell(r['reference'])} | {_cell(r['report'])} |" for r in records]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """One table cell: whitespace runs (newlines too) become one space, pipes are escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|") or " "

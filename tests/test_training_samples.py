@@ -1,0 +1,94 @@
+"""Generated-report samples of the trainer (radllm.training.samples) against `radllm generate reports`.
+
+The reference is the whole generation path run independently: the CLI loads the exported model
+directory from disk and reads the shards itself. The 2-rank ZeRO-3 case is checked on the shared
+launcher run in tests/test_training_zero3.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from training_fixtures import make_training_artifacts, write_train_config
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+from radllm.cli import main as cli_main
+from radllm.config import load_config
+from radllm.errors import RadllmError
+from radllm.generation.inputs import shard_inputs
+from radllm.training.config import TrainConfig
+from radllm.training.export import export_config, write_hf_model
+from radllm.training.model import add_visual_rows
+from radllm.training.samples import sample_reports, sample_studies, samples_path, samples_table, write_samples
+from radllm.vocab import load_tokenizer
+
+N_SAMPLES, MAX_NEW = 3, 24
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A stage-1 config with samples on, and an exported model (the pretrained LM with visual rows added)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("samples")
+    art = make_training_artifacts(root, n_studies=40)
+    path = write_train_config(root / "run.yaml", art, root / "run", logging={"sample_reports": N_SAMPLES, "sample_max_new_tokens": MAX_NEW})
+    config = load_config(TrainConfig, path)
+    tokenizer, spec = load_tokenizer(config.tokenizer)
+    model = LlamaForCausalLM.from_pretrained(art.pretrained, dtype=torch.float32)
+    add_visual_rows(model, spec.vocab_size, config.model.new_row_noise, config.seed)
+    export = write_hf_model(model.state_dict(), export_config(config, spec.vocab_size, torch.float32), config.tokenizer, root / "model")
+    return config, tokenizer, spec, export, path
+
+
+def generate_cli(config: TrainConfig, model_dir, out) -> dict[str, str]:
+    code = cli_main([
+        "generate", "reports", "--model", str(model_dir), "--input", config.data.shards, "--split", config.data.eval_split,
+        "--out", str(out), "--stage", str(config.tasks.stage), "--max-views", str(config.tasks.max_views),
+        "--max-new-tokens", str(MAX_NEW), "--device", "cpu", "--no-progress",
+    ])
+    assert code == 0
+    return {r["study_id"]: r["report"] for r in map(json.loads, out.read_text().splitlines())}
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_samples_are_the_first_eval_studies_and_equal_radllm_generate(setup, tmp_path, stage):
+    _, tokenizer, spec, export, path = setup
+    config = load_config(TrainConfig, path, [f"tasks.stage={stage}"])  # stage 2 adds the instruction to the prompt
+    studies = sample_studies(config, spec)
+    every = shard_inputs(config.data.shards, spec, config.data.eval_split)
+    assert len(every) > N_SAMPLES and [s.study_id for s in studies] == [s.study_id for s in every[:N_SAMPLES]]
+    expected = generate_cli(config, export, tmp_path / "reports.jsonl")
+    model = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32).eval()
+    for rule in (None, lambda done: done):  # rows leave the batch / rows kept until the (one-rank) rule agrees
+        records = sample_reports(model, tokenizer, spec, studies, config, stop_together=rule)
+        assert [r["study_id"] for r in records] == [s.study_id for s in studies]
+        assert {r["study_id"]: r["report"] for r in records} == {k: expected[k] for k in (s.study_id for s in studies)}
+        assert [r["reference"] for r in records] == [s.report for s in studies] and all(r["reference"] for r in records)
+        assert any(r["report"] for r in records)
+        assert records[0]["decoding"] == {"strategy": "greedy", "max_new_tokens": MAX_NEW, "min_new_tokens": 0}
+
+
+def test_samples_file_and_markdown_table(tmp_path):
+    records = [{"study_id": "s|1", "reference": "FINDINGS: clear.\nIMPRESSION: normal | fine", "report": ""}, {"study_id": "s2", "reference": "x", "report": "y  z"}]
+    path = write_samples(tmp_path, 7, records)
+    assert path == samples_path(tmp_path, 7) == tmp_path / "samples" / "step_0000007.jsonl"
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"step": 7, **r} for r in records]
+    assert samples_table(records).splitlines() == [
+        "| study | reference report | generated report |",
+        "|---|---|---|",
+        "| s\\|1 | FINDINGS: clear. IMPRESSION: normal \\| fine |   |",
+        "| s2 | x | y z |",
+    ]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("logging.sample_reports=-1", "logging.sample_reports = -1; expected a value >= 0"),
+    ("logging.sample_max_new_tokens=0", "logging.sample_max_new_tokens = 0; expected a positive integer"),
+    ("data.eval_split=null", "logging.sample_reports = 3 needs data.eval_split"),
+])
+def test_sample_options_are_validated(setup, override, message):
+    with pytest.raises(RadllmError, match=re.escape(message)):
+        load_config(TrainConfig, setup[4], [override]).validate()
