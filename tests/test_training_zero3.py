@@ -55,7 +55,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(config: Path, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def launch(config: Path, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
     cmd = [str(LAUNCHER), "--num_accelerators", "2", "--master_port", str(free_port()), str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress", *extra]
     result = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
@@ -229,7 +229,7 @@ def test_sigkill_then_resume_as_two_simulated_nodes_matches_the_uninterrupted_ru
                     "--num_accelerators", "1", "--master_addr", "127.0.0.1", "--master_port", port,
                     str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress", "--resume", "auto"]
         procs.append(subprocess.Popen(node_cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "resumed from" in outputs[0] and "step_0000002" in outputs[0]
 
@@ -244,7 +244,7 @@ def test_sigkill_then_resume_as_two_simulated_nodes_matches_the_uninterrupted_ru
 def run_single(config: Path) -> None:
     """The entry point without a launcher: a world of one (ZeRO-3 on one process)."""
     env = ENV | {"MASTER_PORT": str(free_port())}
-    result = subprocess.run([sys.executable, str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
