@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from radllm.errors import RadllmError
+from radllm.jsonl import iter_json_objects
 from radllm.labels import OBSERVATIONS, Labels, validate_labels
 from radllm.manifest import iter_manifest, manifest_root
 from radllm.report_text import report_text
@@ -46,20 +47,8 @@ class Reference:
 def _read_jsonl(path: Path, what: str) -> list[tuple[str, dict[str, Any]]]:
     if not path.is_file():
         raise RadllmError(f"{what} {path} does not exist or is not a file")
-    rows = []
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RadllmError(f"{where}: not valid JSON ({err.msg})") from err
-            if not isinstance(obj, dict):
-                raise RadllmError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            rows.append((where, obj))
-    return rows
+        return [(f"{path}:{lineno}", obj) for lineno, obj in iter_json_objects(fh, path)]
 
 
 def _is_manifest(path: Path) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from radllm import atomic
-from radllm.errors import RadllmError
+from radllm.jsonl import iter_json_objects
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +81,8 @@ def read_records(path: str | os.PathLike) -> list[Record]:
     if not path.is_file():
         return []
     data = path.read_bytes()[: complete_length(path)]
-    records = []
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RadllmError(f"{path}:{lineno}: not valid JSON ({err.msg}); delete the file to start over") from err
-        if not isinstance(record, dict):
-            raise RadllmError(f"{path}:{lineno}: expected a JSON object")
-        records.append(record)
-    return records
+    lines = data.decode("utf-8").splitlines()
+    return [record for _, record in iter_json_objects(lines, path, hint="; delete the file to start over")]
 
 
 def existing_records(out: str | os.PathLike) -> list[Record]:

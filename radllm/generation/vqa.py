@@ -26,6 +26,7 @@ from radllm.generation.inputs import StudyInput
 from radllm.generation.model import Generator
 from radllm.generation.plan import BatchResult, Unit
 from radllm.generation.views import prompt_codes
+from radllm.jsonl import iter_json_objects
 from radllm.labels import OBSERVATIONS
 from radllm.tasks import ANSWERS, answer_ids, vqa_prompt, vqa_questions
 from radllm.tasks.templates import pick_template
@@ -77,15 +78,9 @@ def question_units(studies: Sequence[StudyInput], path: str | os.PathLike) -> li
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise RadllmError(f"--questions {path}: cannot read ({err})") from err
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for lineno, obj in iter_json_objects(lines, path):
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RadllmError(f"{where}: not valid JSON ({err.msg})") from err
-        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) and obj[k].strip() for k in ("study_id", "observation", "question")):
+        if not all(isinstance(obj.get(k), str) and obj[k].strip() for k in ("study_id", "observation", "question")):
             raise RadllmError(f"{where}: expected an object with non-empty strings study_id, observation and question")
         if obj["observation"] not in OBSERVATIONS:
             raise RadllmError(f"{where}: unknown observation {obj['observation']!r}; expected one of {list(OBSERVATIONS)}")

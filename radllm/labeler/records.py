@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from radllm import atomic
 from radllm.errors import RadllmError
+from radllm.jsonl import iter_json_objects
 from radllm.labeler.labeler import default_labeler
 from radllm.report_text import report_text
 
@@ -65,21 +66,14 @@ def read_reports(path: str | os.PathLike) -> Iterator[ReportRecord]:
         raise RadllmError(f"input {path} does not exist or is not a file")
     jsonl = path.suffix.lower() in JSONL_SUFFIXES
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if not jsonl:
-                yield ReportRecord({"line": lineno}, line.rstrip("\n"))
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RadllmError(f"{where}: not valid JSON ({err.msg}); JSONL input needs one object per line") from err
-            if not isinstance(obj, dict):
-                raise RadllmError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        if not jsonl:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    yield ReportRecord({"line": lineno}, line.rstrip("\n"))
+            return
+        for lineno, obj in iter_json_objects(fh, path, hint="; JSONL input needs one object per line"):
             ids = {k: v for k, v in obj.items() if is_id_field(k)}
-            yield ReportRecord(ids or {"line": lineno}, report_from_json(obj, where))
+            yield ReportRecord(ids or {"line": lineno}, report_from_json(obj, f"{path}:{lineno}"))
 
 
 def label_file(in_path: str | os.PathLike, out_path: str | os.PathLike, progress: bool = True) -> int:
