@@ -13,17 +13,10 @@ rank 0 merges the parts into OUT in input order, so the output equals a one-proc
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from datetime import timedelta
-
-import deepspeed
-import torch
-import torch.distributed as dist
 
 from radllm.cli.generate import build_request, configure_task, describe
-from radllm.errors import RadllmError
 from radllm.generation import TASKS, prepare_job
+from radllm.ranks import exit_code, process_group, run_then_agree
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,45 +30,24 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def generate_rank(args: argparse.Namespace, rank: int, world_size: int, local_rank: int) -> None:
+def generate(args: argparse.Namespace) -> None:
     """This rank's share, then (rank 0, once every rank succeeded) the merge."""
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(local_rank)
-        if args.device == "auto":
-            args.device = f"cuda:{local_rank}"
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(hours=args.dist_timeout_hours))
-    try:
-        error: Exception | None = None
-        summary = None
-        try:
+    with process_group(default_port=29512, timeout_hours=args.dist_timeout_hours) as ranks:
+        if ranks.cuda and args.device == "auto":
+            args.device = ranks.device
+
+        def share():  # inside the agreement: a rank that fails even to prepare must not strand the others
             job = prepare_job(build_request(args))
-            summary = job.run(rank, world_size)
-        except Exception as err:  # re-raised below, after telling the other ranks (else they wait forever)
-            error = err
-        ok = torch.tensor([0 if error else 1], device=f"cuda:{local_rank}" if cuda else "cpu")
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)  # the barrier: nobody merges early
-        if error is not None:
-            raise error
-        if not ok.item():
-            raise RadllmError("another rank failed; rerun to finish (records written so far are kept)")
-        counts = job.merge() if rank == 0 else None
+            return job, job.run(ranks.rank, ranks.world_size)
+
+        job, summary = run_then_agree(share, ranks, kept="records written so far are kept")
+        counts = job.merge() if ranks.rank == 0 else None
         print(describe(summary, counts, job.request.records_path))
-    finally:
-        dist.destroy_process_group()
 
 
 def main() -> int:
     args = parse_args()
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29512")
-    try:
-        generate_rank(args, rank, world_size, int(os.environ.get("LOCAL_RANK", 0)))
-    except RadllmError as err:
-        print(f"generate (rank {rank}): error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code("generate", lambda: generate(args))
 
 
 if __name__ == "__main__":
