@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Without a GPU-built torch present, pin the CPU wheel so pip never pulls the multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
-PYTEST_ARGS ?= -n 2 --timeout 900
+PYTEST_ARGS ?= -n 2 --timeout 900 --durations=15
 
 .PHONY: venv test clean
 
@@ -23,3 +23,141 @@ test: venv
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# ---------------------------------------------------------------------------------------------
+# `make demo`: the whole pipeline on phantoms (README "Demo"). Every step is one documented
+# command with its config under configs/demo/; its output (written atomically, or a stamp written
+# after the command succeeded) is the make target, so rerunning skips finished steps and a step
+# killed midway starts again (the trainers with --resume auto). The `--set` options only redirect
+# paths to DEMO_DIR and apply the DEMO_*_SET overrides; with the defaults they repeat the configs.
+# tests/test_demo.py runs the same targets with small numbers, e.g.
+#   make demo DEMO_DIR=/tmp/d DEMO_N=60 DEMO_VQ_SET="schedule.max_steps=4" ...
+DEMO_DIR ?= runs/demo
+DEMO_N ?= 2000
+DEMO_SIZE ?= 256
+DEMO_VOCAB ?= 1000
+DEMO_RANKS ?= 2
+# Rendezvous port of the demo's launcher (two deepspeed runs on one machine need different ports).
+DEMO_PORT ?= 29517
+# Extra `--set key=value` overrides per step (space separated), and extra generation arguments.
+DEMO_ENCODER_SET ?=
+DEMO_VQ_SET ?=
+DEMO_PRETRAIN_SET ?=
+DEMO_STAGE1_SET ?=
+DEMO_STAGE2_SET ?=
+DEMO_GENERATE_ARGS ?=
+DEMO_REPORT_ARGS ?=
+# The deepspeed launcher runs 2 ranks on CPU (gloo) unless a GPU is present.
+DEMO_ACCELERATOR ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+# One BLAS thread per rank on CPU: 2 ranks x 2 threads on 2 cores only contend.
+DEMO_THREADS ?= $(if $(filter cpu,$(DEMO_ACCELERATOR)),1,)
+
+D := $(DEMO_DIR)
+RADLLM := $(VENV)/bin/radllm
+TRAIN := $(if $(DEMO_THREADS),OMP_NUM_THREADS=$(DEMO_THREADS) ,)DS_ACCELERATOR=$(DEMO_ACCELERATOR) \
+	$(VENV)/bin/deepspeed --num_accelerators $(DEMO_RANKS) --master_port $(DEMO_PORT) radllm/train.py --no-progress --resume auto
+sets = $(foreach kv,$(1),--set '$(kv)')
+# Appends "<step>\t<seconds>" to $(D)/timings.tsv; `start` is set at the beginning of the recipe.
+START = mkdir -p $(D) && start=$$(date +%s) &&
+timed = echo "$(1)	$$(( $$(date +%s) - start ))" >> $(D)/timings.tsv
+
+.PHONY: demo demo-clean
+
+# Prints the closing table (also when every step was already done).
+demo: $(D)/eval/metrics.json
+	$(RADLLM) demo-table --metrics $< --timings $(D)/timings.tsv
+
+$(D)/phantoms/manifest.jsonl: | venv
+	$(START) $(RADLLM) phantoms --out $(D)/phantoms --n $(DEMO_N) --size $(DEMO_SIZE) --seed 0 --workers 2 \
+	&& $(call timed,phantoms)
+
+$(D)/cxr_encoder/model.safetensors: $(D)/phantoms/manifest.jsonl configs/demo/cxr_encoder.yaml
+	$(START) $(RADLLM) train-cxr-encoder --config configs/demo/cxr_encoder.yaml --set out_dir=$(D)/cxr_encoder \
+	    --set data.manifest=$< $(call sets,$(DEMO_ENCODER_SET)) \
+	&& $(call timed,cxr_encoder)
+
+$(D)/vq/model.safetensors: $(D)/cxr_encoder/model.safetensors configs/demo/vq.yaml
+	$(START) $(RADLLM) vq-train --config configs/demo/vq.yaml --resume --no-progress \
+	    --set data.manifest=$(D)/phantoms/manifest.jsonl --set loss.feature_encoder=$(D)/cxr_encoder \
+	    --set output_dir=$(D)/vq_run --set export_dir=$(D)/vq $(call sets,$(DEMO_VQ_SET)) \
+	&& $(call timed,vq)
+
+$(D)/tokenizer/radllm.json: $(D)/vq/model.safetensors
+	$(START) $(RADLLM) build-tokenizer --train-sentencepiece --corpus $(D)/phantoms/manifest.jsonl \
+	    --vocab-size $(DEMO_VOCAB) --vq $(D)/vq --out $(D)/tokenizer --overwrite \
+	&& $(call timed,tokenizer)
+
+$(D)/shards/index.json: $(D)/tokenizer/radllm.json
+	$(START) $(RADLLM) tokenize --manifest $(D)/phantoms/manifest.jsonl --vq $(D)/vq --tokenizer $(D)/tokenizer \
+	    --out $(D)/shards --no-progress \
+	&& $(call timed,shards)
+
+TRAIN_PATHS = --set tokenizer=$(D)/tokenizer --set data.shards=$(D)/shards
+
+$(D)/pretrain/model/radllm.json: $(D)/shards/index.json configs/demo/pretrain.yaml configs/demo/llm/config.json
+	$(START) $(TRAIN) --config configs/demo/pretrain.yaml $(TRAIN_PATHS) --set run_dir=$(D)/pretrain \
+	    $(call sets,$(DEMO_PRETRAIN_SET)) \
+	&& $(call timed,pretrain)
+
+$(D)/stage1/model/radllm.json: $(D)/pretrain/model/radllm.json configs/demo/stage1.yaml
+	$(START) $(TRAIN) --config configs/demo/stage1.yaml $(TRAIN_PATHS) --set run_dir=$(D)/stage1 \
+	    --set model.init=$(D)/pretrain/model $(call sets,$(DEMO_STAGE1_SET)) \
+	&& $(call timed,stage1)
+
+# Stage 2 starts from the stage-1 export; θ₀ of the L2 pull stays the pretrained LM.
+$(D)/model/radllm.json: $(D)/stage1/model/radllm.json configs/demo/stage2.yaml
+	$(START) $(TRAIN) --config configs/demo/stage2.yaml $(TRAIN_PATHS) --set run_dir=$(D)/stage2 \
+	    --set model.init=$(D)/stage1/model --set anchor.pretrained=$(D)/pretrain/model --set export_dir=$(D)/model \
+	    $(call sets,$(DEMO_STAGE2_SET)) \
+	&& $(call timed,stage2)
+
+# Ablation: the same stage 2 without the L2 pull (only held-out perplexity is compared).
+$(D)/stage2_no_l2/model/radllm.json: $(D)/stage1/model/radllm.json configs/demo/stage2.yaml
+	$(START) $(TRAIN) --config configs/demo/stage2.yaml $(TRAIN_PATHS) --set run_dir=$(D)/stage2_no_l2 \
+	    --set model.init=$(D)/stage1/model --set anchor.pretrained=$(D)/pretrain/model --set anchor.lambda_reg=0 \
+	    --set export_dir=$(D)/stage2_no_l2/model \
+	    $(call sets,$(DEMO_STAGE2_SET)) \
+	&& $(call timed,stage2_no_l2)
+
+GENERATE = $(RADLLM) generate $(1) --model $(D)/model --vq $(D)/vq --split test --no-progress $(DEMO_GENERATE_ARGS)
+
+$(D)/generate/reports.done: $(D)/model/radllm.json
+	$(START) $(call GENERATE,reports) --input $(D)/shards --out $(D)/generate/reports.jsonl --batch-size 32 \
+	    $(DEMO_REPORT_ARGS) \
+	&& touch $@ && $(call timed,generate_reports)
+
+$(D)/generate/images.done: $(D)/model/radllm.json
+	$(START) $(call GENERATE,images) --input $(D)/phantoms/manifest.jsonl --out $(D)/generate/images --batch-size 32 \
+	&& touch $@ && $(call timed,generate_images)
+
+$(D)/generate/vqa.done: $(D)/model/radllm.json
+	$(START) $(call GENERATE,vqa) --input $(D)/shards --out $(D)/generate/vqa.jsonl --batch-size 32 \
+	&& touch $@ && $(call timed,generate_vqa)
+
+$(D)/baselines/baselines.json: $(D)/shards/index.json
+	$(START) $(RADLLM) baselines --shards $(D)/shards --out $(D)/baselines && $(call timed,baselines)
+
+PERPLEXITY = $(START) $(RADLLM) perplexity --model $(1) --shards $(D)/shards --split test --out $@ --no-progress \
+	&& $(call timed,perplexity_$(notdir $(basename $@)))
+
+$(D)/perplexity/pretrained.json: $(D)/pretrain/model/radllm.json
+	$(call PERPLEXITY,$(D)/pretrain/model)
+
+$(D)/perplexity/stage2_l2.json: $(D)/model/radllm.json
+	$(call PERPLEXITY,$(D)/model)
+
+$(D)/perplexity/stage2_no_l2.json: $(D)/stage2_no_l2/model/radllm.json
+	$(call PERPLEXITY,$(D)/stage2_no_l2/model)
+
+PERPLEXITIES := pretrained stage2_l2 stage2_no_l2
+
+$(D)/eval/metrics.json: $(D)/generate/reports.done $(D)/generate/images.done $(D)/generate/vqa.done \
+		$(D)/baselines/baselines.json $(foreach p,$(PERPLEXITIES),$(D)/perplexity/$(p).json)
+	$(START) $(RADLLM) evaluate --ref $(D)/phantoms/manifest.jsonl --out $(D)/eval --classifier $(D)/cxr_encoder \
+	    --pred $(D)/generate/reports.jsonl --pred $(D)/generate/images/images.jsonl --pred $(D)/generate/vqa.jsonl \
+	    --pred baseline_normal=$(D)/baselines/baseline_normal.jsonl --pred baseline_nearest=$(D)/baselines/baseline_nearest.jsonl \
+	    $(foreach p,$(PERPLEXITIES),--perplexity $(p)=$(D)/perplexity/$(p).json) \
+	&& $(call timed,evaluate)
+
+demo-clean:
+	rm -rf $(D)

@@ -14,10 +14,11 @@ from radllm.training.config import TrainConfig
 from radllm.vq.train_config import VQTrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEMO_TRAIN_STEPS = {"pretrain", "stage1", "stage2"}  # configs/demo/*.yaml run by `deepspeed radllm/train.py`
 
 
 def _schema_for(path: Path) -> type:
-    if path.parent.name == "train":
+    if path.parent.name == "train" or (path.parent.name == "demo" and path.stem in DEMO_TRAIN_STEPS):
         return TrainConfig
     if path.stem.startswith("cxr_encoder"):
         return CXREncoderTrainConfig

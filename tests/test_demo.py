@@ -1,0 +1,71 @@
+"""The reduced demo: `make demo` end to end with small numbers (same targets, same commands).
+
+Runs every step of the Makefile's demo into a temporary DEMO_DIR: phantoms, CXR encoder, VQ-GAN,
+SentencePiece tokenizer, shards, text pre-training, stage 1, stage 2 with and without L2 (two
+ranks through the real deepspeed launcher on CPU), generation of reports / images / VQA on the
+test split, baselines, perplexity and evaluation; then checks the outputs, and that a second
+`make demo` runs no step again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent
+
+SMALL = {
+    "DEMO_N": "30",
+    "DEMO_SIZE": "128",
+    "DEMO_VOCAB": "400",
+    "DEMO_ENCODER_SET": "optim.epochs=1 model.widths=[4,8,8,8,8]",
+    "DEMO_VQ_SET": "schedule.max_steps=2 schedule.eval_every=2 schedule.save_every=2 data.eval_images=4 optim.batch_size=2",
+    "DEMO_PRETRAIN_SET": "schedule.max_steps=2 data.studies_per_batch=8 optim.micro_batch_size=1",
+    "DEMO_STAGE1_SET": "schedule.max_steps=2 data.studies_per_batch=4 optim.micro_batch_size=1",
+    "DEMO_STAGE2_SET": "schedule.max_steps=2 data.studies_per_batch=4 optim.micro_batch_size=1",
+    "DEMO_REPORT_ARGS": "--max-new-tokens 24",
+}
+STEPS = ["phantoms", "cxr_encoder", "vq", "tokenizer", "shards", "pretrain", "stage1", "stage2", "stage2_no_l2",
+         "generate_reports", "generate_images", "generate_vqa", "baselines", "perplexity_pretrained",
+         "perplexity_stage2_l2", "perplexity_stage2_no_l2", "evaluate"]
+
+
+def _make(demo_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    # -o: the environment running the tests is the installed venv; never reinstall it from the test.
+    args = ["make", "-C", str(REPO), "-o", f"{VENV}/.installed", f"VENV={VENV}", f"DEMO_DIR={demo_dir}",
+            f"DEMO_PORT={29600 + os.getpid() % 300}", *(f"{k}={v}" for k, v in SMALL.items()), *extra]
+    env = dict(os.environ, DS_ACCELERATOR="cpu")
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.slow
+def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    run = _make(demo, "demo")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+
+    timings = [line.split("\t")[0] for line in (demo / "timings.tsv").read_text().splitlines()]
+    assert sorted(timings) == sorted(STEPS)
+    metrics = json.loads((demo / "eval" / "metrics.json").read_text())
+    for key in ("report/ce_f1_micro_present", "report/baseline_normal/ce_f1_micro_present",
+                "report/baseline_nearest/ce_f1_micro_present", "image/gen_clinical_agreement", "vqa/accuracy",
+                "perplexity/pretrained", "perplexity/stage2_l2", "perplexity/stage2_no_l2"):
+        assert key in metrics, key
+    assert metrics["report/n_studies"] == 3  # the test split of 30 phantoms
+    assert (demo / "eval" / "report.html").stat().st_size > 0
+    assert (demo / "model" / "radllm.json").is_file() and (demo / "vq" / "model.safetensors").is_file()
+    assert (demo / "shards" / "index.json").is_file()
+    assert "baseline: always normal" in run.stdout and "total:" in run.stdout
+    ablation = (demo / "stage2_no_l2" / "config.yaml").read_text()
+    assert "lambda_reg: 0.0" in ablation and "lambda_reg: 0.0" not in (demo / "stage2" / "config.yaml").read_text()
+
+    dry = _make(demo, "-n", "demo")  # everything is up to date: only the table would be printed
+    assert dry.returncode == 0
+    commands = [line for line in dry.stdout.splitlines() if line.strip() and not line.startswith("make")]
+    assert len(commands) == 1 and "demo-table" in commands[0], dry.stdout
