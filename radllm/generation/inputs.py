@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radllm.data.reader import ShardStream
+from radllm.data.split import iter_split
 from radllm.data.shards import INDEX_FILENAME, load_index
 from radllm.errors import RadllmError
 from radllm.imaging import is_supported_image
@@ -67,17 +67,9 @@ def iter_shard_inputs(directory: str | os.PathLike, spec: VisualVocabSpec, split
         RadllmError: once a split has been read through, if any of its samples were corrupt or missing.
     """
     splits = [split] if split is not None else list(load_index(directory).splits)
-    seen: set[str] = set()
     for name in splits:
-        stream = ShardStream(directory, name, shuffle=False, drop_remainder=False, expected_spec=spec)
-        for sample in stream.iter_worker(epoch=0, worker=0, num_workers=1):
-            if sample.study_id in seen:
-                continue
-            seen.add(sample.study_id)
+        for sample in iter_split(directory, name, spec):
             yield StudyInput(sample.study_id, list(sample.views), None, list(sample.image_codes), sample.report)
-        stats = stream.stats()
-        if stats["corrupt"] or stats["missing"]:
-            raise RadllmError(f"{directory}: split {name!r} has {stats['corrupt']} corrupt and {stats['missing']} missing sample(s); re-run `radllm tokenize`")
 
 
 def folder_inputs(directory: str | os.PathLike) -> list[StudyInput]:
