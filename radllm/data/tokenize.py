@@ -42,6 +42,7 @@ from transformers import PreTrainedTokenizerBase
 from radllm import atomic
 from radllm.data.sample import RESERVED_META_KEYS, TokenizedStudy, codes_dtype, study_key
 from radllm.data.shards import ShardIndex, ShardInfo, save_index, shard_name, write_shard
+from radllm.devices import resolve_device
 from radllm.errors import RadllmError
 from radllm.imaging import load_image
 from radllm.manifest import SPLITS, Study, manifest_root, read_manifest
@@ -118,16 +119,6 @@ def rank_shards(plans: Sequence[ShardPlan], rank: int, world_size: int) -> list[
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world size {world_size}")
     return list(plans[rank::world_size])
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; any other string is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise RadllmError(f"--device {device!r}: {err}") from err
 
 
 def resolve_inputs(manifest: str | os.PathLike, vq_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike, shard_size: int) -> TokenizeInputs:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from radllm.devices import resolve_device
 from radllm.errors import RadllmError
 from radllm.vocab.load import load_tokenizer, verify_vq
 from radllm.vocab_spec import SPEC_FILENAME, VisualVocabSpec
@@ -63,16 +64,6 @@ class Generator:
         if self.vq is None:
             raise RadllmError("this step needs the VQ-GAN: pass --vq VQ_DIR")
         return self.vq
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` = cuda when available, else cpu; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise RadllmError(f"--device {device!r}: {err}") from err
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
