@@ -103,6 +103,26 @@ def read_manifest(path: str | os.PathLike) -> list[Study]:
     return list(iter_manifest(path))
 
 
+def looks_like_manifest(path: str | os.PathLike, if_unparsable: bool = False) -> bool:
+    """Whether the first non-blank line of `path` is a study object (study_id, images, report object).
+
+    Used to tell a manifest from other JSONL inputs without reading the whole file.
+
+    Args:
+        if_unparsable: the answer when that line is not JSON. True hands the file to
+            `read_manifest`, whose error then names the broken line.
+    """
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    return if_unparsable
+                return isinstance(obj, dict) and "study_id" in obj and "images" in obj and isinstance(obj.get("report"), dict)
+    return False
+
+
 def iter_manifest(path: str | os.PathLike) -> Iterator[Study]:
     path = Path(path)
     if not path.is_file():

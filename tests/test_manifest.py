@@ -6,7 +6,7 @@ import pytest
 
 from radllm.errors import RadllmError
 from radllm.labels import OBSERVATIONS, validate_labels
-from radllm.manifest import ImageRef, Report, Study, read_manifest, write_manifest
+from radllm.manifest import ImageRef, Report, Study, looks_like_manifest, read_manifest, write_manifest
 
 
 def _study(study_id="s1", **kw):
@@ -46,3 +46,16 @@ def test_bad_lines_name_file_line_and_key(tmp_path, line, message):
 def test_missing_manifest(tmp_path):
     with pytest.raises(RadllmError, match="does not exist"):
         read_manifest(tmp_path / "none.jsonl")
+
+
+def test_looks_like_manifest_reads_only_the_first_object(tmp_path):
+    study = '{"study_id": "s1", "images": [], "report": {"findings": "", "impression": "", "text": "x"}}\n'
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n" + study + "not json at all\n")
+    assert looks_like_manifest(manifest)
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"study_id": "s1", "report": "No effusion."}\n')
+    assert not looks_like_manifest(preds)
+    broken = tmp_path / "b.jsonl"
+    broken.write_text("{broken\n")
+    assert not looks_like_manifest(broken) and looks_like_manifest(broken, if_unparsable=True)

@@ -11,7 +11,6 @@ References: a `radllm.manifest` file (report, labels, image paths), or a JSONL w
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 from radllm.errors import RadllmError
 from radllm.jsonl import iter_json_objects
 from radllm.labels import OBSERVATIONS, Labels, validate_labels
-from radllm.manifest import iter_manifest, manifest_root
+from radllm.manifest import iter_manifest, looks_like_manifest, manifest_root
 from radllm.report_text import report_text
 from radllm.tasks.templates import ANSWERS
 
@@ -51,24 +50,12 @@ def _read_jsonl(path: Path, what: str) -> list[tuple[str, dict[str, Any]]]:
         return [(f"{path}:{lineno}", obj) for lineno, obj in iter_json_objects(fh, path)]
 
 
-def _is_manifest(path: Path) -> bool:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(obj, dict) and "images" in obj and isinstance(obj.get("report"), dict)
-    return False
-
-
 def load_references(path: str | os.PathLike) -> dict[str, Reference]:
     """References by study id, from a manifest or a plain JSONL (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise RadllmError(f"references {path} do not exist or are not a file")
-    if _is_manifest(path):
+    if looks_like_manifest(path):
         root = manifest_root(path)
         refs = {}
         for study in iter_manifest(path):

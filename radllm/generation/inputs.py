@@ -9,7 +9,6 @@ re-encodes studies it already has.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from radllm.data.split import iter_split
 from radllm.data.shards import INDEX_FILENAME, load_index
 from radllm.errors import RadllmError
 from radllm.imaging import is_supported_image
-from radllm.manifest import manifest_root, read_manifest
+from radllm.manifest import looks_like_manifest, manifest_root, read_manifest
 from radllm.vocab_spec import VisualVocabSpec
 
 
@@ -98,21 +97,6 @@ def report_text_inputs(path: str | os.PathLike) -> list[StudyInput]:
     return studies
 
 
-def is_manifest(path: Path) -> bool:
-    """True for a .jsonl file whose first non-empty line is a manifest study object."""
-    if path.suffix != ".jsonl":
-        return False
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    return True  # read_manifest will name the line
-                return isinstance(obj, dict) and {"study_id", "images", "report"} <= set(obj)
-    return False
-
-
 def load_inputs(
     path: str | os.PathLike, spec: VisualVocabSpec, split: str | None = None, need_images: bool = True
 ) -> list[StudyInput]:
@@ -132,7 +116,7 @@ def load_inputs(
         studies = shard_inputs(path, spec, split) if (path / INDEX_FILENAME).is_file() else folder_inputs(path)
     elif not path.is_file():
         raise RadllmError(f"--input {path}: no such file or directory")
-    elif is_manifest(path):
+    elif path.suffix == ".jsonl" and looks_like_manifest(path, if_unparsable=True):
         studies = manifest_inputs(path, split)
     elif need_images:
         raise RadllmError(f"--input {path}: expected a manifest (.jsonl), a shards directory or a folder of images")
