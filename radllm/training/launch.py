@@ -35,7 +35,12 @@ def run_training(config: TrainConfig, checked: Preflight, progress: bool = True)
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(hours=2))
     try:
         trainer = Trainer(config, checked, dist.get_rank(), dist.get_world_size(), progress=progress)
-        return trainer.train()
+        summary = trainer.train()
+        # Leave together: a rank that tears down its process group while another is still in
+        # its last collective (rank 0 exporting) can abort at exit ("terminate called without
+        # an active exception"), turning a finished run into a failed one.
+        dist.barrier()
+        return summary
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
