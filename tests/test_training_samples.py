@@ -22,7 +22,7 @@ from radllm.generation.inputs import shard_inputs
 from radllm.training.config import TrainConfig
 from radllm.training.export import export_config, write_hf_model
 from radllm.training.model import add_visual_rows
-from radllm.training.samples import sample_reports, sample_studies, samples_path, samples_table, write_samples
+from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_path, samples_table, write_samples
 from radllm.vocab import load_tokenizer
 
 N_SAMPLES, MAX_NEW = 3, 24
@@ -92,3 +92,23 @@ def test_samples_file_and_markdown_table(tmp_path):
 def test_sample_options_are_validated(setup, override, message):
     with pytest.raises(RadllmError, match=re.escape(message)):
         load_config(TrainConfig, setup[4], [override]).validate()
+
+
+def test_sample_scores_count_the_findings_the_labeler_reads_on_both_sides():
+    records = [
+        # reference: effusion + pneumothorax; generated: effusion (tp) and cardiomegaly (fp), pneumothorax missed (fn)
+        {"reference": "There is a small right pleural effusion. A moderate left pneumothorax is present.",
+         "report": "There is a small right pleural effusion. The heart is enlarged."},
+        # reference: pneumothorax; generated: the same (tp)
+        {"reference": "A small left pneumothorax is present.", "report": "Small left pneumothorax."},
+        # reference: normal ("No Finding" positive); generated: normal (tp)
+        {"reference": "The lungs are clear. No acute cardiopulmonary process.", "report": "No acute cardiopulmonary process."},
+    ]
+    scores = sample_scores(records)
+    # "present" = observations some reference states: cardiomegaly is not one, so its false positive is not counted
+    tp, fp, fn = 3, 0, 1
+    assert scores["f1_micro_present"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert scores["precision_micro_present"] == pytest.approx(tp / (tp + fp))
+    assert scores["recall_micro_present"] == pytest.approx(tp / (tp + fn))
+    # present observations: effusion (F1 1), pneumothorax (tp 1, fn 1: F1 2/3), no finding (F1 1)
+    assert scores["f1_macro_present"] == pytest.approx((1 + 2 / 3 + 1) / 3)

@@ -40,7 +40,7 @@ from radllm.training.checkpoint import complete_checkpoints
 from radllm.training.config import TrainConfig
 from radllm.training.data import PackedBatches, collate_rows, eval_rows
 from radllm.training.metrics import read_metrics
-from radllm.training.samples import sample_reports, sample_studies, samples_path, samples_table
+from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_path, samples_table
 from radllm.training.model import add_visual_rows
 from radllm.vocab import load_tokenizer
 
@@ -198,6 +198,8 @@ def test_report_samples_at_eval_steps_equal_single_process_generation_from_the_e
     events.Reload()
     texts = {e.step: make_ndarray(e.tensor_proto).item().decode() for e in events.Tensors("samples/reports/text_summary")}
     assert sorted(texts) == [3, 6] and texts[6] == samples_table(expected)
+    evals = read_metrics(run_a.run_dir, kind="eval")
+    assert sorted(evals) == [3, 6] and evals[6]["samples"] == sample_scores(expected)
 
 
 def test_sigkill_then_resume_as_two_simulated_nodes_matches_the_uninterrupted_run(run_a, artifacts, tmp_path):

@@ -45,7 +45,7 @@ from radllm.training.metrics import MetricsLog
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
 from radllm.training.preflight import Preflight
-from radllm.training.samples import sample_reports, sample_studies, samples_table, write_samples
+from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_table, write_samples
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +253,11 @@ class Trainer:
             "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(TASK_NAMES) if g_counts[i] > 0},
         }
 
-    def write_samples(self, step: int) -> None:
-        """Generated-report samples (radllm.training.samples): identical forwards on every rank, rank 0 writes."""
+    def write_samples(self, step: int) -> dict[str, float]:
+        """Generated-report samples (radllm.training.samples): identical forwards on every rank, rank 0 writes.
+
+        Returns their clinical scores (`sample_scores`), the same on every rank.
+        """
         start = time.perf_counter()
         self.engine.eval()
         try:
@@ -265,6 +268,7 @@ class Trainer:
             path = write_samples(self.config.run_dir, step, records)
             self.metrics.text("samples/reports", step, samples_table(records))
             log.info("step %d: %d report samples in %.1f s -> %s", step, len(records), time.perf_counter() - start, path)
+        return sample_scores(records)
 
     def _all_ranks_done(self, done: bool) -> bool:
         """The rank-agreed stopping rule of sample decoding: True once every rank's rows have ended."""
@@ -307,9 +311,10 @@ class Trainer:
                 self.metrics.step(step, record)
                 last = step == schedule.max_steps
                 if self.eval_batch is not None and (step % schedule.eval_every == 0 or last):
-                    self.metrics.eval(step, self.evaluate())
+                    record = self.evaluate()
                     if self.sample_studies:
-                        self.write_samples(step)
+                        record["samples"] = self.write_samples(step)
+                    self.metrics.eval(step, record)
                 if step % schedule.save_every == 0 or last:
                     self.save()
             export = None if self.config.lora.enabled else export_from_engine(self.engine, self.config, self.spec.vocab_size, self.dtype, self.rank)

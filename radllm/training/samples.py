@@ -11,6 +11,11 @@ Under ZeRO-3 every forward gathers each layer's parameters collectively, so all 
 the same forwards: each rank decodes the same prompts, and decoding stops only when every rank
 says its rows have ended (`stop_together`, an all-reduced flag the trainer passes). Rank 0 then
 writes `run_dir/samples/step_NNNNNNN.jsonl` (atomic) and a Markdown table to tensorboard.
+
+The samples are also scored (`sample_scores`): the labeler reads the findings of each generated
+and each reference report, and the clinical F1 of the pair is logged with the evaluation
+(`eval/samples/ce_f1_micro_present`, ...). That is the learning curve of what the model says about
+the image, which the token-averaged eval loss hides under the template text every report shares.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from radllm import atomic
+from radllm.evaluation.reports import clinical_efficacy
 from radllm.generation import reports
 from radllm.generation.inputs import StudyInput, iter_shard_inputs
 from radllm.generation.model import Generator
 from radllm.generation.sampling import DecodingConfig
+from radllm.labeler import default_labeler
 from radllm.training.config import TrainConfig
 from radllm.vocab_spec import VisualVocabSpec
 
@@ -63,6 +70,21 @@ def sample_reports(
     result = reports.process(generator, reports.units(studies), decoding, config.tasks.stage, template=0, max_views=config.tasks.max_views)
     references = {s.study_id: s.report for s in studies}
     return [{**record, "reference": references[record["study_id"]]} for record in result.records]
+
+
+SCORE_KEYS = ("ce_f1_micro_present", "ce_f1_macro_present", "ce_precision_micro_present", "ce_recall_micro_present")
+
+
+def sample_scores(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Clinical efficacy of the samples: labeler on each generated report vs labeler on its reference.
+
+    Uncertain findings count as positive, as in `radllm evaluate`'s default; "present" averages
+    are over the observations some reference states. Returns the `SCORE_KEYS` with the `ce_`
+    prefix dropped.
+    """
+    labeler = default_labeler()
+    scores = clinical_efficacy([labeler.label(r["report"]) for r in records], [labeler.label(r["reference"]) for r in records], "positive")
+    return {key.removeprefix("ce_"): scores[key] for key in SCORE_KEYS}
 
 
 def samples_path(run_dir: str | Path, step: int) -> Path:
