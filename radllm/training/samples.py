@@ -14,7 +14,7 @@ writes `run_dir/samples/step_NNNNNNN.jsonl` (atomic) and a Markdown table to ten
 
 The samples are also scored (`sample_scores`): the labeler reads the findings of each generated
 and each reference report, and the clinical F1 of the pair is logged with the evaluation
-(`eval/samples/ce_f1_micro_present`, ...). That is the learning curve of what the model says about
+(`eval/samples/f1_micro_present`, ...). That is the learning curve of what the model says about
 the image, which the token-averaged eval loss hides under the template text every report shares.
 """
 
