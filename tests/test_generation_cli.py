@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -20,7 +21,9 @@ from model_fixtures import make_model_dir, make_study_set
 from radllm.cli import main
 from radllm.data.tokenize import tokenize_shards, write_index
 from radllm.generation import prepare_job
+from radllm.errors import RadllmError
 from radllm.generation.records import part_files, part_path
+from radllm.generation.shuffle import derangement
 from radllm.imaging import load_image
 from radllm.imaging.png import to_uint8
 from radllm.vq.checkpoint import load_vq
@@ -165,11 +168,11 @@ def test_crash_mid_run_then_resume_has_no_duplicates_or_gaps(setup, clean_report
     assert summary.written == 0 and job.merge()["written"] == N_STUDIES
 
 
-def prepare_job_for(setup, out):
+def prepare_job_for(setup, out, *extra: str):
     from radllm.cli.generate import build_request
     from radllm.cli import build_parser
 
-    return prepare_job(build_request(build_parser().parse_args(report_args(setup, setup["manifest"], out))))
+    return prepare_job(build_request(build_parser().parse_args(report_args(setup, setup["manifest"], out, *extra))))
 
 
 def test_resuming_with_other_decoding_settings_is_refused(setup, clean_reports, capsys):
@@ -188,6 +191,76 @@ def test_resume_after_a_different_world_size(setup, clean_reports, tmp_path):
     assert (summary.already_done, summary.written) == (N_STUDIES // 2, N_STUDIES // 2)
     job.merge()
     check_complete(read_jsonl(out), clean_reports)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 17, 600])
+def test_derangement_moves_every_study_and_is_a_function_of_n_and_seed(n):
+    for seed in range(20):
+        order = derangement(n, seed)
+        assert sorted(order.tolist()) == list(range(n))
+        assert all(order[i] != i for i in range(n))
+        assert (derangement(n, seed) == order).all()
+    assert n < 17 or len({tuple(derangement(n, seed)) for seed in range(20)}) == 20  # 44 derangements of 5: seeds may collide
+
+
+def test_derangements_of_three_come_out_both_ways_and_one_study_is_an_error():
+    drawn = {tuple(derangement(3, seed).tolist()) for seed in range(40)}
+    assert drawn == {(1, 2, 0), (2, 0, 1)}  # the only two derangements of three items
+    with pytest.raises(RadllmError, match="at least 2 studies"):
+        derangement(1, 0)
+
+
+def test_shuffled_reports_are_the_reports_of_the_image_donor(setup, clean_reports, tmp_path):
+    """Greedy decoding depends on the prompt alone, so study A shown B's images must write B's own report."""
+    assert len({r["report"] for r in clean_reports}) > 1, "the fixture model must write different reports for different images"
+    out = tmp_path / "shuffled.jsonl"
+    assert main(report_args(setup, setup["manifest"], out, "--shuffle-images", "0")) == 0
+    shuffled = read_jsonl(out)
+    own = {r["study_id"]: r["report"] for r in clean_reports}
+    assert [r["study_id"] for r in shuffled] == list(own)
+    assert sorted(r["image_from"] for r in shuffled) == sorted(own)
+    ids = list(own)
+    assert [r["image_from"] for r in shuffled] == [ids[i] for i in derangement(len(ids), 0)]
+    for record in shuffled:
+        assert record["image_from"] != record["study_id"] and record["shuffle_images"] == 0
+        assert record["report"] == own[record["image_from"]]
+    assert [r["report"] for r in shuffled] != [r["report"] for r in clean_reports]
+
+    split = tmp_path / "split.jsonl"  # another batch size, rank 1 of 2 first, then the rest as one process
+    job = prepare_job_for(setup, split, "--shuffle-images", "0", "--batch-size", "4")
+    assert job.run(rank=1, world_size=2).written == N_STUDIES // 2
+    assert job.run(rank=0, world_size=1).written == N_STUDIES // 2
+    job.merge()
+    assert split.read_bytes() == out.read_bytes()
+    other = tmp_path / "seed1.jsonl"
+    assert main(report_args(setup, setup["manifest"], other, "--shuffle-images", "1")) == 0
+    assert [r["image_from"] for r in read_jsonl(other)] == [ids[i] for i in derangement(len(ids), 1)]
+
+
+def test_resuming_across_shuffled_and_unshuffled_outputs_is_refused(setup, clean_reports, tmp_path, capsys):
+    out = setup["root"] / "clean.jsonl"
+    assert main(report_args(setup, setup["manifest"], out, "--shuffle-images", "0")) == 2
+    assert "'shuffle_images': None" in capsys.readouterr().err
+    shuffled = tmp_path / "s.jsonl"
+    assert main(report_args(setup, setup["manifest"], shuffled, "--shuffle-images", "0")) == 0
+    assert main(report_args(setup, setup["manifest"], shuffled, "--shuffle-images", "1")) == 2
+    assert "'shuffle_images': 0" in capsys.readouterr().err
+    assert main(report_args(setup, setup["manifest"], tmp_path / "neg.jsonl", "--shuffle-images", "-1")) == 2
+    assert "expected a seed >= 0" in capsys.readouterr().err
+
+
+def test_shuffled_vqa_scores_the_donor_images(setup, tmp_path):
+    args = ("--observations", "Cardiomegaly", "Edema", "--batch-size", "3")
+    assert main(base_args(setup, "vqa", setup["manifest"], tmp_path / "own.jsonl", *args)) == 0
+    assert main(base_args(setup, "vqa", setup["manifest"], tmp_path / "shuf.jsonl", *args, "--shuffle-images", "2")) == 0
+    own = {(r["study_id"], r["observation"]): r["p_yes"] for r in read_jsonl(tmp_path / "own.jsonl")}
+    shuffled = read_jsonl(tmp_path / "shuf.jsonl")
+    assert len(shuffled) == len(own)
+    for record in shuffled:
+        assert record["image_from"] != record["study_id"] and record["shuffle_images"] == 2
+        assert record["p_yes"] == pytest.approx(own[(record["image_from"], record["observation"])], rel=1e-3)
+    # p(yes) is tiny for this random model; relative changes show which image was read.
+    assert any(abs(math.log(r["p_yes"] / own[(r["study_id"], r["observation"])])) > 1 for r in shuffled)
 
 
 @pytest.mark.slow
@@ -266,8 +339,8 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_two_deepspeed_ranks_produce_the_same_output_as_one_process(setup, tmp_path):
-    """Sampled reports: the same file, byte for byte, whether 1 or 2 ranks wrote it."""
-    extra = ("--strategy", "sample", "--seed", "3", "--top-k", "20")
+    """Sampled reports of the shuffled-image control: the same file, byte for byte, whether 1 or 2 ranks wrote it."""
+    extra = ("--strategy", "sample", "--seed", "3", "--top-k", "20", "--shuffle-images", "0")
     single = tmp_path / "single.jsonl"
     assert main(report_args(setup, setup["manifest"], single, *extra)) == 0
     two = tmp_path / "two.jsonl"

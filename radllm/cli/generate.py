@@ -58,6 +58,9 @@ def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     if task != "images":
         parser.add_argument("--max-views", type=int, default=2, help="images shown per study, frontal first (default 2)")
+        parser.add_argument("--shuffle-images", type=int, default=None, metavar="SEED",
+                            help="control: show each study the images of another study of the input (a derangement seeded by SEED); "
+                                 "records say which in image_from. Scored against the own references = a model that ignores the image")
     if task == "vqa":
         parser.add_argument("--observations", nargs="+", default=list(OBSERVATIONS), metavar="NAME", help="CheXpert observations to ask about (default all 14)")
         parser.add_argument("--questions", type=Path, default=None, help="JSONL of {study_id, observation, question} instead of the templates")
@@ -90,7 +93,7 @@ def build_request(args: argparse.Namespace):
         task=args.task, model=args.model, input=args.input, out=args.out, vq=args.vq, split=args.split, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, stage=args.stage, template=args.template, max_views=getattr(args, "max_views", 2),
         decoding=decoding, cfg_scale=getattr(args, "cfg_scale", 1.0), observations=getattr(args, "observations", OBSERVATIONS),
-        questions=getattr(args, "questions", None), progress=not args.no_progress,
+        questions=getattr(args, "questions", None), shuffle_images=getattr(args, "shuffle_images", None), progress=not args.no_progress,
     )
 
 

@@ -33,6 +33,7 @@ class StudyInput:
     image_paths: list[Path] | None = None  # images to VQ-encode on the fly
     codes: list[np.ndarray] | None = None  # [grid_h, grid_w] per view, already encoded (shards)
     report: str = ""
+    image_from: str | None = None  # --shuffle-images: the study whose images these are (radllm.generation.shuffle)
 
     @property
     def has_images(self) -> bool:

@@ -22,6 +22,7 @@ from radllm.generation.model import Generator, load_generator
 from radllm.generation.plan import BatchResult, RankSummary, Unit, run_units
 from radllm.generation.records import KeyFn, existing_records, merge_parts
 from radllm.generation.sampling import DecodingConfig
+from radllm.generation.shuffle import shuffle_images, tag_records
 from radllm.labels import OBSERVATIONS
 from radllm.tasks.config import STAGES
 from radllm.tasks.templates import IMAGE_INSTRUCTIONS, REPORT_INSTRUCTIONS
@@ -49,6 +50,7 @@ class GenerateRequest:
     cfg_scale: float = 1.0  # images only
     observations: Sequence[str] = OBSERVATIONS  # vqa only
     questions: Path | None = None  # vqa only: JSONL of questions instead of the templates
+    shuffle_images: int | None = None  # reports/vqa: seed of the shuffled-image control (radllm.generation.shuffle)
     progress: bool = True
 
     def validate(self) -> "GenerateRequest":
@@ -70,6 +72,10 @@ class GenerateRequest:
                 raise RadllmError(f"--cfg-scale {self.cfg_scale}; expected >= 0 (1 = no guidance)")
         elif self.decoding.strategy == "beam" and self.task != "reports":
             raise RadllmError("beam search is for report generation")
+        if self.shuffle_images is not None and self.task == "images":
+            raise RadllmError("--shuffle-images is a control for reports and VQA (image generation has no input image)")
+        if self.shuffle_images is not None and self.shuffle_images < 0:
+            raise RadllmError(f"--shuffle-images {self.shuffle_images}; expected a seed >= 0")
         return self
 
     @property
@@ -121,13 +127,21 @@ def prepare_job(request: GenerateRequest) -> Job:
     gen = load_generator(request.model, request.vq, request.device, request.dtype)
     studies = load_inputs(request.input, gen.spec, request.split, need_images=request.task != "images")
     r = request
-    if r.task == "reports":
-        return Job(r, gen, reports.units(studies), reports.record_key,
-                   partial(reports.process, gen, decoding=r.decoding, stage=r.stage, template=r.template, max_views=r.max_views),
-                   {"decoding": r.decoding.describe()})
     if r.task == "images":
         return Job(r, gen, images.units(studies), images.record_key,
                    partial(images.process, gen, out_dir=r.out, decoding=r.decoding, cfg_scale=r.cfg_scale, stage=r.stage, template=r.template),
                    {"cfg_scale": r.cfg_scale, "seed": r.decoding.seed})
-    units = vqa.question_units(studies, r.questions) if r.questions is not None else vqa.template_units(studies, r.observations, r.template)
-    return Job(r, gen, units, vqa.record_key, partial(vqa.process, gen, max_views=r.max_views))
+    if r.shuffle_images is not None:  # over the whole input, before ranks split it
+        studies = shuffle_images(studies, r.shuffle_images)
+    if r.task == "reports":
+        job = Job(r, gen, reports.units(studies), reports.record_key,
+                  partial(reports.process, gen, decoding=r.decoding, stage=r.stage, template=r.template, max_views=r.max_views),
+                  {"decoding": r.decoding.describe()})
+    else:
+        units = vqa.question_units(studies, r.questions) if r.questions is not None else vqa.template_units(studies, r.observations, r.template)
+        job = Job(r, gen, units, vqa.record_key, partial(vqa.process, gen, max_views=r.max_views))
+    # Absent from unshuffled records, so an output of the other kind (or another seed) is refused on resume.
+    job.settings["shuffle_images"] = r.shuffle_images
+    if r.shuffle_images is not None:
+        job.process = tag_records(job.process, r.shuffle_images)
+    return job
