@@ -221,32 +221,52 @@ _FINDINGS_TAG = "FINDINGS:"
 _IMPRESSION_TAG = "IMPRESSION:"
 
 
-def report_text(findings: str, impression: str) -> str:
+def report_text(findings: str, impression: str, impression_first: bool = False) -> str:
     """The full report as the model reads and writes it: ``"FINDINGS: <f> IMPRESSION: <i>"``.
 
     Single spaces around the parts; a part whose section is empty is left out entirely
     (``"IMPRESSION: <i>"``), and two empty sections give ``""``. Sections are expected to be
-    cleaned already (`clean_report`); they are only stripped here.
+    cleaned already (`clean_report`); they are only stripped here. `impression_first` puts the
+    impression first (``"IMPRESSION: <i> FINDINGS: <f>"``), the training-target order of
+    ``tasks.report_format: impression_first``: the image-determined summary comes before the
+    long findings prose, so the model commits to the findings while it still looks at the image.
     """
     parts = []
     if findings.strip():
         parts.append(f"{_FINDINGS_TAG} {findings.strip()}")
     if impression.strip():
         parts.append(f"{_IMPRESSION_TAG} {impression.strip()}")
-    return " ".join(parts)
+    return " ".join(reversed(parts) if impression_first else parts)
 
 
 def split_report_text(text: str) -> tuple[str, str]:
-    """Inverse of `report_text`: (findings, impression) from a model-format report.
+    """Inverse of `report_text` (either section order): (findings, impression) from a model-format report.
 
     Used on generated reports, which may lack either tag; text before any tag counts as
-    findings. Only the first ``IMPRESSION:`` tag splits, so a model that repeats it keeps the
-    rest inside the impression.
+    findings. The first ``IMPRESSION:`` tag splits; when the text opens with it, a later
+    ``FINDINGS:`` tag ends the impression (the impression-first order). A model that repeats a
+    tag keeps the rest inside that section.
     """
     text = text.strip()
+    if text.startswith(_IMPRESSION_TAG):
+        impression, tag, findings = text[len(_IMPRESSION_TAG) :].partition(_FINDINGS_TAG)
+        return findings.strip() if tag else "", impression.strip()
     head, tag, tail = text.partition(_IMPRESSION_TAG)
     impression = tail.strip() if tag else ""
     findings = head.strip()
     if findings.startswith(_FINDINGS_TAG):
         findings = findings[len(_FINDINGS_TAG) :].strip()
     return findings, impression
+
+
+def as_written_order(text: str) -> str:
+    """A report in the usual order: an impression-first text (``IMPRESSION: … FINDINGS: …``)
+    is put back as ``FINDINGS: … IMPRESSION: …``; any other text is returned unchanged.
+
+    Generation applies it to every decoded report, so a model trained on impression-first
+    targets is scored and read like any other.
+    """
+    stripped = text.strip()
+    if not (stripped.startswith(_IMPRESSION_TAG) and _FINDINGS_TAG in stripped):
+        return text
+    return report_text(*split_report_text(stripped))

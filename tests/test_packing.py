@@ -28,7 +28,7 @@ from radllm.packing import (
     pack_stream,
     packing_efficiency,
 )
-from radllm.tasks.example import IGNORE_INDEX, TaskExample
+from radllm.tasks.example import IGNORE_INDEX, TaskExample, prompt_response_example
 
 PAD = 0
 VOCAB = 300
@@ -367,3 +367,19 @@ def test_row_subset_is_the_best_fill_by_brute_force():
         assert sum(n * k for n, k in chosen.items()) == best
     # ties go to the longer examples: 8 = 5 + 3 = 4 + 2 + 2; the 5 is used
     assert _best_subset({5: 1, 3: 1, 4: 1, 2: 2}, 8) == {5: 1, 3: 1}
+
+
+def test_loss_weights_survive_packing_truncation_and_collation():
+    weighted = prompt_response_example([1, 2], [3, 4, 5], "report_generation", "w", [2.0, 1.0, 0.5])
+    plain = prompt_response_example([1], [6, 7], "text_lm", "p")
+    assert plain.weights is None and weighted.weights == [0.0, 0.0, 2.0, 1.0, 0.5]
+    rows = pack_examples([weighted, plain], seq_len=10, pad_id=0)
+    (row,) = rows
+    order = {key: i for i, key in enumerate(row.keys)}
+    expected = {"w": weighted.weights, "p": [1.0, 1.0, 1.0]}
+    assert row.weights == [w for key in sorted(order, key=order.get) for w in expected[key]] + [0.0, 0.0]
+    batch = collate_packed(rows)
+    assert batch["loss_weights"].tolist() == [row.weights]
+    assert "loss_weights" not in collate_packed(pack_examples([plain], seq_len=4, pad_id=0))
+    (cut,) = pack_examples([weighted], seq_len=4, pad_id=0, overflow="truncate")
+    assert cut.weights == [0.0, 0.0, 2.0, 1.0]

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from radllm.report_text import (
+    as_written_order,
     clean_report,
     extract_sections,
     findings_and_impression,
@@ -146,3 +147,13 @@ def test_report_text_format_and_inverse():
     for findings, impression in [("Lungs clear.", "Normal."), ("", "Normal."), ("Lungs clear.", ""), ("", "")]:
         assert split_report_text(report_text(findings, impression)) == (findings, impression)
     assert split_report_text("Lungs clear. IMPRESSION: a IMPRESSION: b") == ("Lungs clear.", "a IMPRESSION: b")
+
+
+def test_impression_first_format_round_trips_and_is_put_back_in_written_order():
+    text = report_text("Lungs clear.", "Normal.", impression_first=True)
+    assert text == "IMPRESSION: Normal. FINDINGS: Lungs clear."
+    assert split_report_text(text) == ("Lungs clear.", "Normal.")
+    assert split_report_text("IMPRESSION: Normal.") == ("", "Normal.")
+    assert as_written_order(text) == "FINDINGS: Lungs clear. IMPRESSION: Normal."
+    for unchanged in ("FINDINGS: Lungs clear. IMPRESSION: Normal.", "IMPRESSION: Normal.", "free text", ""):
+        assert as_written_order(unchanged) == unchanged

@@ -123,6 +123,61 @@ def test_report_generation_stage1_exact_layout(tokenizer, spec):
     assert tokenizer.decode(ex.input_ids[len(expected_prompt) : -1]) == study.report
 
 
+SECTIONED = "FINDINGS: The heart is normal in size. No pleural effusion. IMPRESSION: Mild cardiomegaly. Small left pleural effusion."
+
+
+def response_of(example: TaskExample) -> tuple[list[int], list[float] | None]:
+    n = prompt_len(example)
+    return example.labels[n:], None if example.weights is None else example.weights[n:]
+
+
+def test_impression_first_targets_reorder_sections_and_weigh_the_impression(tokenizer, spec):
+    study = make_study(tokenizer, report=SECTIONED)
+    config = TaskMixConfig(stage=1, report_format="impression_first", impression_weight=3.0)
+    (ex,) = report_generation(study, tokenizer, spec, random.Random(0), config)
+    response, weights = response_of(ex)
+    assert tokenizer.decode(response[:-1]) == "IMPRESSION: Mild cardiomegaly. Small left pleural effusion. FINDINGS: The heart is normal in size. No pleural effusion."
+    assert response[-1] == tokenizer.eos_token_id and response == ex.input_ids[prompt_len(ex):]
+    n_impression = len(tokenizer("IMPRESSION: Mild cardiomegaly. Small left pleural effusion.", add_special_tokens=False)["input_ids"])
+    assert weights == [3.0] * n_impression + [1.0] * (len(response) - n_impression)
+    assert ex.weights[: prompt_len(ex)] == [0.0] * prompt_len(ex)  # prompt positions carry no loss anyway
+
+
+def test_as_written_targets_keep_the_shard_ids_and_weigh_the_impression_suffix(tokenizer, spec):
+    study = make_study(tokenizer, report=SECTIONED)
+    (ex,) = report_generation(study, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1, impression_weight=2.0))
+    response, weights = response_of(ex)
+    assert response == [*study.report_ids.tolist(), tokenizer.eos_token_id]
+    n_findings = len(tokenizer("FINDINGS: The heart is normal in size. No pleural effusion.", add_special_tokens=False)["input_ids"])
+    assert weights == [1.0] * n_findings + [2.0] * (len(response) - 1 - n_findings) + [1.0]
+    (plain,) = report_generation(study, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1))
+    assert plain.weights is None and plain.input_ids == ex.input_ids
+
+
+def test_word_dropout_corrupts_only_teacher_forced_report_inputs(tokenizer, spec):
+    study = make_study(tokenizer, report=SECTIONED)
+    config = TaskMixConfig(stage=1, word_dropout=0.3)
+    (clean,) = report_generation(study, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1))
+    n = prompt_len(clean)
+    replaced, positions = 0, 0
+    for seed in range(200):
+        (ex,) = report_generation(study, tokenizer, spec, random.Random(seed), config)
+        assert ex.labels == clean.labels and ex.input_ids[:n] == clean.input_ids[:n]
+        assert ex.input_ids[-1] == clean.input_ids[-1]  # the last input predicts nothing
+        changed = [i for i in range(n, len(ex) - 1) if ex.input_ids[i] != clean.input_ids[i]]
+        assert all(ex.input_ids[i] < spec.text_vocab_size and ex.input_ids[i] not in tokenizer.all_special_ids for i in changed)
+        replaced += len(changed)
+        positions += len(ex) - 1 - n
+    assert replaced / positions == pytest.approx(0.3 * (1 - 1 / 297), abs=0.03)  # a draw of the same id is no change
+
+
+def test_image_loss_weight_applies_to_the_image_block(tokenizer, spec):
+    study = make_study(tokenizer)
+    (ex,) = image_generation(study, tokenizer, spec, random.Random(1), TaskMixConfig(stage=1, cfg_drop_prob=0.0, image_loss_weight=0.25))
+    response, weights = response_of(ex)
+    assert len(response) == GRID[0] * GRID[1] + 2 and weights == [0.25] * len(response)
+
+
 def test_multi_view_gives_one_block_per_view_frontal_first_and_capped(tokenizer, spec):
     study = make_study(tokenizer, views=("LATERAL", "PA", "AP"))
     (ex,) = report_generation(study, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1, max_views=3))
@@ -369,6 +424,10 @@ def test_mix_falls_back_to_applicable_tasks_and_counts_skips(tokenizer, spec):
         ({"weights": {"report_generation": 0.0}}, "at least one task"),
         ({"cfg_drop_prob": 1.5}, "cfg_drop_prob = 1.5"),
         ({"max_views": 0}, "max_views = 0"),
+        ({"report_format": "findings_last"}, "report_format = 'findings_last'"),
+        ({"impression_weight": 0.0}, "impression_weight = 0.0"),
+        ({"image_loss_weight": float("nan")}, "image_loss_weight = nan"),
+        ({"word_dropout": 1.0}, "word_dropout = 1.0"),
     ],
 )
 def test_config_validation(tokenizer, spec, changes, message):

@@ -125,13 +125,22 @@ def test_task_losses_split_causal_lm_loss_by_task():
     logits = torch.randn(2, 6, 11)
     labels = torch.tensor([[-100, 3, 4, -100, 5, 6], [-100, 1, -100, -100, -100, -100]])
     tasks = torch.tensor([[0, 0, 0, 1, 1, 1], [2, 2, -1, -1, -1, -1]])
-    sums, counts = task_losses(logits, labels, tasks)
+    sums, counts, objective = task_losses(logits, labels, tasks)
     total, n = causal_lm_loss(logits, labels)
     assert float(sums.sum()) == pytest.approx(float(total), rel=1e-6) and float(counts.sum()) == int(n)
+    assert float(objective) == pytest.approx(float(total), rel=1e-6)
     assert counts.tolist() == [2, 2, 1, 0][: len(TASK_NAMES)]
     # Task 1's targets are labels 5 and 6, predicted from positions 3 and 4 of row 0.
     expected = -torch.log_softmax(logits[0, 3], -1)[5] - torch.log_softmax(logits[0, 4], -1)[6]
     assert float(sums[1]) == pytest.approx(float(expected), rel=1e-6)
+    # Loss weights scale each target's NLL in the objective only; the logged sums stay plain NLL.
+    weights = torch.ones(2, 6)
+    weights[0, 5], weights[1, 1] = 4.0, 0.5
+    weighted_sums, _, weighted = task_losses(logits, labels, tasks, weights)
+    nll_6 = -torch.log_softmax(logits[0, 4], -1)[6]
+    nll_1 = -torch.log_softmax(logits[1, 0], -1)[1]
+    assert torch.equal(weighted_sums, sums)
+    assert float(weighted) == pytest.approx(float(total + 3.0 * nll_6 - 0.5 * nll_1), rel=1e-6)
 
 
 @pytest.mark.parametrize("tie", [False, True])

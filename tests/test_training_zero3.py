@@ -70,9 +70,28 @@ def artifacts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_a(artifacts, tmp_path_factory):
     root = tmp_path_factory.mktemp("run-a")
-    config = write_train_config(root / "a.yaml", artifacts, root / "run", logging={"sample_reports": 2, "sample_max_new_tokens": 12})
+    config = write_train_config(root / "a.yaml", artifacts, root / "run", logging={"sample_reports": 2, "sample_max_new_tokens": 12}, tasks=CURRICULUM)
     launch(config)
     return load_config(TrainConfig, config)
+
+
+#: Run A trains with every report-target option of the grounding curriculum, so the weighted
+#: objective and the corrupted inputs are checked against the reference too.
+CURRICULUM = {
+    "stage": 1, "weights": {"report_generation": 1.0, "image_generation": 1.0, "vqa": 0.0, "text_lm": 0.0},
+    "report_format": "impression_first", "impression_weight": 3.0, "word_dropout": 0.1, "image_loss_weight": 0.5,
+}
+
+
+def weighted_nll(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ weight·NLL, Σ NLL) of a batch, one target at a time (the reference's own loss)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    weights = batch.get("loss_weights", torch.ones(batch["labels"].shape))
+    weighted, plain = torch.zeros(()), torch.zeros(())
+    for b, t in (batch["labels"][:, 1:] != -100).nonzero().tolist():
+        nll = -log_probs[b, t, batch["labels"][b, t + 1]]
+        weighted, plain = weighted + weights[b, t + 1] * nll, plain + nll
+    return weighted, plain
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -108,10 +127,10 @@ def reference_run(config: TrainConfig, world_size: int = 2):
         n = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
         for batch in batches:
             logits = model(**model_inputs_for_packed_batch(batch, "sdpa")).logits
-            sum_loss, n_tokens = causal_lm_loss(logits, batch["labels"])
-            (sum_loss / n).backward()
+            objective, sum_loss = weighted_nll(logits, batch)
+            (objective / n).backward()
             total += float(sum_loss.detach())
-            count += int(n_tokens)
+            count += int((batch["labels"][:, 1:] != -100).sum())
         losses.append(total / count)
         lr = lr_at(step, config)
         for group in opt.param_groups:

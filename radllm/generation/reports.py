@@ -17,6 +17,7 @@ from radllm.generation.model import Generator
 from radllm.generation.plan import BatchResult, Unit, study_units
 from radllm.generation.sampling import DecodingConfig, sample_generators
 from radllm.generation.views import prompt_codes
+from radllm.report_text import as_written_order
 from radllm.tasks import end_id, report_generation_prompt, select_input_views
 from radllm.vocab import decode_report
 
@@ -58,7 +59,7 @@ def process(gen: Generator, batch: Sequence[Unit], decoding: DecodingConfig, sta
         {
             "task": TASK,
             "study_id": study.study_id,
-            "report": decode_report(gen.tokenizer, tokens).strip(),
+            "report": as_written_order(decode_report(gen.tokenizer, tokens)).strip(),
             "views": [study.views[v] for v in select_input_views(study.views, max_views)],
             "decoding": described,
         }

@@ -36,6 +36,8 @@ def collate_packed(rows: Sequence[PackedRow], attention_mask: bool = False) -> d
         max_seqlen: int64 scalar, the longest of those S runs.
         attention_mask: only with `attention_mask=True`, the bool [B, 1, L, L] block-diagonal
             causal mask for SDPA/eager attention.
+        loss_weights: only when some row carries weights, float32 [B, L], the loss weight of the
+            label at each position (1.0 for the positions of unweighted rows).
     """
     if not rows:
         raise ValueError("cannot collate an empty list of rows")
@@ -58,6 +60,9 @@ def collate_packed(rows: Sequence[PackedRow], attention_mask: bool = False) -> d
     }
     if attention_mask:
         batch["attention_mask"] = block_causal_mask(batch["position_ids"])
+    if any(row.weights is not None for row in rows):
+        weights = [row.weights if row.weights is not None else [1.0] * length for row in rows]
+        batch["loss_weights"] = torch.tensor(weights, dtype=torch.float32)
     return batch
 
 

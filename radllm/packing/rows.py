@@ -46,6 +46,7 @@ class PackedRow:
     seq_lens: list[int]  # length of each real sample, in row order (padding excluded)
     tasks: list[str] = field(default_factory=list)  # task of each sample
     keys: list[str] = field(default_factory=list)  # study key of each sample
+    weights: list[float] | None = None  # loss weight per position when some sample is weighted, else None
 
     @property
     def seq_len(self) -> int:
@@ -101,7 +102,8 @@ def _admit(example: TaskExample, seq_len: int, overflow: str, stats: PackingStat
             return None
         stats.truncated += 1
         stats.truncated_tokens += len(example) - seq_len
-        example = TaskExample(example.input_ids[:seq_len], example.labels[:seq_len], example.task, example.key)
+        weights = None if example.weights is None else example.weights[:seq_len]
+        example = TaskExample(example.input_ids[:seq_len], example.labels[:seq_len], example.task, example.key, weights)
     if example.n_targets == 0:
         stats.dropped_no_targets += 1
         return None
@@ -174,6 +176,9 @@ def _to_packed_row(row: Sequence[TaskExample], seq_len: int, pad_id: int) -> Pac
     input_ids.extend([pad_id] * n_pad)
     labels.extend([IGNORE_INDEX] * n_pad)
     position_ids.extend(range(n_pad))
+    weights = None
+    if any(e.weights is not None for e in row):
+        weights = [w for e in row for w in (e.weights if e.weights is not None else [1.0] * len(e))] + [0.0] * n_pad
     return PackedRow(
         input_ids=input_ids,
         labels=labels,
@@ -181,6 +186,7 @@ def _to_packed_row(row: Sequence[TaskExample], seq_len: int, pad_id: int) -> Pac
         seq_lens=[len(e) for e in row],
         tasks=[e.task for e in row],
         keys=[e.key for e in row],
+        weights=weights,
     )
 
 

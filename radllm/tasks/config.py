@@ -13,6 +13,7 @@ merged into the defaults, so a task left out keeps its default weight.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from radllm.errors import RadllmError
@@ -23,6 +24,9 @@ VQA = "vqa"
 TEXT_LM = "text_lm"
 TASK_NAMES: tuple[str, ...] = (REPORT_GENERATION, IMAGE_GENERATION, VQA, TEXT_LM)
 STAGES = (1, 2)
+AS_WRITTEN = "as_written"
+IMPRESSION_FIRST = "impression_first"
+REPORT_FORMATS = (AS_WRITTEN, IMPRESSION_FIRST)
 
 
 def _default_weights() -> dict[str, float]:
@@ -38,6 +42,13 @@ class TaskMixConfig:
     cfg_drop_prob: float = 0.1  # fraction of image-generation examples whose report is dropped
     max_views: int = 2  # image blocks per study at most (frontal views first)
     vqa_questions_per_study: int = 1  # VQA examples drawn per study (from its non-blank labels)
+    # Report targets (report_generation). The image decides the impression; the findings prose is
+    # mostly template text (negations, order, phrasing) that the previous words predict. These
+    # options move the loss towards what the image decides (README "Training", curriculum).
+    report_format: str = AS_WRITTEN  # as_written | impression_first (IMPRESSION: ... FINDINGS: ...)
+    impression_weight: float = 1.0  # loss weight of the impression's tokens in report targets
+    word_dropout: float = 0.0  # fraction of teacher-forced report input tokens replaced by random text tokens
+    image_loss_weight: float = 1.0  # loss weight of the image tokens of image_generation targets
 
     def validate(self) -> "TaskMixConfig":
         """Raise `RadllmError` naming the first bad option; returns self for chaining."""
@@ -57,6 +68,14 @@ class TaskMixConfig:
             raise RadllmError(f"tasks.max_views = {self.max_views}; expected at least 1")
         if self.vqa_questions_per_study < 1:
             raise RadllmError(f"tasks.vqa_questions_per_study = {self.vqa_questions_per_study}; expected at least 1")
+        if self.report_format not in REPORT_FORMATS:
+            raise RadllmError(f"tasks.report_format = {self.report_format!r}; expected one of {list(REPORT_FORMATS)}")
+        for key in ("impression_weight", "image_loss_weight"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise RadllmError(f"tasks.{key} = {value}; expected a finite weight > 0")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise RadllmError(f"tasks.word_dropout = {self.word_dropout}; expected a rate in [0, 1)")
         return self
 
 

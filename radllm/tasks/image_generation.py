@@ -90,4 +90,4 @@ def image_generation(
         prompt = unconditional_image_prompt(tokenizer, spec, config.stage)
     else:
         prompt = image_generation_prompt(report, tokenizer, spec, config.stage, rng)
-    return [prompt_response_example(prompt, response, IMAGE_GENERATION, study.key)]
+    return [prompt_response_example(prompt, response, IMAGE_GENERATION, study.key, config.image_loss_weight)]

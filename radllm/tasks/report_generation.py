@@ -3,6 +3,11 @@
 Prompt: start token, one image block per input view, and in stage 2 an instruction from
 `REPORT_INSTRUCTIONS`. Response: the report's token ids and eos. Generation builds the prompt
 with `report_generation_prompt` on `select_input_views(views, max_views)` of a study.
+
+The response follows `tasks.report_format` (sections as written, or impression first), weighs the
+impression's tokens by `tasks.impression_weight` and corrupts a `tasks.word_dropout` fraction of
+its teacher-forced inputs (`report_response`); with the defaults it is exactly the shard's
+`report_ids` and eos, unweighted.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
-from radllm.tasks.config import REPORT_GENERATION, TaskMixConfig, check_stage
-from radllm.tasks.example import TaskExample, prompt_response_example
+from radllm.report_text import report_text, split_report_text
+from radllm.tasks.config import AS_WRITTEN, IMPRESSION_FIRST, REPORT_GENERATION, TaskMixConfig, check_stage
+from radllm.tasks.example import TaskExample, drop_words, prompt_response_example
 from radllm.tasks.randomness import Rng
 from radllm.tasks.study import checked_views
 from radllm.tasks.templates import REPORT_INSTRUCTIONS, pick_template
@@ -48,6 +54,40 @@ def report_generation_prompt(
     return ids
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def report_response(
+    study: TokenizedStudy, tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, config: TaskMixConfig
+) -> tuple[list[int], list[float] | None]:
+    """Target ids of a study's report (report ids, eos) and their loss weights (None = all 1.0).
+
+    With the defaults the ids are the shard's `report_ids`. Otherwise the report text is split
+    into its sections and encoded again in the configured order; the impression's tokens are
+    those the first section's own encoding shares with the whole (a prefix; section boundaries
+    fall on spaces, so every tokenizer family encodes the first section identically).
+    """
+    report = report_token_ids(study.report_ids, spec, f"study {study.key}")
+    if not report or (config.report_format == AS_WRITTEN and config.impression_weight == 1.0):
+        return [*report, end_id(tokenizer)], None
+    findings, impression = split_report_text(study.report)
+    impression_first = config.report_format == IMPRESSION_FIRST
+    ids = report if not impression_first else encode_report(tokenizer, report_text(findings, impression, impression_first=True))
+    if not (findings and impression):
+        weight = config.impression_weight if impression else 1.0
+        return [*ids, end_id(tokenizer)], [weight] * (len(ids) + 1)
+    first = report_text("", impression) if impression_first else report_text(findings, "")
+    split = _common_prefix(encode_report(tokenizer, first), ids)
+    first_weight, second_weight = (config.impression_weight, 1.0) if impression_first else (1.0, config.impression_weight)
+    return [*ids, end_id(tokenizer)], [first_weight] * split + [second_weight] * (len(ids) - split) + [1.0]
+
+
 def report_generation(
     study: TokenizedStudy,
     tokenizer: PreTrainedTokenizerBase,
@@ -57,9 +97,12 @@ def report_generation(
 ) -> list[TaskExample]:
     """One example, or none when the study has no image or an empty report."""
     views = checked_views(study, spec)
-    report = report_token_ids(study.report_ids, spec, f"study {study.key}")
-    if not views or not report:
+    response, weights = report_response(study, tokenizer, spec, config)
+    if not views or len(response) < 2:  # eos alone: the study has no report text
         return []
     chosen = select_input_views(views, config.max_views)
     prompt = report_generation_prompt([study.image_codes[i] for i in chosen], tokenizer, spec, config.stage, rng)
-    return [prompt_response_example(prompt, [*report, end_id(tokenizer)], REPORT_GENERATION, study.key)]
+    example = prompt_response_example(prompt, response, REPORT_GENERATION, study.key, weights)
+    if config.word_dropout > 0:
+        example = drop_words(example, len(prompt), config.word_dropout, rng, spec.text_vocab_size, set(tokenizer.all_special_ids))
+    return [example]

@@ -53,16 +53,20 @@ log = logging.getLogger(__name__)
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 
 
-def task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy and target counts per task.
+def task_losses(
+    logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy and target counts per task, and the training objective.
 
     Args:
         logits: [B, L, V]; labels: [B, L] (IGNORE_INDEX = no loss); task_ids: [B, L] task index
-            of each token (see radllm.training.data.task_ids).
+            of each token (see radllm.training.data.task_ids); weights: optional [B, L] loss
+            weight of each label (`loss_weights` of a collated batch).
 
     Returns:
-        fp32 sums [T] and counts [T], T = len(TASK_NAMES); the target at position t+1 belongs to
-        the task of token t+1.
+        fp32 sums [T] and counts [T], T = len(TASK_NAMES) (plain NLL: what is logged, comparable
+        across weightings), and the objective: Σ weight · NLL over all targets (the plain sum when
+        `weights` is None). The target at position t+1 belongs to the task of token t+1.
     """
     vocab = logits.shape[-1]
     shift_labels = labels[:, 1:].reshape(-1)  # [B*(L-1)]
@@ -71,7 +75,8 @@ def task_losses(logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tens
     valid = (shift_labels != IGNORE_INDEX).float()
     sums = torch.zeros(len(TASK_NAMES), device=logits.device).index_add(0, tasks, per_token)
     counts = torch.zeros(len(TASK_NAMES), device=logits.device).index_add(0, tasks, valid)
-    return sums, counts
+    objective = per_token.sum() if weights is None else (per_token * weights[:, 1:].reshape(-1).to(per_token.dtype)).sum()
+    return sums, counts, objective
 
 
 def count_targets(batch: dict[str, torch.Tensor]) -> int:
@@ -156,11 +161,12 @@ class Trainer:
         dist.all_reduce(values)
         return values.cpu()
 
-    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`task_losses` of one collated batch: per-task NLL sums and counts, and the weighted objective."""
         batch = {k: v.to(self.engine.device) for k, v in batch.items()}
         inputs = model_inputs_for_packed_batch(batch, self.loaded.attn_implementation, self.dtype)
         logits = self.engine(**inputs).logits  # [B, L, V]
-        return task_losses(logits, batch["labels"], batch["task_ids"])
+        return task_losses(logits, batch["labels"], batch["task_ids"], batch.get("loss_weights"))
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (see the module docstring); returns its global metrics."""
@@ -173,8 +179,8 @@ class Trainer:
         sums = torch.zeros(len(TASK_NAMES), dtype=torch.float64)
         counts = torch.zeros(len(TASK_NAMES), dtype=torch.float64)
         for index, batch in enumerate(batches):
-            task_sum, task_count = self._forward(batch)
-            self.engine.backward(task_sum.sum() * scale)
+            task_sum, task_count, objective = self._forward(batch)
+            self.engine.backward(objective * scale)
             sums += task_sum.detach().double().cpu()
             counts += task_count.detach().double().cpu()
             if index < gas - 1:
@@ -243,7 +249,7 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Loss per task on the fixed eval rows (all ranks)."""
         self.engine.eval()
-        sums, counts = self._forward(self.eval_batch)
+        sums, counts, _ = self._forward(self.eval_batch)
         self.engine.train()
         stats = self._all_reduce(torch.cat([sums.double().cpu(), counts.double().cpu()]))
         g_sums, g_counts = stats[: len(TASK_NAMES)], stats[len(TASK_NAMES) :]
