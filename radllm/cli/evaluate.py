@@ -12,7 +12,9 @@ import argparse
 
 from radllm.errors import RadllmError
 from radllm.evaluation import EvaluationOptions, evaluate
+from radllm.evaluation.bootstrap import RESAMPLES
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
+from radllm.evaluation.intervals import DIFF
 from radllm.evaluation.reports import LABEL_SOURCES
 
 NAME = "evaluate"
@@ -43,6 +45,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
     parser.add_argument("--samples", type=int, default=8, help="studies shown side by side in report.html (default 8)")
     parser.add_argument("--device", default="cpu", help="device for the CXR encoders (default cpu)")
+    parser.add_argument("--bootstrap", type=int, default=RESAMPLES, metavar="N",
+                        help=f"paired-bootstrap resamples of studies for 95%% intervals of headline metrics and of the "
+                             f"differences model - NAME (report/diff/NAME/...); 0 = off (default {RESAMPLES})")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
 
 
 def prediction_files(values: list[str]) -> dict[str, list[str]]:
@@ -65,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         feature_extractor=args.feature_extractor,
         samples=args.samples,
         device=args.device,
+        bootstrap=args.bootstrap,
+        bootstrap_seed=args.bootstrap_seed,
     )
     files = prediction_files(args.pred)
     perplexity = {}
@@ -77,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
     names = set(files) - {""}
     for key, value in sorted(metrics.items()):
         parts = key.split("/")
-        headline = len(parts) == 2 or (len(parts) == 3 and parts[1] in names)
+        headline = len(parts) == 2 or (len(parts) == 3 and parts[1] in names) or (len(parts) == 4 and parts[1] == DIFF)
         if headline and isinstance(value, float):
-            print(f"{key:48s} {value:.4f}")
+            low, high = metrics.get(f"{key}/ci_low"), metrics.get(f"{key}/ci_high")
+            interval = f"  [{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+            print(f"{key:48s} {value:.4f}{interval}")
     print(f"wrote {args.out}/metrics.json and {args.out}/report.html")
     return 0

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from radllm.labels import Labels
 
 UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
@@ -57,25 +59,33 @@ def binarize(value: int | None, policy: str) -> int | None:
     return 1 if value == 1 else 0
 
 
+_SLOT = {(1, 1): 0, (1, 0): 1, (0, 1): 2, (0, 0): 3}  # (predicted, reference) -> index of tp, fp, fn, tn
+
+
+def pair_counts(predicted: Sequence[Labels], reference: Sequence[Labels], observations: Sequence[str], policy: str) -> np.ndarray:
+    """Confusion counts of every (study, observation) pair: int array [studies, observations, 4] of (tp, fp, fn, tn).
+
+    Each pair is one-hot in the last axis, or all zero when the policy ignores it. Summed over
+    studies it gives `confusion_tables`; kept per study, it lets the bootstrap
+    (`radllm.evaluation.bootstrap`) recompute micro averages of resampled studies from summed counts.
+    """
+    if len(predicted) != len(reference):
+        raise ValueError(f"need paired labels: {len(predicted)} predicted vs {len(reference)} reference")
+    counts = np.zeros((len(predicted), len(observations), 4), dtype=np.int64)
+    for i, (pred, ref) in enumerate(zip(predicted, reference)):
+        for j, name in enumerate(observations):
+            p, r = binarize(pred.get(name), policy), binarize(ref.get(name), policy)
+            if p is not None and r is not None:
+                counts[i, j, _SLOT[p, r]] = 1
+    return counts
+
+
 def confusion_tables(
     predicted: Sequence[Labels], reference: Sequence[Labels], observations: Sequence[str], policy: str
 ) -> dict[str, Confusion]:
     """One `Confusion` per observation over paired label dicts."""
-    if len(predicted) != len(reference):
-        raise ValueError(f"need paired labels: {len(predicted)} predicted vs {len(reference)} reference")
-    tables = {}
-    for name in observations:
-        tp = fp = fn = tn = 0
-        for pred, ref in zip(predicted, reference):
-            p, r = binarize(pred.get(name), policy), binarize(ref.get(name), policy)
-            if p is None or r is None:
-                continue
-            tp += p and r
-            fp += p and not r
-            fn += r and not p
-            tn += not p and not r
-        tables[name] = Confusion(int(tp), int(fp), int(fn), int(tn))
-    return tables
+    totals = pair_counts(predicted, reference, observations, policy).sum(axis=0)  # [observations, 4]
+    return {name: Confusion(*(int(c) for c in totals[j])) for j, name in enumerate(observations)}
 
 
 def averaged_scores(tables: dict[str, Confusion]) -> dict[str, float]:

@@ -6,6 +6,8 @@ records give the ``report/`` keys, ``image``/``reconstruction`` records the ``im
 reference labels came from, and the input files. Several prediction files can be scored in one
 run (a model and its baselines): the keys of a *named* file carry its name after the group
 (``report/baseline_normal/ce_f1_micro_14``, see `named_keys`), so they sit beside the model's own.
+With `EvaluationOptions.bootstrap` resamples, headline metrics get 95 % intervals and the unnamed
+(model) set is compared with every named one by a paired bootstrap (`radllm.evaluation.intervals`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from radllm.encoders import CXREncoder, load_cxr_encoder
 from radllm.errors import RadllmError
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
 from radllm.evaluation.images import generation_metrics, reconstruction_metrics
+from radllm.evaluation.bootstrap import RESAMPLES
 from radllm.evaluation.inputs import Reference, load_predictions, load_references
+from radllm.evaluation.intervals import DIFF, Outcomes, own_intervals, paired_differences, set_outcomes
 from radllm.evaluation.page import Sample, render_page
 from radllm.evaluation.perplexity import Perplexity
 from radllm.evaluation.reports import reference_labels, report_metrics, resolve_label_source
@@ -50,6 +54,8 @@ class EvaluationOptions:
     feature_extractor: str | None = None  # CXR encoder for FID features
     samples: int = 8  # studies shown in report.html
     device: str = "cpu"
+    bootstrap: int = RESAMPLES  # resamples of the paired bootstrap (radllm.evaluation.intervals); 0 = no intervals
+    bootstrap_seed: int = 0
 
 
 def _check_ids(predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], ref_path: Path) -> None:
@@ -129,6 +135,8 @@ def _samples(predictions: Mapping[str, list[dict[str, Any]]], references: Mappin
 def _check_name(name: str) -> None:
     if name and not _NAME.match(name):
         raise RadllmError(f"prediction name {name!r}: use letters, digits, '_', '.' or '-' (it becomes part of metric keys)")
+    if name == DIFF:
+        raise RadllmError(f"prediction name {name!r} is reserved for the <group>/{DIFF}/<name>/... keys of paired differences")
 
 
 def named_keys(metrics: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -220,17 +228,29 @@ def evaluate(
         _check_name(name)
     ref_path, out_dir = Path(ref_path), Path(out_dir)
     references = load_references(ref_path)
+    if options.bootstrap < 0:
+        raise RadllmError(f"--bootstrap {options.bootstrap}; expected a number of resamples >= 0 (0 = off)")
     metrics: dict[str, Any] = {}
     loaded: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    outcomes: dict[str, Outcomes] = {}
     sources: set[str] = set()
     for name, paths in files.items():
         predictions = load_prediction_files(paths)
         _check_ids(predictions, references, ref_path)
-        found = finite_or_null(compute_metrics(predictions, references, options))
+        found = compute_metrics(predictions, references, options)
+        if options.bootstrap:
+            outcomes[name] = set_outcomes(predictions, references, options.uncertain_policy, found["eval/label_source"])
+            found.update(own_intervals(outcomes[name], options.bootstrap, options.bootstrap_seed))
+        found = finite_or_null(found)
         found["eval/predictions"] = _describe(paths)
         sources.add(found["eval/label_source"])
         metrics.update(named_keys(found, name))
         loaded[name] = predictions
+    if "" in outcomes:  # the model against every named set: baselines and controls
+        for name in (n for n in outcomes if n):
+            metrics.update(finite_or_null(paired_differences(outcomes[""], outcomes[name], name, options.bootstrap, options.bootstrap_seed)))
+    if options.bootstrap:
+        metrics.update({"eval/bootstrap": options.bootstrap, "eval/bootstrap_seed": options.bootstrap_seed})
     metrics.update(perplexity_metrics(perplexity or {}))
     metrics["eval/references"] = str(ref_path)
     atomic.write_json(out_dir / METRICS_FILENAME, metrics)

@@ -12,6 +12,7 @@ null where an observation has only one class. ``auroc_micro`` pools every scored
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,21 +24,41 @@ from radllm.labels import OBSERVATIONS, Labels
 from radllm.tasks.templates import ANSWERS
 
 
+@dataclass(frozen=True)
+class QuestionOutcome:
+    """How one answered question scores: what accuracy and AUROC count (also per study, for the bootstrap)."""
+
+    study_id: str
+    observation: str
+    correct: bool | None  # None: the truth is blank (unscored)
+    p_yes: float
+    target: int | None  # binarised truth for AUROC; None: blank, or uncertain under policy "ignore"
+
+
+def question_outcomes(records: Sequence[Mapping[str, Any]], truth: Mapping[str, Labels], policy: str) -> list[QuestionOutcome]:
+    """One outcome per record, in record order; `truth` maps study id -> reference labels."""
+    outcomes = []
+    for record in records:
+        label = truth[record["study_id"]].get(record["observation"])
+        outcomes.append(QuestionOutcome(
+            record["study_id"], record["observation"], None if label is None else record["answer"] == ANSWERS[label],
+            float(record["p_yes"]), None if label is None else binarize(label, policy),
+        ))
+    return outcomes
+
+
 def vqa_metrics(records: Sequence[Mapping[str, Any]], truth: Mapping[str, Labels], policy: str) -> dict[str, Any]:
     """`truth` maps study id -> reference labels."""
     correct: dict[str, list[bool]] = {}
     scored: dict[str, list[tuple[float, int]]] = {}
     unscored = 0
-    for record in records:
-        name = record["observation"]
-        label = truth[record["study_id"]].get(name)
-        if label is None:
+    for outcome in question_outcomes(records, truth, policy):
+        if outcome.correct is None:
             unscored += 1
             continue
-        correct.setdefault(name, []).append(record["answer"] == ANSWERS[label])
-        target = binarize(label, policy)
-        if target is not None:
-            scored.setdefault(name, []).append((float(record["p_yes"]), target))
+        correct.setdefault(outcome.observation, []).append(outcome.correct)
+        if outcome.target is not None:
+            scored.setdefault(outcome.observation, []).append((outcome.p_yes, outcome.target))
     metrics: dict[str, Any] = {"n": len(records), "n_unscored": unscored}
     all_correct = [c for values in correct.values() for c in values]
     metrics["accuracy"] = float(np.mean(all_correct)) if all_correct else None
