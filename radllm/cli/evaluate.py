@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from radllm.errors import RadllmError
 from radllm.evaluation import EvaluationOptions, evaluate
@@ -24,7 +25,8 @@ HELP = "score generated reports (NLG + clinical efficacy), images (PSNR/SSIM, FI
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Writes OUT/metrics.json (flat keys report/..., image/..., vqa/..., eval/...; see README "
-        "'Evaluation') and OUT/report.html (self-contained: metric tables and sample studies side by side)."
+        "'Evaluation') and OUT/report.html (self-contained: headline table with bootstrap intervals, per-finding F1 "
+        "chart, learning curves of --run-dir runs, sample studies side by side, then every metric)."
     )
     parser.add_argument("--pred", required=True, action="append", metavar="[NAME=]PATH",
                         help="prediction JSONL from `radllm generate` (report, image, vqa records); repeat it to score "
@@ -33,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "files sharing a name (or unnamed) are scored together and must hold different tasks")
     parser.add_argument("--perplexity", action="append", default=[], metavar="NAME=PATH",
                         help="JSON of `radllm perplexity`, copied into metrics.json as perplexity/NAME (repeatable)")
+    parser.add_argument("--run-dir", action="append", default=[], metavar="[NAME=]DIR",
+                        help="training run_dir whose metrics.jsonl report.html draws as learning curves (train/eval loss, "
+                             "samples/f1_micro_present, grounding/*); repeatable, NAME defaults to the directory name")
     parser.add_argument("--ref", required=True, help="reference manifest.jsonl, or JSONL with study_id and report/text (+ labels)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--uncertain-policy", choices=UNCERTAIN_POLICIES, default="positive",
@@ -62,6 +67,23 @@ def prediction_files(values: list[str]) -> dict[str, list[str]]:
     return files
 
 
+def run_directories(values: list[str]) -> dict[str, str]:
+    """``--run-dir`` values -> {name: directory}; an unnamed directory is named after itself.
+
+    Raises:
+        RadllmError: two run directories with the same name.
+    """
+    runs: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or "/" in name:  # a plain path
+            name, path = Path(value).name, value
+        if name in runs:
+            raise RadllmError(f"--run-dir {value!r}: the name {name!r} is given twice; use NAME=DIR")
+        runs[name] = path
+    return runs
+
+
 def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(
         uncertain_policy=args.uncertain_policy,
@@ -81,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         if not sep or name in perplexity:
             raise RadllmError(f"--perplexity {value!r}: expected NAME=PATH with a name not given before")
         perplexity[name] = path
-    metrics = evaluate(files, args.ref, args.out, options, perplexity)
+    metrics = evaluate(files, args.ref, args.out, options, perplexity, run_directories(args.run_dir))
     names = set(files) - {""}
     for key, value in sorted(metrics.items()):
         parts = key.split("/")

@@ -11,3 +11,22 @@ from __future__ import annotations
 def slug(observation: str) -> str:
     """"Pleural Effusion" -> "pleural_effusion"."""
     return observation.lower().replace(" ", "_")
+
+
+#: What report.html and the demo table call the prediction sets `radllm evaluate` is usually given.
+SET_LABELS = {
+    "": "model",
+    "baseline_normal": "baseline: always normal",
+    "baseline_nearest": "baseline: nearest train study by codes",
+    "shuffled": "control: shuffled images",
+}
+
+
+def set_label(name: str) -> str:
+    """Reader-facing label of a prediction set ("" is the unnamed one, the model); unknown names as given."""
+    return SET_LABELS.get(name, name)
+
+
+def set_key(group: str, name: str, metric: str) -> str:
+    """The metrics.json key of `metric` of the set `name` ("" = unnamed): ``report/ce_f1_micro_14``, ``report/shuffled/ce_f1_micro_14``."""
+    return f"{group}/{name}/{metric}" if name else f"{group}/{metric}"

@@ -1,7 +1,12 @@
-"""``report.html``: one self-contained page with the metric tables and studies side by side.
+"""``report.html``: one self-contained page that opens with what a reader wants first.
 
-Everything is inline (CSS in a <style> element, images as base64 PNG data URIs), so the file
-opens offline in any browser and can be mailed or archived alone.
+Sections, in order: the headline table (the model against the baselines and controls, with
+bootstrap intervals, and the paired differences), per-finding clinical F1 as a bar chart, the
+learning curves of the training runs (`radllm.evaluation.curves`), sample studies side by side
+(reference image and report, generated report and image), and last the full metric tables.
+
+Everything is inline (CSS in a <style> element, charts as inline SVG, images as base64 PNG data
+URIs), so the file opens offline in any browser and can be mailed or archived alone.
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from radllm.evaluation.curves import RunLog, curve_panels
+from radllm.evaluation.intervals import DIFF, METRICS
+from radllm.evaluation.keys import set_key, set_label, slug
+from radllm.evaluation.svg import bar_chart, line_chart
 from radllm.imaging import load_image
+from radllm.labels import OBSERVATIONS
 
 THUMBNAIL_SIZE = 192
 _CSS = """
@@ -28,7 +38,20 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .samples td { width: 25%; font-size: 0.9em; }
 img { width: 192px; height: 192px; image-rendering: pixelated; background: #000; }
 .note { color: #666; font-size: 0.9em; }
+.ci { color: #777; font-size: 0.85em; white-space: nowrap; }
+td.up { background: #e3f4e6; } td.down { background: #fbe4e2; }
+.charts { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 """
+
+#: (group, metric, column header) of the headline table, in column order; a column without any value is left out.
+HEADLINE_COLUMNS = (
+    ("report", "ce_f1_micro_present", "clinical F1 micro (present)"),
+    ("report", "ce_f1_micro_14", "clinical F1 micro (14)"),
+    ("report", "bleu_4", "BLEU-4"),
+    ("vqa", "auroc_micro", "VQA AUROC micro"),
+    ("vqa", "accuracy", "VQA accuracy"),
+    ("image", "gen_clinical_agreement", "generated images: clinical agreement"),
+)
 
 
 @dataclass
@@ -56,6 +79,93 @@ def _value(value: Any) -> str:
     return "—" if value is None else html.escape(str(value))
 
 
+def prediction_sets(metrics: Mapping[str, Any]) -> list[str]:
+    """Names of the scored prediction sets, "" (the model) first: every set has an ``eval/[<name>/]predictions`` key."""
+    names = [key.split("/")[1] for key in metrics if key.startswith("eval/") and key.endswith("/predictions") and key.count("/") == 2]
+    return ([""] if "eval/predictions" in metrics else []) + names
+
+
+def _with_interval(metrics: Mapping[str, Any], key: str, signed: bool = False) -> str:
+    value = metrics.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "—"
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    low, high = metrics.get(f"{key}/ci_low"), metrics.get(f"{key}/ci_high")
+    interval = f" <span class=ci>[{fmt.format(low)}, {fmt.format(high)}]</span>" if low is not None and high is not None else ""
+    return fmt.format(value) + interval
+
+
+def headline_section(metrics: Mapping[str, Any]) -> str:
+    """The model and every named set on the headline metrics, then model − set with its paired interval."""
+    sets = prediction_sets(metrics)
+    columns = [c for c in HEADLINE_COLUMNS if any(set_key(c[0], n, c[1]) in metrics for n in sets)]
+    if not columns:
+        return ""
+    header = "".join(f"<th>{html.escape(title)}</th>" for _, _, title in columns)
+    rows = "".join(
+        f"<tr><td>{html.escape(set_label(name))}</td>"
+        + "".join(f"<td class=num>{_with_interval(metrics, set_key(g, name, m))}</td>" for g, m, _ in columns) + "</tr>"
+        for name in sets
+    )
+    parts = ["<section id=headline><h2>Headline</h2>", f"<table><tr><th>predictions</th>{header}</tr>{rows}</table>"]
+    diffs = [(g, m) for g, m in METRICS if any(f"{g}/{DIFF}/{n}/{m}" in metrics for n in sets)]
+    compared = [n for n in sets if any(f"{g}/{DIFF}/{n}/{m}" in metrics for g, m in diffs)]
+    if compared:
+        titles = {(g, m): t for g, m, t in HEADLINE_COLUMNS}
+        header = "".join(f"<th>{html.escape(titles.get((g, m), f'{g}/{m}'))}</th>" for g, m in diffs)
+        rows = "".join(
+            f"<tr><td>model − {html.escape(set_label(name))}</td>" + "".join(_difference_cell(metrics, f"{g}/{DIFF}/{name}/{m}") for g, m in diffs)
+            + "</tr>"
+            for name in compared
+        )
+        resamples = metrics.get("eval/bootstrap")
+        parts.append(
+            f"<table><tr><th>difference</th>{header}</tr>{rows}</table><p class=note>Differences are paired: the same studies, "
+            f"resampled with replacement {resamples} times; 95 % percentile intervals. A green cell's interval lies above 0 "
+            "(the model is better), a red one below.</p>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _difference_cell(metrics: Mapping[str, Any], key: str) -> str:
+    low, high = metrics.get(f"{key}/ci_low"), metrics.get(f"{key}/ci_high")
+    shade = " up" if low is not None and low > 0 else " down" if high is not None and high < 0 else ""
+    return f"<td class='num{shade}'>{_with_interval(metrics, key, signed=True)}</td>"
+
+
+def findings_section(metrics: Mapping[str, Any]) -> str:
+    """Per-observation clinical F1 of every set with report keys, as grouped bars (observations with a positive reference)."""
+    sets = [n for n in prediction_sets(metrics) if set_key("report", n, "n_studies") in metrics]
+    if not sets:
+        return ""
+    first = sets[0]
+    shown = [
+        o for o in OBSERVATIONS
+        if set_key("report", first, f"ce_f1/{slug(o)}") in metrics and metrics.get(set_key("report", first, f"ce_n_positive/{slug(o)}"), 1) > 0
+    ]
+    if not shown:
+        return ""
+    positives = {o: metrics.get(set_key("report", first, f"ce_n_positive/{slug(o)}")) for o in shown}
+    categories = [f"{o} ({positives[o]})" if positives[o] is not None else o for o in shown]
+    series = {set_label(n): [metrics.get(set_key("report", n, f"ce_f1/{slug(o)}")) for o in shown] for n in sets}
+    chart = bar_chart(categories, series, title="clinical F1 per finding")
+    return (
+        "<section id=findings><h2>Clinical F1 per finding</h2>"
+        f"{chart}<p class=note>Observations with a positive reference among the scored studies; their number in brackets.</p></section>"
+    )
+
+
+def curves_section(runs: Sequence[RunLog]) -> str:
+    """Line charts of the training runs' metrics.jsonl (train and eval loss, sample F1, grounding diagnostics)."""
+    panels = curve_panels(runs)
+    if not panels:
+        return ""
+    charts = "".join(line_chart(panel.lines, panel.title) for panel in panels)
+    names = ", ".join(html.escape(run.name) for run in runs)
+    return f"<section id=curves><h2>Learning curves</h2><p class=note>runs: {names}</p><div class=charts>{charts}</div></section>"
+
+
 def _metric_tables(metrics: Mapping[str, Any]) -> list[str]:
     groups: dict[str, list[tuple[str, Any]]] = {}
     for key, value in metrics.items():
@@ -66,7 +176,7 @@ def _metric_tables(metrics: Mapping[str, Any]) -> list[str]:
         body = "".join(
             f"<tr><td>{html.escape(name)}</td><td class=num>{_value(value)}</td></tr>" for name, value in rows
         )
-        parts.append(f"<h2>{html.escape(group)}</h2><table><tr><th>metric</th><th>value</th></tr>{body}</table>")
+        parts.append(f"<h3>{html.escape(group)}</h3><table><tr><th>metric</th><th>value</th></tr>{body}</table>")
     return parts
 
 
@@ -76,8 +186,10 @@ def _image_cell(path: str | None) -> str:
     return f'<img alt="" src="{png_data_uri(path)}">'
 
 
-def render_page(title: str, metrics: Mapping[str, Any], samples: Sequence[Sample], notes: Sequence[str] = ()) -> str:
-    """The complete HTML document."""
+def samples_section(samples: Sequence[Sample]) -> str:
+    """Studies side by side: reference image, reference report, generated report, generated image."""
+    if not samples:
+        return ""
     rows = "".join(
         "<tr>"
         f"<td><b>{html.escape(s.study_id)}</b><br>{_image_cell(s.reference_image)}</td>"
@@ -87,16 +199,24 @@ def render_page(title: str, metrics: Mapping[str, Any], samples: Sequence[Sample
         "</tr>"
         for s in samples
     )
-    sample_table = (
-        "<h2>Samples</h2><table class=samples><tr><th>study / image</th><th>reference report</th>"
-        f"<th>generated report</th><th>generated image</th></tr>{rows}</table>"
-        if samples
-        else ""
+    return (
+        "<section id=samples><h2>Samples</h2><table class=samples><tr><th>study / image</th><th>reference report</th>"
+        f"<th>generated report</th><th>generated image</th></tr>{rows}</table></section>"
     )
+
+
+def render_page(
+    title: str, metrics: Mapping[str, Any], samples: Sequence[Sample], notes: Sequence[str] = (), runs: Sequence[RunLog] = ()
+) -> str:
+    """The complete HTML document (sections in the order of the module docstring; empty ones are left out)."""
     note_html = "".join(f"<p class=note>{html.escape(n)}</p>" for n in notes)
+    sections = [
+        headline_section(metrics), findings_section(metrics), curves_section(runs), samples_section(samples),
+        f"<section id=metrics><h2>All metrics</h2>{''.join(_metric_tables(metrics))}</section>",
+    ]
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>{note_html}{''.join(_metric_tables(metrics))}{sample_table}"
+        f"<h1>{html.escape(title)}</h1>{note_html}{''.join(sections)}"
         "</body></html>\n"
     )

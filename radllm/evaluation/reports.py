@@ -57,6 +57,7 @@ def clinical_efficacy(predicted: Sequence[Labels], reference: Sequence[Labels], 
         out[f"ce_precision/{slug(name)}"] = table.precision
         out[f"ce_recall/{slug(name)}"] = table.recall
         out[f"ce_f1/{slug(name)}"] = table.f1
+        out[f"ce_n_positive/{slug(name)}"] = table.tp + table.fn
     return out
 
 

@@ -28,6 +28,7 @@ from radllm.errors import RadllmError
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
 from radllm.evaluation.images import generation_metrics, reconstruction_metrics
 from radllm.evaluation.bootstrap import RESAMPLES
+from radllm.evaluation.curves import read_runs
 from radllm.evaluation.inputs import Reference, load_predictions, load_references
 from radllm.evaluation.intervals import DIFF, Outcomes, own_intervals, paired_differences, set_outcomes
 from radllm.evaluation.page import Sample, render_page
@@ -209,6 +210,7 @@ def evaluate(
     out_dir: str | os.PathLike,
     options: EvaluationOptions,
     perplexity: Mapping[str, str | os.PathLike] | None = None,
+    run_dirs: Mapping[str, str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
     """Compute the metrics, write ``metrics.json`` and ``report.html`` into `out_dir`, return the metrics.
 
@@ -220,6 +222,7 @@ def evaluate(
             first name).
         perplexity: {name: JSON of `radllm perplexity`} copied in as ``perplexity/<name>`` keys,
             so one file holds a run's held-out perplexities beside its generation metrics.
+        run_dirs: {name: training run_dir} whose metrics.jsonl report.html draws as learning curves.
     """
     files = {"": pred_path} if isinstance(pred_path, (str, os.PathLike)) else dict(pred_path)
     if not files:
@@ -228,6 +231,7 @@ def evaluate(
         _check_name(name)
     ref_path, out_dir = Path(ref_path), Path(out_dir)
     references = load_references(ref_path)
+    runs = read_runs(run_dirs or {})  # before the slow part: a wrong --run-dir fails at once
     if options.bootstrap < 0:
         raise RadllmError(f"--bootstrap {options.bootstrap}; expected a number of resamples >= 0 (0 = off)")
     metrics: dict[str, Any] = {}
@@ -261,6 +265,8 @@ def evaluate(
         "Research use only; not for clinical decisions.",
     ]
     shown = loaded.get("", next(iter(loaded.values())))
-    page = render_page("radllm evaluation", metrics, _samples(shown, references, options.samples), notes)
+    if runs:
+        notes.insert(-1, "training runs: " + ", ".join(f"{name}={path}" for name, path in (run_dirs or {}).items()))
+    page = render_page("radllm evaluation", metrics, _samples(shown, references, options.samples), notes, runs)
     atomic.write_text(out_dir / PAGE_FILENAME, page)
     return metrics
