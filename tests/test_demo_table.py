@@ -78,14 +78,32 @@ def test_two_files_with_the_same_task_or_a_bad_perplexity_file_exit_2(files: Pat
 def test_table_places_each_figure_and_marks_missing_ones() -> None:
     metrics = {
         "report/n_studies": 200, "report/ce_f1_micro_present": 0.8125, "report/baseline_normal/ce_f1_micro_present": 0.25,
-        "report/baseline_nearest/ce_f1_micro_present": 0.5, "vqa/accuracy": 0.9, "perplexity/pretrained": 2.0,
-        "perplexity/stage2_l2": 2.25, "image/gen_clinical_agreement": None,
+        "report/baseline_nearest/ce_f1_micro_present": 0.5, "report/shuffled/ce_f1_micro_present": 0.3,
+        "report/ce_f1/cardiomegaly": 0.9, "report/ce_f1/pleural_effusion": 0.7, "report/shuffled/ce_f1/pneumothorax": 0.125,
+        "report/ce_f1_micro_present/ci_low": 0.75, "report/ce_f1_micro_present/ci_high": 0.875,
+        "report/diff/shuffled/ce_f1_micro_present": 0.5125, "report/diff/shuffled/ce_f1_micro_present/ci_low": 0.4,
+        "report/diff/shuffled/ce_f1_micro_present/ci_high": 0.625, "report/diff/baseline_normal/ce_f1_micro_present": -0.25,
+        "vqa/accuracy": 0.9, "vqa/auroc_micro": 0.8, "vqa/auroc_micro/ci_low": 0.7, "vqa/auroc_micro/ci_high": 0.85,
+        "vqa/diff/shuffled/auroc_micro": 0.3, "perplexity/pretrained": 2.0,
+        "perplexity/stage2_l2": 2.25, "image/gen_clinical_agreement": None, "eval/bootstrap": 1000,
     }
     lines = format_table(metrics, {"phantoms": 30.0, "vq": 600.0}).splitlines()
+    blank = [i for i, line in enumerate(lines) if not line]
+    figures, intervals = lines[:blank[0]], lines[blank[0] + 1:blank[1]]
+    row = {line.split("  ")[0]: line.split() for line in figures[1:]}
+    # CE F1 present, F1 14, BLEU-4, F1 cardiomegaly, F1 effusion, F1 pneumothorax
+    assert row["model (stage 2, L2)"][-6:] == ["0.812", "-", "-", "0.900", "0.700", "-"]
+    assert row["control: shuffled images"][-6:] == ["0.300", "-", "-", "-", "-", "0.125"]
+    assert row["baseline: always normal"][-6] == "0.250" and row["baseline: nearest train study by codes"][-6] == "0.500"
+    assert "1000 resamples" in intervals[0]
+    ci = {line.split("  ")[0]: line.split("  ")[-1].strip() for line in intervals[1:]}
+    assert intervals[1].endswith("[0.750, 0.875]")  # the model's own interval; no difference with itself
+    assert intervals[4].split()[-3:] == ["+0.512", "[+0.400,", "+0.625]"] and ci["control: shuffled images"] == "[+0.400, +0.625]"
+    assert intervals[2].split()[-3:] == ["-", "-0.250", "-"]  # a difference without an interval (bootstrap off for it)
     row = {line.split("  ")[0]: line.split() for line in lines if line}
-    assert row["model (stage 2, L2)"][-3:] == ["0.812", "-", "-"]  # present F1, then F1 14 and BLEU-4 missing
-    assert row["baseline: always normal"][-3] == "0.250" and row["baseline: nearest train study by codes"][-3] == "0.500"
-    assert row["VQA accuracy"][-1] == "0.900" and row["VQA AUROC micro"][-1] == "-"
+    assert row["VQA accuracy"][-1] == "0.900" and row["VQA AUROC micro"][-3:] == ["0.800", "[0.700,", "0.850]"]
+    assert row["VQA AUROC micro: model - shuffled control"][-1] == "+0.300"
+    assert row["VQA AUROC micro: shuffled-image control"][-1] == "-"
     assert row["images: clinical agreement with requested findings"][-1] == "-"  # null in metrics.json
     assert row["report perplexity: stage 2 with L2"][-1] == "2.250" and row["report perplexity: stage 2 without L2"][-1] == "-"
     assert "200 test studies" in lines[0]
