@@ -73,7 +73,8 @@ def test_interval_of_three_studies_matches_the_enumerated_resamples() -> None:
     assert found["report/diff/base/ce_f1_micro_present"] == pytest.approx(2 / 4)  # model tp 1, fp 1, fn 1; baseline 0
     # All 27 equally likely resamples: the difference is 2k_a / (2k_a + k_b + k_c), 0 when a is never drawn (8/27 > 2.5 %)
     # and 1 when only a is drawn (1/27 > 2.5 %), so the 95 % interval is exactly [0, 1].
-    exact = [2 * t.count(0) / (2 * t.count(0) + t.count(1) + t.count(2)) if t.count(0) else 0.0 for t in itertools.product(range(3), repeat=3)]
+    exact = [2 * t.count(0) / (2 * t.count(0) + t.count(1) + t.count(2)) if t.count(0) else 0.0
+             for t in itertools.product(range(3), repeat=3)]
     assert (found["report/diff/base/ce_f1_micro_present/ci_low"], found["report/diff/base/ce_f1_micro_present/ci_high"]) == (0.0, 1.0)
     study = ["a", "b", "c"]
     statistic = report_statistics(model.report, study)["ce_f1_micro_present"]

@@ -48,7 +48,9 @@ class Outcomes:
     vqa: dict[tuple, QuestionOutcome] = field(default_factory=dict)  # (study id, observation, question) -> outcome
 
 
-def set_outcomes(predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], policy: str, source: str) -> Outcomes:
+def set_outcomes(
+    predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], policy: str, source: str
+) -> Outcomes:
     """Outcomes of one set's report and VQA records, scored as `radllm.evaluation.suite.compute_metrics` scores them."""
     outcomes = Outcomes()
     reports = predictions.get("report", [])
@@ -137,5 +139,6 @@ def _differences(group: str, name: str, statistics: Mapping[str, Statistic], n: 
     out: dict[str, Any] = {f"{prefix}/n_studies": n}
     for metric, statistic in statistics.items():
         out[f"{prefix}/{metric}"] = point_value(statistic, n)
-    out.update({f"{group}/{DIFF}/{name}/{key.partition('/')[2]}": value for key, value in _intervals(group, statistics, n, resamples, seed).items()})
+    intervals = _intervals(group, statistics, n, resamples, seed)  # "<group>/<metric>/ci_*" keys
+    out.update({f"{prefix}/{key.partition('/')[2]}": value for key, value in intervals.items()})
     return out

@@ -114,8 +114,8 @@ def headline_section(metrics: Mapping[str, Any]) -> str:
         titles = {(g, m): t for g, m, t in HEADLINE_COLUMNS}
         header = "".join(f"<th>{html.escape(titles.get((g, m), f'{g}/{m}'))}</th>" for g, m in diffs)
         rows = "".join(
-            f"<tr><td>model − {html.escape(set_label(name))}</td>" + "".join(_difference_cell(metrics, f"{g}/{DIFF}/{name}/{m}") for g, m in diffs)
-            + "</tr>"
+            f"<tr><td>model − {html.escape(set_label(name))}</td>"
+            + "".join(_difference_cell(metrics, f"{g}/{DIFF}/{name}/{m}") for g, m in diffs) + "</tr>"
             for name in compared
         )
         resamples = metrics.get("eval/bootstrap")
@@ -140,13 +140,10 @@ def findings_section(metrics: Mapping[str, Any]) -> str:
     if not sets:
         return ""
     first = sets[0]
-    shown = [
-        o for o in OBSERVATIONS
-        if set_key("report", first, f"ce_f1/{slug(o)}") in metrics and metrics.get(set_key("report", first, f"ce_n_positive/{slug(o)}"), 1) > 0
-    ]
+    positives = {o: metrics.get(set_key("report", first, f"ce_n_positive/{slug(o)}")) for o in OBSERVATIONS}
+    shown = [o for o in OBSERVATIONS if set_key("report", first, f"ce_f1/{slug(o)}") in metrics and positives[o] != 0]
     if not shown:
         return ""
-    positives = {o: metrics.get(set_key("report", first, f"ce_n_positive/{slug(o)}")) for o in shown}
     categories = [f"{o} ({positives[o]})" if positives[o] is not None else o for o in shown]
     series = {set_label(n): [metrics.get(set_key("report", n, f"ce_f1/{slug(o)}")) for o in shown] for n in sets}
     chart = bar_chart(categories, series, title="clinical F1 per finding")

@@ -252,7 +252,8 @@ def evaluate(
         loaded[name] = predictions
     if "" in outcomes:  # the model against every named set: baselines and controls
         for name in (n for n in outcomes if n):
-            metrics.update(finite_or_null(paired_differences(outcomes[""], outcomes[name], name, options.bootstrap, options.bootstrap_seed)))
+            found = paired_differences(outcomes[""], outcomes[name], name, options.bootstrap, options.bootstrap_seed)
+            metrics.update(finite_or_null(found))
     if options.bootstrap:
         metrics.update({"eval/bootstrap": options.bootstrap, "eval/bootstrap_seed": options.bootstrap_seed})
     metrics.update(perplexity_metrics(perplexity or {}))

@@ -138,7 +138,10 @@ def prepare_job(request: GenerateRequest) -> Job:
                   partial(reports.process, gen, decoding=r.decoding, stage=r.stage, template=r.template, max_views=r.max_views),
                   {"decoding": r.decoding.describe()})
     else:
-        units = vqa.question_units(studies, r.questions) if r.questions is not None else vqa.template_units(studies, r.observations, r.template)
+        if r.questions is not None:
+            units = vqa.question_units(studies, r.questions)
+        else:
+            units = vqa.template_units(studies, r.observations, r.template)
         job = Job(r, gen, units, vqa.record_key, partial(vqa.process, gen, max_views=r.max_views))
     # Absent from unshuffled records, so an output of the other kind (or another seed) is refused on resume.
     job.settings["shuffle_images"] = r.shuffle_images
