@@ -5,7 +5,9 @@
 
 Groups: `nlg` (BLEU/METEOR/ROUGE-L/CIDEr), `clinical` + `reports` (clinical efficacy through
 `radllm.labeler`), `images` (PSNR/SSIM, FID, clinical agreement), `vqa` (accuracy, AUROC);
-`suite` runs what the predictions allow and writes metrics.json and report.html (`page`).
+`bootstrap` + `intervals` (paired-bootstrap intervals of the headline metrics and of model − set);
+`suite` runs what the predictions allow and writes metrics.json and report.html (`page`, with
+`svg` charts and the learning curves of `curves`).
 """
 
 from radllm.evaluation.suite import EvaluationOptions, compute_metrics, evaluate
