@@ -112,3 +112,36 @@ def test_vq_eval_clinical_agreement_with_classifier(tmp_path: Path, vq_dir: Path
     with torch.no_grad():
         recon = vq.decode_codes(vq.encode(x))
     assert metrics["clinical_agreement"] == pytest.approx(clinical_agreement(encoder, x, recon))
+
+
+def test_vq_eval_code_probe_keys(tmp_path: Path, vq_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from radllm.manifest import read_manifest, write_manifest
+
+    manifest = write_image_set(tmp_path / "data", n_train=24, n_test=6)
+    out = tmp_path / "eval"
+    # Unlabelled studies: the probe is skipped with a note, and refused when asked for.
+    assert cli_main(["vq-eval", "--vq", str(vq_dir), "--manifest", str(manifest), "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "probe/note" in metrics and not any(k.startswith("probe/f1") for k in metrics)
+    assert cli_main(["vq-eval", "--vq", str(vq_dir), "--manifest", str(manifest), "--out", str(out), "--probe", "--no-progress"]) == 2
+    assert "no observation has both positive and negative" in capsys.readouterr().err
+
+    studies = read_manifest(manifest)
+    for i, study in enumerate(studies):
+        study.labels.update({"Cardiomegaly": [1, 0, -1][i % 3], "Pleural Effusion": i % 2 or None})
+    studies[1].images[0].view = "LATERAL"  # not a frontal image: that study is left out
+    write_manifest(manifest, studies)
+    args = ["--vq", str(vq_dir), "--manifest", str(manifest), "--out", str(out), "--no-progress"]
+    args += ["--probe-epochs", "2", "--probe-train-limit", "20"]
+    assert cli_main(["vq-eval", *args]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["probe/observations"] == ["Cardiomegaly", "Pleural Effusion"]
+    assert metrics["probe/n_fit"] + metrics["probe/n_holdout"] == 19 and metrics["probe/n_train_skipped"] == 1
+    assert metrics["probe/n_holdout"] == 4 and metrics["probe/steps"] == 2 and metrics["probe/n_eval"] == 6
+    assert metrics["probe/n_present"] == 2 and "probe/note" not in metrics
+    for key in ("f1_micro_present", "f1_macro_present", "label_blind_f1_micro_present", "auroc_macro", "f1/cardiomegaly"):
+        assert 0.0 <= metrics[f"probe/{key}"] <= 1.0, key
+    # Six test studies: Cardiomegaly positive (1 or -1) for 4, Pleural Effusion for 3 -> 7 of 12 pairs.
+    assert metrics["probe/label_blind_f1_micro_present"] == pytest.approx(2 * 7 / (2 * 7 + 5))
+    assert cli_main(["vq-eval", *args, "--no-probe"]) == 0
+    assert not any(k.startswith("probe/") for k in json.loads((out / "metrics.json").read_text()))

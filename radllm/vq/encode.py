@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -75,6 +76,31 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[ImageItem]:
     return items
 
 
+def encode_items(
+    vq: VQModel, items: Sequence[ImageItem], batch_size: int = 64, progress: bool = False, desc: str = "vq-encode"
+) -> Iterator[tuple[ImageItem, Tensor]]:
+    """(item, int64 [h, w] codes) for each readable item, in order, decoded at `vq.config.image_size`.
+
+    The tokenization path itself (`load_image` then `encode_images`), so codes equal what the
+    LLM's shards hold. Unreadable images are skipped and logged; the caller counts them as
+    ``len(items)`` minus the pairs yielded.
+    """
+    readable: deque[ImageItem] = deque()  # decoded but not yet yielded, in order
+
+    def decoded() -> Iterator[Tensor]:
+        for item in tqdm(items, desc=desc, unit="img", disable=not progress):
+            try:
+                tensor = load_image(item.path, vq.config.image_size)  # [1, S, S]
+            except (RadllmError, OSError) as err:
+                log.warning("skipping unreadable image %s: %s", item.path, err)
+                continue
+            readable.append(item)
+            yield tensor
+
+    for codes in encode_images(vq, decoded(), batch_size):
+        yield readable.popleft(), codes
+
+
 def encode_to_jsonl(
     vq_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -97,26 +123,13 @@ def encode_to_jsonl(
         raise RadllmError("give exactly one of a manifest or image paths to encode")
     items = manifest_images(manifest, split) if manifest is not None else image_files(images or [])
     vq = load_vq(vq_dir, device=device)
-    readable: list[ImageItem] = []
-    skipped = 0
-
-    def decoded() -> Iterator[Tensor]:
-        nonlocal skipped
-        for item in tqdm(items, desc="vq-encode", unit="img", disable=not progress):
-            try:
-                tensor = load_image(item.path, vq.config.image_size)  # [1, S, S]
-            except (RadllmError, OSError) as err:
-                skipped += 1
-                log.warning("skipping unreadable image %s: %s", item.path, err)
-                continue
-            readable.append(item)
-            yield tensor
-
+    encoded = 0
     with atomic.atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for index, codes in enumerate(encode_images(vq, decoded(), batch_size)):
-            item = readable[index]
-            line = {"study_id": item.study_id, "path": str(item.path), "view": item.view, "grid": list(codes.shape), "codes": codes.flatten().tolist()}
-            fh.write(json.dumps(line) + "\n")
+        for item, codes in encode_items(vq, items, batch_size, progress):
+            line = {"study_id": item.study_id, "path": str(item.path), "view": item.view, "grid": list(codes.shape)}
+            fh.write(json.dumps(line | {"codes": codes.flatten().tolist()}) + "\n")
+            encoded += 1
+    skipped = len(items) - encoded
     if skipped:
         log.warning("%d of %d images were unreadable and skipped", skipped, len(items))
-    return {"encoded": len(readable), "skipped": skipped}
+    return {"encoded": encoded, "skipped": skipped}

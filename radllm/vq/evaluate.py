@@ -1,12 +1,16 @@
 """Held-out evaluation of a VQ directory: pixel, edge, codebook and clinical metrics (`radllm vq-eval`).
 
 Reconstructions go through the tokenization path itself (`encode` then `decode_codes`, clamped to
-[0, 1]), so the numbers describe exactly what the LLM's image tokens can express.
+[0, 1]), so the numbers describe exactly what the LLM's image tokens can express. The code probe
+(`radllm.vq.probe`) adds what a reader of the codes can tell: a small classifier trained on the
+train split's codes, scored on the evaluated split's codes (the ``probe/`` keys).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +20,18 @@ from tqdm import tqdm
 from radllm import atomic
 from radllm.errors import RadllmError
 from radllm.imaging import save_png
+from radllm.labels import Labels
+from radllm.manifest import Study, manifest_root, read_manifest
 from radllm.vq.checkpoint import load_vq
-from radllm.vq.data import load_image_cache, manifest_images
+from radllm.vq.data import ImageItem, load_image_cache, manifest_images
+from radllm.vq.encode import encode_items
 from radllm.vq.metrics import code_perplexity, codebook_usage, gradient_magnitude_error, psnr, ssim
 from radllm.vq.model import VQModel
+from radllm.vq.probe import ProbeConfig, code_probe
 from radllm.vq.training import GRID_IMAGES, reconstruction_grid
 
 NO_CLASSIFIER_NOTE = "clinical_agreement needs a CXR classifier (--classifier ENCODER_DIR); none was given"
+PROBE_TRAIN_SPLIT = "train"
 
 
 @torch.no_grad()
@@ -48,15 +57,24 @@ def evaluate_vq(
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = True,
+    probe: bool | None = None,
+    probe_config: ProbeConfig | None = None,
+    probe_train_limit: int | None = None,
 ) -> dict[str, Any]:
     """Write `out_dir/metrics.json` and `out_dir/reconstructions.png`; return the metrics.
 
     Metrics: psnr, ssim, gradient_magnitude_error (means over images), codebook_usage (fraction
     of the K codes used over the whole set), perplexity, clinical_agreement (null with a note
-    when no classifier is given), n_images, split.
+    when no classifier is given), n_images, split; and the ``probe/`` keys of `probe_metrics`.
+
+    Args:
+        probe: run the code probe; None runs it when the manifest's train studies carry labels.
+        probe_config: size and budget of the probe (`ProbeConfig()` when None).
+        probe_train_limit: train the probe on at most this many train studies (manifest order).
 
     Raises:
-        RadllmError: unreadable VQ directory, manifest or classifier; no images in `split`.
+        RadllmError: unreadable VQ directory, manifest or classifier; no images in `split`; a
+            requested probe without labelled, readable frontal train and eval images.
     """
     vq = load_vq(vq_dir, device=device)
     items = manifest_images(manifest, split)[:limit]
@@ -87,7 +105,70 @@ def evaluate_vq(
         metrics["classifier"] = str(classifier)
     else:
         metrics["note"] = NO_CLASSIFIER_NOTE
+    studies = read_manifest(manifest)
+    train_studies = [s for s in studies if s.split == PROBE_TRAIN_SPLIT][:probe_train_limit]
+    if probe is None:
+        probe = any(value is not None for study in train_studies for value in study.labels.values())
+        if not probe:
+            metrics["probe/note"] = f"no labels in the {PROBE_TRAIN_SPLIT!r} studies of {manifest}: code probe skipped"
+    if probe:
+        eval_studies = [s for s in studies if s.split == split][:limit]
+        metrics.update(probe_metrics(vq, train_studies, eval_studies, manifest, probe_config, batch_size, progress))
     out = Path(out_dir)
     atomic.write_json(out / "metrics.json", metrics)
     save_png(reconstruction_grid(originals[:GRID_IMAGES], recons[:GRID_IMAGES]), out / "reconstructions.png")
     return metrics
+
+
+def probe_metrics(
+    vq: VQModel,
+    train_studies: Sequence[Study],
+    eval_studies: Sequence[Study],
+    manifest: str | os.PathLike,
+    config: ProbeConfig | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The ``probe/`` keys: `code_probe` on the codes of each study's first frontal image.
+
+    Raises:
+        RadllmError: a side without a readable frontal image, or no observation to train on.
+    """
+    started = time.perf_counter()
+    root = manifest_root(manifest)
+    sides = {}
+    for what, studies in (("train", train_studies), ("eval", eval_studies)):
+        codes, labels, skipped = study_codes(vq, studies, root, batch_size, progress, f"probe {what} codes")
+        if not labels:
+            raise RadllmError(f"{manifest}: code probe: no readable frontal image among the {len(studies)} {what} studies")
+        sides[what] = (codes, labels, skipped)
+    encode_seconds = time.perf_counter() - started
+    (train_codes, train_labels, train_skipped), (eval_codes, eval_labels, eval_skipped) = sides["train"], sides["eval"]
+    result = code_probe(train_codes, train_labels, eval_codes, eval_labels, vq.config.codebook_size, config)
+    return {
+        **result.metrics(),
+        "probe/excluded": result.excluded,
+        "probe/n_train_skipped": train_skipped,
+        "probe/n_eval_skipped": eval_skipped,
+        "probe/encode_seconds": round(encode_seconds, 2),
+    }
+
+
+def study_codes(
+    vq: VQModel, studies: Sequence[Study], root: Path, batch_size: int, progress: bool, desc: str
+) -> tuple[torch.Tensor, list[Labels], int]:
+    """Codes [N, h, w] of each study's first frontal image, the studies' labels, and how many were left out.
+
+    One image per study, as a report model sees one frontal view; studies without a frontal
+    image or whose image cannot be read are left out and counted.
+    """
+    items, labels = [], {}
+    for study in studies:
+        frontal = [(ref, path) for ref, path in zip(study.images, study.image_paths(root)) if ref.is_frontal]
+        if frontal:
+            items.append(ImageItem(study.study_id, frontal[0][1], frontal[0][0].view))
+            labels[study.study_id] = study.labels
+    pairs = list(encode_items(vq, items, batch_size, progress, desc))
+    grid = (vq.config.grid_size, vq.config.grid_size)
+    codes = torch.stack([c for _, c in pairs]) if pairs else torch.zeros(0, *grid, dtype=torch.long)
+    return codes, [labels[item.study_id] for item, _ in pairs], len(studies) - len(pairs)
