@@ -11,7 +11,9 @@ shared by several tests:
 - stage 2 starts from run A's export with θ₀ = the original pretrained model;
 - its generated-report samples (`logging.sample_reports`), decoded on both ranks under ZeRO-3,
   equal single-process generation from its export (run B, without samples, matching run A's
-  losses also shows that sampling leaves training untouched).
+  losses also shows that sampling leaves training untouched);
+- its grounding diagnostic (own- vs shuffled-image NLL, `logging.grounding_studies`), scored on
+  both ranks' rows under ZeRO-3, equals a single-process measurement on its export.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 from radllm.cli import main as cli_main
 from radllm.config import load_config
 from radllm.modeling import model_inputs_for_packed_batch
+from radllm.modeling.packed_nll import PackedScoring
 from radllm.packing import causal_lm_loss
 from radllm.training.checkpoint import complete_checkpoints
 from radllm.training.config import TrainConfig
 from radllm.training.data import PackedBatches, collate_rows, eval_rows
+from radllm.training.grounding import eval_grounding_studies, measure_grounding
 from radllm.training.metrics import read_metrics
 from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_path, samples_table
 from radllm.training.model import add_visual_rows
@@ -221,9 +225,31 @@ def test_report_samples_at_eval_steps_equal_single_process_generation_from_the_e
     assert sorted(evals) == [3, 6] and evals[6]["samples"] == sample_scores(expected)
 
 
+def test_grounding_at_eval_steps_equals_a_single_process_measurement_on_the_export(run_a):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tokenizer, spec = load_tokenizer(run_a.tokenizer)
+    studies = eval_grounding_studies(run_a, spec)  # the default logging.grounding_studies covers the whole val split
+    model = AutoModelForCausalLM.from_pretrained(run_a.export_path, dtype=torch.float32, attn_implementation="sdpa").eval()
+    scoring = PackedScoring("sdpa", tokens_per_row=run_a.data.seq_len, rows_per_batch=3)  # one process, other batches
+    expected = measure_grounding(model, studies, tokenizer, spec, run_a.tasks, run_a.seed, scoring)
+    assert len(studies) >= 2 and sorted(expected) == ["image_generation", "report_generation"]
+    evals = read_metrics(run_a.run_dir, kind="eval")
+    assert sorted(evals[3]["grounding"]) == sorted(evals[6]["grounding"]) == sorted(expected)
+    for task, stats in expected.items():
+        logged = evals[6]["grounding"][task]  # step 6 is the exported weights
+        assert logged["n_studies"] == stats.n_studies == len(studies) and logged["n_targets"] == stats.n_targets > 0, task
+        assert logged == pytest.approx(stats.to_json(), rel=1e-5, abs=1e-6), task
+        assert evals[3]["grounding"][task]["nll_own"] != pytest.approx(logged["nll_own"], rel=1e-3), task  # measured anew each time
+    events = EventAccumulator(str(Path(run_a.run_dir) / "tb"))
+    events.Reload()
+    gains = {e.step: e.value for e in events.Scalars("eval/grounding/report_generation/gain_nats")}
+    assert sorted(gains) == [3, 6] and gains[6] == pytest.approx(expected["report_generation"].gain_nats, rel=1e-5, abs=1e-6)
+
+
 def test_sigkill_then_resume_as_two_simulated_nodes_matches_the_uninterrupted_run(run_a, artifacts, tmp_path):
     run_dir = tmp_path / "run"
-    config = write_train_config(tmp_path / "b.yaml", artifacts, run_dir)
+    config = write_train_config(tmp_path / "b.yaml", artifacts, run_dir, tasks=CURRICULUM)  # run A's task options
     cmd = [str(LAUNCHER), "--num_accelerators", "2", "--master_port", str(free_port()), str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     marker = run_dir / "checkpoints" / "step_0000002" / "COMPLETE"

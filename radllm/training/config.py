@@ -95,12 +95,16 @@ class ScheduleOptions:
 
 @dataclass
 class LoggingOptions:
-    """What each evaluation logs besides the eval loss (see radllm.training.samples)."""
+    """What each evaluation logs besides the eval loss (radllm.training.samples, radllm.training.grounding)."""
 
     # eval-split studies (the first N in index order) whose reports are generated greedily at every
     # evaluation, written to tensorboard text and run_dir/samples/step_NNNNNNN.jsonl; 0 = off
     sample_reports: int = 0
     sample_max_new_tokens: int = 256  # report length cap of those samples, in tokens
+    # eval-split studies (the first N with images and a report, in index order) whose held-out NLL is
+    # compared with their own vs another study's image (report, for image generation) at every
+    # evaluation: grounding/<task>/gain_nats, frac_better (radllm.training.grounding); 0 = off
+    grounding_studies: int = 64
 
 
 @dataclass
@@ -143,12 +147,15 @@ class TrainConfig:
                 raise RadllmError(f"{key} = {value}; expected a positive integer")
         non_negative = {"data.num_workers": self.data.num_workers, "optim.warmup_steps": self.optim.warmup_steps, "optim.weight_decay": self.optim.weight_decay,
                         "optim.grad_clip": self.optim.grad_clip, "anchor.lambda_reg": self.anchor.lambda_reg, "model.new_row_noise": self.model.new_row_noise,
-                        "logging.sample_reports": self.logging.sample_reports}
+                        "logging.sample_reports": self.logging.sample_reports,
+                        "logging.grounding_studies": self.logging.grounding_studies}
         for key, value in non_negative.items():
             if value < 0:
                 raise RadllmError(f"{key} = {value}; expected a value >= 0")
         if self.logging.sample_reports and self.data.eval_split is None:
             raise RadllmError(f"logging.sample_reports = {self.logging.sample_reports} needs data.eval_split (the studies come from it); set it or use 0")
+        if self.logging.grounding_studies == 1:
+            raise RadllmError("logging.grounding_studies = 1; expected 0 (off) or at least 2 (each study is shown another study's image)")
         if self.optim.lr <= 0:
             raise RadllmError(f"optim.lr = {self.optim.lr}; expected > 0")
         if not 0 <= self.optim.min_lr_ratio <= 1:

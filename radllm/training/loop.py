@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from radllm.config import save_config
 from radllm.errors import RadllmError
 from radllm.modeling import model_inputs_for_packed_batch
+from radllm.modeling.packed_nll import PackedScoring
 from radllm.tasks import IGNORE_INDEX, TASK_NAMES
 from radllm.training import checkpoint as ckpt
 from radllm.training.anchor import L2Anchor, PretrainedWeights, zeros_reference
@@ -41,6 +42,7 @@ from radllm.training.config import TrainConfig
 from radllm.training.data import PackedBatches, collate_rows, eval_rows
 from radllm.training.ds_config import fill_ds_config
 from radllm.training.export import export_from_engine
+from radllm.training.grounding import eval_grounding_studies, measure_grounding
 from radllm.training.metrics import MetricsLog
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
@@ -119,6 +121,7 @@ class Trainer:
         self.data = PackedBatches(config, self.tokenizer, self.spec, rank, world_size, self.loaded.attn_implementation)
         self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.loaded.attn_implementation) if config.data.eval_split else None
         self.sample_studies = sample_studies(config, self.spec) if config.logging.sample_reports else []  # the same on every rank
+        self.grounding_studies = eval_grounding_studies(config, self.spec)  # the same on every rank
         self.state = TrainState()
         torch.manual_seed(config.seed + 1000 * (rank + 1))  # dropout etc.: distinct per rank, restored on resume
         resume_from = ckpt.resolve_resume(config.run_dir, config.resume)
@@ -276,6 +279,22 @@ class Trainer:
             log.info("step %d: %d report samples in %.1f s -> %s", step, len(records), time.perf_counter() - start, path)
         return sample_scores(records)
 
+    def grounding(self) -> dict[str, dict[str, Any]]:
+        """Own- vs shuffled-image NLL per image-conditioned task (radllm.training.grounding): rows split over ranks, summed."""
+        config = self.config
+        scoring = PackedScoring(
+            self.loaded.attn_implementation, self.dtype, self.engine.device, config.data.seq_len, config.optim.micro_batch_size,
+            self.rank, self.world_size,
+        )
+        self.engine.eval()
+        try:
+            stats = measure_grounding(
+                self.engine, self.grounding_studies, self.tokenizer, self.spec, config.tasks, config.seed, scoring, self._all_reduce
+            )
+        finally:
+            self.engine.train()
+        return {task: value.to_json() for task, value in stats.items()}
+
     def _all_ranks_done(self, done: bool) -> bool:
         """The rank-agreed stopping rule of sample decoding: True once every rank's rows have ended."""
         return float(self._all_reduce(torch.tensor([0.0 if done else 1.0]))[0]) == 0.0
@@ -320,6 +339,8 @@ class Trainer:
                     record = self.evaluate()
                     if self.sample_studies:
                         record["samples"] = self.write_samples(step)
+                    if self.grounding_studies:
+                        record["grounding"] = self.grounding()
                     self.metrics.eval(step, record)
                 if step % schedule.save_every == 0 or last:
                     self.save()
