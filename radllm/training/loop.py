@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from radllm.config import save_config
 from radllm.errors import RadllmError
 from radllm.modeling import model_inputs_for_packed_batch
 from radllm.modeling.packed_nll import PackedScoring
+from radllm.packing import token_nll
 from radllm.tasks import IGNORE_INDEX, TASK_NAMES
 from radllm.training import checkpoint as ckpt
 from radllm.training.anchor import L2Anchor, PretrainedWeights, zeros_reference
@@ -70,14 +70,13 @@ def task_losses(
         across weightings), and the objective: Σ weight · NLL over all targets (the plain sum when
         `weights` is None). The target at position t+1 belongs to the task of token t+1.
     """
-    vocab = logits.shape[-1]
-    shift_labels = labels[:, 1:].reshape(-1)  # [B*(L-1)]
-    per_token = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
-    tasks = task_ids[:, 1:].reshape(-1).clamp(min=0)  # ignored positions add 0 to task 0
-    valid = (shift_labels != IGNORE_INDEX).float()
+    per_token = token_nll(logits, labels).reshape(-1)  # [B*L], at each label's position
+    tasks = task_ids.reshape(-1).clamp(min=0)  # ignored positions add 0 to task 0
+    valid = (labels.reshape(-1) != IGNORE_INDEX).float()
+    valid[:: labels.shape[1]] = 0.0  # position 0 of a row is never predicted (token_nll puts 0 there)
     sums = torch.zeros(len(TASK_NAMES), device=logits.device).index_add(0, tasks, per_token)
     counts = torch.zeros(len(TASK_NAMES), device=logits.device).index_add(0, tasks, valid)
-    objective = per_token.sum() if weights is None else (per_token * weights[:, 1:].reshape(-1).to(per_token.dtype)).sum()
+    objective = per_token.sum() if weights is None else (per_token * weights.reshape(-1).to(per_token.dtype)).sum()
     return sums, counts, objective
 
 
