@@ -34,7 +34,7 @@ def _metrics_jsonl(run_dir: Path) -> Path:
     for step, f1 in ((2, 0.2), (4, 0.3)):
         records.append({"kind": "eval", "step": step, "loss": 3.0 - step / 4, "targets": 100, "task_loss": {"vqa": 1.0},
                         "samples": {"f1_micro_present": f1, "f1_micro_14": f1 / 2},
-                        "grounding": {"report_generation": {"gain_nats": step / 10, "frac_better": 0.5 + step / 20}}})
+                        "grounding": {"report_generation": {"nll_own": 9.0, "gain_nats": step / 10, "frac_better": 0.5 + step / 20}}})
     return _write(run_dir / "metrics.jsonl", records, tail='{"kind": "train", "step": 5, "lo')  # torn by a kill
 
 
@@ -43,9 +43,12 @@ def test_read_run_flattens_keeps_the_last_record_of_a_step_and_ignores_a_torn_li
     assert run.series["train", "loss"] == [(1.0, 5.0), (2.0, 4.0), (3.0, 2.0), (4.0, 1.0)]
     assert run.series["eval", "samples/f1_micro_present"] == [(2.0, 0.2), (4.0, 0.3)]
     assert run.series["eval", "grounding/report_generation/gain_nats"] == [(2.0, 0.2), (4.0, 0.4)]
-    titles = [panel.title for panel in curve_panels([run])]
-    assert titles == ["train loss", "eval loss (held-out rows)", "samples: clinical F1 micro (present)",
-                      "grounding/report_generation/frac_better", "grounding/report_generation/gain_nats"]
+    panels = curve_panels([run])
+    assert [(p.title, p.reference, p.detail) for p in panels] == [
+        ("train loss", None, False), ("eval loss (held-out rows)", None, False), ("samples: clinical F1 micro (present)", None, False),
+        ("grounding/report_generation/frac_better", 0.5, False), ("grounding/report_generation/gain_nats", 0.0, False),
+        ("grounding/report_generation/nll_own", None, True),  # secondary: folded away on the page
+    ]
     with pytest.raises(RadllmError, match="no metrics.jsonl"):
         read_run("x", tmp_path / "nothing")
 
@@ -105,7 +108,11 @@ def test_learning_curves_are_drawn_from_metrics_jsonl(page: str) -> None:
     charts = re.findall(r"<svg.*?</svg>", curves)
     titles = [re.search(r'font-weight="bold">([^<]+)<', chart).group(1) for chart in charts]
     assert titles[:3] == ["train loss", "eval loss (held-out rows)", "samples: clinical F1 micro (present)"]
-    assert "grounding/report_generation/gain_nats" in titles and "grounding/report_generation/frac_better" in titles
+    assert titles[3:] == ["grounding/report_generation/frac_better", "grounding/report_generation/gain_nats",
+                          "grounding/report_generation/nll_own"]
+    assert 'class="reference"' in charts[3] and 'class="reference"' not in charts[0]  # chance level of frac_better
+    details = curves[curves.index("<details>"):]
+    assert "grounding/report_generation/nll_own" in details and "gain_nats" not in details
     lines = re.findall(r'<polyline class="line" data-series="([^"]+)" points="([^"]+)"', charts[0])
     assert [name for name, _ in lines] == ["stage1", "stage2"]
     points = [tuple(map(float, p.split(","))) for p in lines[0][1].split()]

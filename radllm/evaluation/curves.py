@@ -10,8 +10,11 @@ them. A resumed run may log a step twice: the last record of a step wins. A torn
 killed run) is ignored.
 
 The charts (`curve_panels`): train loss, eval loss, ``samples/f1_micro_present`` and every
-``grounding/...`` key found, one line per run. Train losses of long runs are averaged over
-consecutive steps down to `MAX_POINTS` points per line.
+``grounding/...`` key found, one line per run. The grounding keys that answer "is it reading the
+image?" (`GROUNDING_HEADLINE`: the gain in nats and the fraction of studies better with their own
+image, with the line a model that ignores the image sits on) come first; the others (NLLs,
+counts) are marked `detail` for the page to fold away. Train losses of long runs are averaged
+over consecutive steps down to `MAX_POINTS` points per line.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ FIXED_CURVES = (
     ("eval", "samples/f1_micro_present", "samples: clinical F1 micro (present)"),
 )
 GROUNDING_PREFIX = "grounding/"
+#: Last key segment of the grounding charts shown first -> the value of a model that ignores its image.
+GROUNDING_HEADLINE = {"gain_nats": 0.0, "frac_better": 0.5}
 
 Points = list[tuple[float, float]]
 
@@ -53,6 +58,8 @@ class Panel:
 
     title: str
     lines: dict[str, Points]
+    reference: float | None = None  # a horizontal line to read the curves against (chance level)
+    detail: bool = False  # secondary: the page may fold it away
 
 
 def read_run(name: str, run_dir: str | os.PathLike) -> RunLog:
@@ -91,13 +98,15 @@ def thin(points: Points, max_points: int = MAX_POINTS) -> Points:
 
 
 def curve_panels(runs: Sequence[RunLog]) -> list[Panel]:
-    """The fixed charts present in any run, then one chart per ``grounding/...`` eval key (sorted)."""
+    """The fixed charts present in any run, the headline grounding keys, then every other ``grounding/...`` key (`detail`)."""
     panels = []
     for kind, key, title in FIXED_CURVES:
         lines = {run.name: thin(run.series[kind, key]) for run in runs if (kind, key) in run.series}
         if lines:
             panels.append(Panel(title, lines))
     grounding = sorted({key for run in runs for kind, key in run.series if kind == "eval" and key.startswith(GROUNDING_PREFIX)})
-    for key in grounding:
-        panels.append(Panel(key, {run.name: run.series["eval", key] for run in runs if ("eval", key) in run.series}))
+    last = {key: key.rsplit("/", 1)[-1] for key in grounding}
+    for key in sorted(grounding, key=lambda k: last[k] not in GROUNDING_HEADLINE):  # stable: headline keys first
+        lines = {run.name: run.series["eval", key] for run in runs if ("eval", key) in run.series}
+        panels.append(Panel(key, lines, GROUNDING_HEADLINE.get(last[key]), detail=last[key] not in GROUNDING_HEADLINE))
     return panels

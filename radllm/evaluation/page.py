@@ -158,9 +158,14 @@ def curves_section(runs: Sequence[RunLog]) -> str:
     panels = curve_panels(runs)
     if not panels:
         return ""
-    charts = "".join(line_chart(panel.lines, panel.title) for panel in panels)
+    main = "".join(line_chart(p.lines, p.title, reference=p.reference) for p in panels if not p.detail)
+    more = [line_chart(p.lines, p.title, reference=p.reference) for p in panels if p.detail]
+    folded = f"<details><summary>{len(more)} more grounding charts</summary><div class=charts>{''.join(more)}</div></details>"
+    folded = folded if more else ""
     names = ", ".join(html.escape(run.name) for run in runs)
-    return f"<section id=curves><h2>Learning curves</h2><p class=note>runs: {names}</p><div class=charts>{charts}</div></section>"
+    note = (f"<p class=note>runs: {names}. Grounding (own vs shuffled image, held-out studies): dashed lines mark a model that "
+            "ignores its image (gain 0 nats, own image better for half the studies).</p>")
+    return f"<section id=curves><h2>Learning curves</h2>{note}<div class=charts>{main}</div>{folded}</section>"
 
 
 def _metric_tables(metrics: Mapping[str, Any]) -> list[str]:

@@ -87,8 +87,13 @@ def bar_chart(categories: Sequence[str], series: Mapping[str, Sequence[float | N
     return "".join(parts)
 
 
-def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str, x_label: str = "step") -> str:
-    """One polyline per series of (x, y) points on shared axes; a single point is drawn as a dot."""
+def line_chart(
+    series: Mapping[str, Sequence[tuple[float, float]]], title: str, x_label: str = "step", reference: float | None = None
+) -> str:
+    """One polyline per series of (x, y) points on shared axes; a single point is drawn as a dot.
+
+    `reference`: a dashed horizontal line at that y (e.g. chance level), always inside the y range.
+    """
     names = [n for n in series if series[n]]
     width, height, left, right, top, bottom = 360, 210, 48, 12, 22, 34
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -102,7 +107,8 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str, 
         parts.append(f'<text x="{left}" y="{top + 20}" {_FONT}>no points</text></svg>')
         return "".join(parts)
     x_low, x_high = min(xs), max(xs)
-    y_low, y_high = min(ys), max(ys)
+    bounds = ys + ([reference] if reference is not None else [])
+    y_low, y_high = min(bounds), max(bounds)
     if y_high == y_low:
         y_low, y_high = y_low - 0.5, y_high + 0.5
     if x_high == x_low:
@@ -120,6 +126,10 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str, 
         parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" {_FONT} text-anchor="middle">{_label(tick)}</text>')
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>'
                  f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 28}" {_FONT} text-anchor="middle">{html.escape(x_label)}</text>')
+    if reference is not None:
+        y = top + plot_h * (1 - (reference - y_low) / (y_high - y_low))
+        parts.append(f'<line class="reference" x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#888" '
+                     f'stroke-dasharray="4 3"/>')
     for i, name in enumerate(names):
         points = series[name]
         if len(points) == 1:
