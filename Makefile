@@ -134,6 +134,17 @@ $(D)/generate/vqa.done: $(D)/model/radllm.json
 	$(START) $(call GENERATE,vqa) --input $(D)/shards --out $(D)/generate/vqa.jsonl --batch-size 32 \
 	&& touch $@ && $(call timed,generate_vqa)
 
+# The shuffled-image control: the same generation, each study shown another test study's images
+# (`--shuffle-images SEED`); scored against the own references it is what a model that ignores the image gets.
+$(D)/generate/reports_shuffled.done: $(D)/model/radllm.json
+	$(START) $(call GENERATE,reports) --input $(D)/shards --out $(D)/generate/reports_shuffled.jsonl --batch-size 32 \
+	    --shuffle-images 0 $(DEMO_REPORT_ARGS) \
+	&& touch $@ && $(call timed,generate_reports_shuffled)
+
+$(D)/generate/vqa_shuffled.done: $(D)/model/radllm.json
+	$(START) $(call GENERATE,vqa) --input $(D)/shards --out $(D)/generate/vqa_shuffled.jsonl --batch-size 32 --shuffle-images 0 \
+	&& touch $@ && $(call timed,generate_vqa_shuffled)
+
 $(D)/baselines/baselines.json: $(D)/shards/index.json
 	$(START) $(RADLLM) baselines --shards $(D)/shards --out $(D)/baselines && $(call timed,baselines)
 
@@ -151,11 +162,15 @@ $(D)/perplexity/stage2_no_l2.json: $(D)/stage2_no_l2/model/radllm.json
 
 PERPLEXITIES := pretrained stage2_l2 stage2_no_l2
 
+# report.html draws the learning curves of both training stages (their metrics.jsonl).
 $(D)/eval/metrics.json: $(D)/generate/reports.done $(D)/generate/images.done $(D)/generate/vqa.done \
+		$(D)/generate/reports_shuffled.done $(D)/generate/vqa_shuffled.done \
 		$(D)/baselines/baselines.json $(foreach p,$(PERPLEXITIES),$(D)/perplexity/$(p).json)
 	$(START) $(RADLLM) evaluate --ref $(D)/phantoms/manifest.jsonl --out $(D)/eval --classifier $(D)/cxr_encoder \
 	    --pred $(D)/generate/reports.jsonl --pred $(D)/generate/images/images.jsonl --pred $(D)/generate/vqa.jsonl \
 	    --pred baseline_normal=$(D)/baselines/baseline_normal.jsonl --pred baseline_nearest=$(D)/baselines/baseline_nearest.jsonl \
+	    --pred shuffled=$(D)/generate/reports_shuffled.jsonl --pred shuffled=$(D)/generate/vqa_shuffled.jsonl \
+	    --run-dir stage1=$(D)/stage1 --run-dir stage2=$(D)/stage2 \
 	    $(foreach p,$(PERPLEXITIES),--perplexity $(p)=$(D)/perplexity/$(p).json) \
 	&& $(call timed,evaluate)
 

@@ -3,7 +3,8 @@
 Runs every step of the Makefile's demo into a temporary DEMO_DIR: phantoms, CXR encoder, VQ-GAN,
 SentencePiece tokenizer, shards, text pre-training, stage 1, stage 2 with and without L2 (two
 ranks through the real deepspeed launcher on CPU), generation of reports / images / VQA on the
-test split, baselines, perplexity and evaluation; then checks the outputs, and that a second
+test split (reports and VQA also as the shuffled-image control), baselines, perplexity and evaluation
+(with the learning curves of both stages); then checks the outputs, and that a second
 `make demo` runs no step again.
 """
 
@@ -32,7 +33,8 @@ SMALL = {
     "DEMO_REPORT_ARGS": "--max-new-tokens 24",
 }
 STEPS = ["phantoms", "cxr_encoder", "vq", "tokenizer", "shards", "pretrain", "stage1", "stage2", "stage2_no_l2",
-         "generate_reports", "generate_images", "generate_vqa", "baselines", "perplexity_pretrained",
+         "generate_reports", "generate_images", "generate_vqa", "generate_reports_shuffled", "generate_vqa_shuffled",
+         "baselines", "perplexity_pretrained",
          "perplexity_stage2_l2", "perplexity_stage2_no_l2", "evaluate"]
 
 
@@ -55,13 +57,20 @@ def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None
     metrics = json.loads((demo / "eval" / "metrics.json").read_text())
     for key in ("report/ce_f1_micro_present", "report/baseline_normal/ce_f1_micro_present",
                 "report/baseline_nearest/ce_f1_micro_present", "image/gen_clinical_agreement", "vqa/accuracy",
-                "perplexity/pretrained", "perplexity/stage2_l2", "perplexity/stage2_no_l2"):
+                "perplexity/pretrained", "perplexity/stage2_l2", "perplexity/stage2_no_l2",
+                "report/shuffled/ce_f1_micro_present", "vqa/shuffled/accuracy", "report/ce_f1_micro_present/ci_low",
+                "report/diff/shuffled/ce_f1_micro_present/ci_high", "report/diff/baseline_nearest/ce_f1_micro_present",
+                "vqa/diff/shuffled/accuracy"):
         assert key in metrics, key
+    shuffled = [json.loads(line) for line in (demo / "generate" / "reports_shuffled.jsonl").read_text().splitlines()]
+    assert len(shuffled) == 3 and all(r["image_from"] != r["study_id"] for r in shuffled)
     assert metrics["report/n_studies"] == 3  # the test split of 30 phantoms
-    assert (demo / "eval" / "report.html").stat().st_size > 0
+    page = (demo / "eval" / "report.html").read_text()
+    assert page.index("<section id=headline>") < page.index("<section id=curves>") < page.index("<section id=samples>")
+    assert "stage1" in page and "control: shuffled images" in page
     assert (demo / "model" / "radllm.json").is_file() and (demo / "vq" / "model.safetensors").is_file()
     assert (demo / "shards" / "index.json").is_file()
-    assert "baseline: always normal" in run.stdout and "total:" in run.stdout
+    assert "baseline: always normal" in run.stdout and "control: shuffled images" in run.stdout and "total:" in run.stdout
     ablation = (demo / "stage2_no_l2" / "config.yaml").read_text()
     assert "lambda_reg: 0.0" in ablation and "lambda_reg: 0.0" not in (demo / "stage2" / "config.yaml").read_text()
 
