@@ -101,12 +101,14 @@ def test_label_independent_codes_stay_at_chance() -> None:
     assert result.f1_micro_present <= result.label_blind_f1_micro_present + 0.03
 
 
-def test_probe_is_deterministic_and_leaves_the_global_rng_alone() -> None:
+def test_probe_is_deterministic_and_leaves_rng_and_threads_alone() -> None:
     train_codes, train_labels = quadrant_grids(200, seed=4)
     eval_codes, eval_labels = quadrant_grids(50, seed=5)
     config = ProbeConfig(epochs=2)
+    threads = torch.get_num_threads()
     torch.manual_seed(123)
     first = code_probe(train_codes, train_labels, eval_codes, eval_labels, K, config)
+    assert torch.get_num_threads() == threads
     after = torch.rand(3)
     torch.manual_seed(123)
     second = code_probe(train_codes, train_labels, eval_codes, eval_labels, K, config)

@@ -50,7 +50,10 @@ CE_UNCERTAIN_POLICY = "positive"
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Size and fixed training budget of the probe (defaults: ~1 min for 5,000 16x16 grids on 1 core)."""
+    """Size and fixed training budget of the probe.
+
+    Defaults cost ~20 s for 4,800 8x8 grids and ~2 min for 4,800 16x16 grids on one busy core.
+    """
 
     dim: int = 32  # code and position embedding width; the conv keeps it, the 1x1 layer doubles it
     epochs: int = 30
@@ -60,6 +63,9 @@ class ProbeConfig:
     warmup_steps: int = 20
     holdout_fraction: float = 0.2  # of the train studies, kept out of fitting to choose thresholds
     seed: int = 0
+    # Intra-op CPU threads while the probe runs (restored after). Its layers are too small to gain
+    # from more: on a busy 2-core machine 2 threads took 2-10x longer than 1 (they only contend).
+    threads: int = 1
 
     def validate(self) -> "ProbeConfig":
         """Raise RadllmError naming the first bad field."""
@@ -71,6 +77,7 @@ class ProbeConfig:
             (self.weight_decay >= 0, "weight_decay", "a non-negative number"),
             (self.warmup_steps >= 0, "warmup_steps", "a non-negative integer"),
             (0 < self.holdout_fraction < 1, "holdout_fraction", "a number in (0, 1)"),
+            (self.threads >= 1, "threads", "a positive integer"),
         )
         for ok, name, expected in checks:
             if not ok:
@@ -200,14 +207,19 @@ def code_probe(
         raise RadllmError(f"probe: {len(train_labels)} train studies are too few to fit and hold out {n_holdout}")
     order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(config.seed))
     fit_rows, holdout_rows = order[n_holdout:], order[:n_holdout]
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without moving the caller's RNG
-        torch.manual_seed(config.seed)
-        net = CodeProbeNet(codebook_size, tuple(train_codes.shape[1:]), len(names), config.dim)
-    losses = fit_probe(net, train_codes[fit_rows].long(), targets[fit_rows], config)
-    holdout_probs = predict_probabilities(net, train_codes[holdout_rows].long())
+    caller_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation without moving the caller's RNG
+            torch.manual_seed(config.seed)
+            net = CodeProbeNet(codebook_size, tuple(train_codes.shape[1:]), len(names), config.dim)
+        losses = fit_probe(net, train_codes[fit_rows].long(), targets[fit_rows], config)
+        holdout_probs = predict_probabilities(net, train_codes[holdout_rows].long())
+        probs = predict_probabilities(net, eval_codes.long())  # [M, L]
+    finally:
+        torch.set_num_threads(caller_threads)
     holdout_targets = targets[holdout_rows].numpy()
     thresholds = [choose_threshold(holdout_probs[:, j], holdout_targets[:, j], "f1") for j in range(len(names))]
-    probs = predict_probabilities(net, eval_codes.long())  # [M, L]
     seconds = time.perf_counter() - started
 
     constant = {OBSERVATIONS[i]: int(positives[i] > 0) for i in range(len(OBSERVATIONS)) if i not in trained}
