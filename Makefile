@@ -33,7 +33,7 @@ clean:
 # tests/test_demo.py runs the same targets with small numbers, e.g.
 #   make demo DEMO_DIR=/tmp/d DEMO_N=60 DEMO_VQ_SET="schedule.max_steps=4" ...
 DEMO_DIR ?= runs/demo
-DEMO_N ?= 2000
+DEMO_N ?= 6000
 DEMO_SIZE ?= 256
 DEMO_VOCAB ?= 1000
 DEMO_RANKS ?= 2
