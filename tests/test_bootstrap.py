@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -96,18 +95,16 @@ def test_percentile_interval_skips_undefined_resamples() -> None:
     assert (low, high) == pytest.approx((2.5, 97.5))
 
 
-def test_thousand_resamples_of_six_hundred_studies_are_fast() -> None:
+def test_thousand_resamples_of_six_hundred_studies_are_defined() -> None:
+    # The evaluation's real size (speed is measured side by side in benchmarks/bootstrap.py).
     rng = np.random.default_rng(0)
     n = 600
     counts = rng.integers(0, 3, size=(n, 3))
     study_of = np.repeat(np.arange(n), 14)
     scores, targets = rng.uniform(size=14 * n).round(3), rng.integers(0, 2, size=14 * n)  # rounded: tie groups
-    start = time.perf_counter()
     weights = resample_weights(n, 1000, seed=0)
     for statistic in (micro_f1(counts), auroc(study_of, scores, targets), ratio(targets[:n], np.ones(n))):
         assert np.isfinite(evaluate_resamples(statistic, weights)).all()
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5.0, f"{elapsed:.2f} s"  # about 0.3 s on one idle core
 
 
 def _counts(tp: int = 0, fp: int = 0, fn: int = 0) -> np.ndarray:
