@@ -154,6 +154,16 @@ def test_as_written_targets_keep_the_shard_ids_and_weigh_the_impression_suffix(t
     assert plain.weights is None and plain.input_ids == ex.input_ids
 
 
+@pytest.mark.parametrize("report", ["Lungs are clear. No pleural effusion.", "IMPRESSION: Mild cardiomegaly.", "FINDINGS: Lungs are clear."])
+def test_single_section_or_untagged_reports_keep_the_shard_ids(tokenizer, spec, report):
+    study = make_study(tokenizer, report=report)
+    config = TaskMixConfig(stage=1, report_format="impression_first", impression_weight=2.0)
+    (ex,) = report_generation(study, tokenizer, spec, random.Random(0), config)
+    response, weights = response_of(ex)
+    assert response == [*study.report_ids.tolist(), tokenizer.eos_token_id]
+    assert weights == (None if not report.startswith("IMPRESSION") else [2.0] * len(response))
+
+
 def test_word_dropout_corrupts_only_teacher_forced_report_inputs(tokenizer, spec):
     study = make_study(tokenizer, report=SECTIONED)
     config = TaskMixConfig(stage=1, word_dropout=0.3)

@@ -77,11 +77,11 @@ def report_response(
     if not report or (config.report_format == AS_WRITTEN and config.impression_weight == 1.0):
         return [*report, end_id(tokenizer)], None
     findings, impression = split_report_text(study.report)
+    if not (findings and impression):  # one section, or untagged text: nothing to reorder, the shard ids stay
+        weight = config.impression_weight if impression else 1.0
+        return [*report, end_id(tokenizer)], None if weight == 1.0 else [weight] * (len(report) + 1)
     impression_first = config.report_format == IMPRESSION_FIRST
     ids = report if not impression_first else encode_report(tokenizer, report_text(findings, impression, impression_first=True))
-    if not (findings and impression):
-        weight = config.impression_weight if impression else 1.0
-        return [*ids, end_id(tokenizer)], [weight] * (len(ids) + 1)
     first = report_text("", impression) if impression_first else report_text(findings, "")
     split = _common_prefix(encode_report(tokenizer, first), ids)
     first_weight, second_weight = (config.impression_weight, 1.0) if impression_first else (1.0, config.impression_weight)
