@@ -28,7 +28,7 @@ import numpy as np
 
 from radllm.errors import RadllmError
 from radllm.generation.records import read_records
-from radllm.training.metrics import METRICS_FILENAME, _flatten as flatten_record
+from radllm.training.metrics import METRICS_FILENAME, flatten_record
 
 MAX_POINTS = 400
 #: (record kind, flattened key, chart title) of the fixed charts, in page order.

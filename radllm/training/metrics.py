@@ -62,7 +62,7 @@ class MetricsLog:
         self._file.flush()
 
     def _scalars(self, prefix: str, step: int, record: dict[str, Any]) -> None:
-        for key, value in _flatten(record).items():
+        for key, value in flatten_record(record).items():
             if isinstance(value, int | float) and key != "step":
                 self._writer.add_scalar(f"{prefix}/{key}", value, step)
 
@@ -73,11 +73,12 @@ class MetricsLog:
             self._file.close()
 
 
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_record(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A metrics.jsonl record with nested sections as `section/key` names (tensorboard tags, report.html curves)."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}/"))
+            out.update(flatten_record(value, f"{prefix}{key}/"))
         else:
             out[f"{prefix}{key}"] = value
     return out
