@@ -172,8 +172,11 @@ def test_unnamed_and_named_predictions_score_identically(shards) -> None:
     args = ["--ref", str(root / "refs.jsonl"), "--no-meteor"]
     assert main(["evaluate", "--pred", str(pred), "--pred", f"nearest={pred}", "--out", str(root / "both"), *args]) == 0
     metrics = json.loads((root / "both" / "metrics.json").read_text())
-    plain = {k: v for k, v in metrics.items() if k.startswith("report/") and not k.startswith("report/nearest/")}
-    assert plain and all(metrics[k.replace("report/", "report/nearest/", 1)] == v for k, v in plain.items())
+    own = [k for k in metrics if k.startswith("report/") and not k.startswith(("report/nearest/", "report/diff/"))]
+    assert own and all(metrics[k.replace("report/", "report/nearest/", 1)] == metrics[k] for k in own)
+    # The same records on both sides: the paired difference and its interval are exactly 0.
+    diff = "report/diff/nearest/ce_f1_micro_present"
+    assert [metrics[diff], metrics[f"{diff}/ci_low"], metrics[f"{diff}/ci_high"]] == [0.0, 0.0, 0.0]
 
 
 def test_bad_prediction_names_are_errors(shards, capsys) -> None:
