@@ -66,8 +66,8 @@ def clean_reports(setup):
 def test_report_records_follow_the_contract(clean_reports):
     assert [r["study_id"] for r in clean_reports] == [f"study{i:03d}" for i in range(N_STUDIES)]
     for record in clean_reports:
-        assert set(record) == {"task", "study_id", "report", "views", "decoding"}
-        assert record["task"] == "report" and record["views"] == ["PA"] and record["report"]
+        assert set(record) == {"task", "study_id", "report", "views", "decoding", "cfg_scale"}
+        assert record["task"] == "report" and record["views"] == ["PA"] and record["report"] and record["cfg_scale"] == 1.0
         assert record["decoding"] == {"strategy": "greedy", "max_new_tokens": 12, "min_new_tokens": 0}
 
 
@@ -178,9 +178,20 @@ def prepare_job_for(setup, out, *extra: str):
 def test_resuming_with_other_decoding_settings_is_refused(setup, clean_reports, capsys):
     out = setup["root"] / "clean.jsonl"
     before = out.read_bytes()
-    assert main(report_args(setup, setup["manifest"], out, "--strategy", "sample")) == 2
-    assert "holds records made with" in capsys.readouterr().err
-    assert out.read_bytes() == before
+    for other in (["--strategy", "sample"], ["--cfg-scale", "2"]):
+        assert main(report_args(setup, setup["manifest"], out, *other)) == 2
+        assert "holds records made with" in capsys.readouterr().err
+        assert out.read_bytes() == before
+
+
+def test_guided_reports_are_recorded_with_their_scale_and_differ_from_unguided(setup, clean_reports, tmp_path):
+    # The exact guided tokens are checked against a cache-free reference in test_generation_decode.
+    out = tmp_path / "guided.jsonl"
+    assert main(report_args(setup, setup["manifest"], out, "--cfg-scale", "3")) == 0
+    guided = read_jsonl(out)
+    assert [r["study_id"] for r in guided] == [r["study_id"] for r in clean_reports]
+    assert all(r["cfg_scale"] == 3.0 for r in guided)
+    assert [r["report"] for r in guided] != [r["report"] for r in clean_reports]
 
 
 def test_resume_after_a_different_world_size(setup, clean_reports, tmp_path):
@@ -285,7 +296,8 @@ def test_sigkill_mid_run_then_resume(setup, clean_reports, tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["other_vq", "no_spec", "vocab_mismatch", "text_input_for_reports", "bad_template", "bad_observation", "beam_for_images", "missing_input"],
+    ["other_vq", "no_spec", "vocab_mismatch", "text_input_for_reports", "bad_template", "bad_observation", "beam_for_images", "missing_input",
+     "guided_beam", "negative_scale"],
 )
 def test_bad_inputs_are_clear_errors(setup, tmp_path, capsys, case):
     args = report_args(setup, setup["manifest"], tmp_path / "out.jsonl")
@@ -298,6 +310,8 @@ def test_bad_inputs_are_clear_errors(setup, tmp_path, capsys, case):
         "bad_observation": "unknown observation",
         "beam_for_images": "invalid choice",
         "missing_input": "no such file or directory",
+        "guided_beam": "--cfg-scale with --strategy beam",
+        "negative_scale": "--cfg-scale -1.0",
     }[case]
     if case == "other_vq":
         args[args.index("--vq") + 1] = str(make_vq_dir(tmp_path / "vq2", seed=1))
@@ -322,6 +336,10 @@ def test_bad_inputs_are_clear_errors(setup, tmp_path, capsys, case):
         args = base_args(setup, "images", setup["manifest"], tmp_path / "img", "--strategy", "beam")
     elif case == "missing_input":
         args[args.index("--input") + 1] = str(tmp_path / "nothing.jsonl")
+    elif case == "guided_beam":
+        args += ["--strategy", "beam", "--cfg-scale", "2"]
+    elif case == "negative_scale":
+        args += ["--cfg-scale", "-1"]
     if case == "beam_for_images":
         with pytest.raises(SystemExit) as exc:
             main(args)

@@ -19,7 +19,7 @@ from radllm.generation.kv_cache import GrowingCache
 from radllm.generation.decode import decode_image, decode_text, guided_logits, left_pad, positions, score_continuations
 from radllm.generation.model import load_generator
 from radllm.generation.sampling import DecodingConfig, draw, filter_logits, sample_generators
-from radllm.tasks import image_generation_prompt, report_generation_prompt, unconditional_image_prompt
+from radllm.tasks import image_generation_prompt, report_generation_prompt, unconditional_image_prompt, unconditional_report_prompt
 from tokenizer_fixtures import CORPUS
 
 
@@ -280,6 +280,49 @@ def test_cfg_greedy_matches_cache_free_reference(gen):
             assert code == int(ours[row, step]), f"row {row} step {step}"
             c_ids.append(spec.token_offset + code)
             u_ids.append(spec.token_offset + code)
+
+
+def guided_text_reference(gen, cond, uncond, allowed, eos, scale, max_new_tokens):
+    """Guided greedy report decoding with full forwards, one prompt and one branch at a time."""
+    blocked = torch.where(allowed, 0.0, float("-inf"))
+    outputs = []
+    for c_ids, u_ids in zip(cond, uncond):
+        c_ids, u_ids, row = list(c_ids), list(u_ids), []
+        for _ in range(max_new_tokens):
+            with torch.no_grad():
+                c = gen.model(torch.tensor([c_ids])).logits[0, -1].float()
+                u = gen.model(torch.tensor([u_ids])).logits[0, -1].float()
+            token = int(torch.argmax(u + scale * (c - u) + blocked))
+            if token == eos:
+                break
+            row.append(token)
+            c_ids.append(token)
+            u_ids.append(token)
+        outputs.append(row)
+    return outputs
+
+
+def test_guided_report_decoding_matches_cache_free_reference_as_rows_finish(gen):
+    prompts = report_prompts(gen, 4, seed=3)
+    stages = [1, 1, 2, 2]  # report_prompts alternates stages in pairs
+    uncond = [unconditional_report_prompt(gen.tokenizer, gen.spec, stage, template=i % 5) for i, stage in zip(range(4), stages)]
+    allowed = report_token_mask(gen.tokenizer, gen.spec, gen.vocab_size)
+    config, scale = DecodingConfig(max_new_tokens=12), 2.0
+    unguided = decode_text(gen.model, prompts, allowed=allowed, eos_id=gen.tokenizer.eos_token_id, pad_id=gen.pad_id, config=config)
+    probe = decode_text(gen.model, prompts, allowed=allowed, eos_id=gen.tokenizer.eos_token_id, pad_id=gen.pad_id, config=config,
+                        unconditional_prompts=uncond, cfg_scale=scale)
+    assert probe != unguided
+    eos = probe[1][3]  # a token the guided rows emit: some rows end early, and leave the batch with their twins
+    ours = decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config,
+                       unconditional_prompts=uncond, cfg_scale=scale)
+    assert len({len(row) for row in ours}) > 1
+    assert ours == guided_text_reference(gen, prompts, uncond, allowed, eos, scale, 12)
+    kept = decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config,
+                       unconditional_prompts=uncond, cfg_scale=scale, stop_together=lambda done: done)
+    assert kept == ours
+    same = decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config,
+                       unconditional_prompts=uncond, cfg_scale=1.0)
+    assert same == decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config)
 
 
 def test_answer_scores_match_full_forward(gen):

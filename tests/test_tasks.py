@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from radllm.tasks import (
     select_input_views,
     text_lm,
     unconditional_image_prompt,
+    unconditional_report_prompt,
     vqa,
     vqa_prompt,
     vqa_questions,
@@ -246,6 +248,33 @@ def test_cfg_drop_fraction_matches_config(tokenizer, spec, make_rng):
     for p, expect in ((0.0, False), (1.0, True)):
         (ex,) = image_generation(study, tokenizer, spec, rng, TaskMixConfig(stage=1, cfg_drop_prob=p))
         assert (ex.input_ids[: prompt_len(ex)] == unconditional) is expect
+
+
+def test_report_drop_replaces_the_images_by_an_empty_block_and_keeps_the_target(tokenizer, spec):
+    study = make_study(tokenizer)
+    config = TaskMixConfig(stage=2, report_drop_prob=0.3, report_format="impression_first", impression_weight=2.0)
+    (kept,) = report_generation(study, tokenizer, spec, random.Random(0), replace(config, report_drop_prob=0.0))
+    unconditional = {tuple(unconditional_report_prompt(tokenizer, spec, 2, t)) for t in range(len(REPORT_INSTRUCTIONS))}
+    assert all(list(p[:3]) == [tokenizer.bos_token_id, spec.boi_id, spec.eoi_id] for p in unconditional)
+    rng, n, dropped = random.Random(5), 2000, 0
+    for _ in range(n):
+        (ex,) = report_generation(study, tokenizer, spec, rng, config)
+        prompt = ex.input_ids[: prompt_len(ex)]
+        if tuple(prompt) in unconditional:
+            dropped += 1
+            assert not any(spec.token_offset <= t < spec.token_offset + spec.codebook_size for t in prompt)
+        else:
+            assert len(decode_image_blocks(prompt, spec)) == len(study.image_codes)
+        assert response_of(ex) == response_of(kept)  # same report ids and weights either way
+    assert abs(dropped / n - 0.3) < 0.035  # binomial sd = 0.010
+    assert unconditional_report_prompt(tokenizer, spec, 1) == [tokenizer.bos_token_id, spec.boi_id, spec.eoi_id]
+    # Off by default, and off it draws nothing: the rng stream of existing runs is unchanged.
+    a, b = random.Random(9), random.Random(9)
+    report_generation(study, tokenizer, spec, a, replace(config, report_drop_prob=0.0))
+    report_generation(study, tokenizer, spec, b, TaskMixConfig(stage=2, report_format="impression_first", impression_weight=2.0))
+    assert a.random() == b.random()
+    with pytest.raises(RadllmError, match="tasks.report_drop_prob"):
+        TaskMixConfig(report_drop_prob=1.5).validate()
 
 
 def test_unconditional_and_conditional_prompts_are_exactly_the_training_prompts(tokenizer, spec):

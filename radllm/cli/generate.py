@@ -1,6 +1,7 @@
 """`radllm generate {reports,images,vqa}`: offline batch generation with an exported model.
 
     radllm generate reports --model runs/demo/model --vq runs/demo/vq --input data/manifest.jsonl --out preds.jsonl
+    radllm generate reports ... --cfg-scale 2     # guided by the empty-image branch (tasks.report_drop_prob)
     radllm generate images  --model runs/demo/model --vq runs/demo/vq --input reports.txt --out gen/ --cfg-scale 4
     radllm generate vqa     --model runs/demo/model --vq runs/demo/vq --input runs/demo/shards --split test --out vqa.jsonl
 
@@ -73,6 +74,9 @@ def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
     if task == "images":
         parser.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale (1 = no guidance; default 4)")
         return
+    parser.add_argument("--cfg-scale", type=float, default=1.0,
+                        help="report guidance: next-token scores moved away from the model's report for an empty image "
+                             "(1 = no guidance; needs a model trained with tasks.report_drop_prob > 0)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest report in tokens (default 256)")
     parser.add_argument("--min-new-tokens", type=int, default=0, help="eos is forbidden before this many tokens (default 0)")
     parser.add_argument("--num-beams", type=int, default=4, help="beams for --strategy beam (default 4)")

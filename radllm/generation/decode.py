@@ -100,6 +100,8 @@ def decode_text(
     config: DecodingConfig,
     generators: Sequence[torch.Generator] | None = None,
     stop_together: Callable[[bool], bool] | None = None,
+    unconditional_prompts: Sequence[Sequence[int]] | None = None,
+    cfg_scale: float = 1.0,
 ) -> list[list[int]]:
     """Greedy or sampled continuation of every prompt until eos or `config.max_new_tokens`.
 
@@ -110,20 +112,32 @@ def decode_text(
             module docstring): called after each step with whether all of this process's rows
             have ended; decoding stops only when it returns True (or at `max_new_tokens`).
             Rows that ended stay in the batch, fed eos, and emit nothing more.
+        unconditional_prompts: classifier-free guidance, as in `decode_image`: row i's
+            unconditional prompt runs in the same batch (the second half), the next token is
+            chosen from `guided_logits(c_i, u_i, cfg_scale)` and fed to both rows, and a row
+            leaves the batch together with its unconditional twin.
 
     Returns:
         Generated ids per prompt, eos excluded.
     """
-    batch = CachedBatch(model, prompts, pad_id, config.max_new_tokens)
+    n = len(prompts)
+    guided = unconditional_prompts is not None
+    if guided and len(unconditional_prompts) != n:
+        raise ValueError(f"{len(unconditional_prompts)} unconditional prompts for {n} conditional ones")
+    batch = CachedBatch(model, [*prompts, *(unconditional_prompts or ())], pad_id, config.max_new_tokens)
     blocked = torch.where(allowed.to(model.device), 0.0, float("-inf"))  # [V]
     early = blocked.clone()
     early[eos_id] = float("-inf")  # before min_new_tokens eos is forbidden too
     outputs: list[list[int]] = [[] for _ in prompts]
-    rows = torch.arange(len(prompts))  # original index of each live row
+    rows = torch.arange(n)  # original index of each live row
     live_generators = list(generators) if generators is not None else None
-    ended = torch.zeros(len(prompts), dtype=torch.bool, device=model.device)  # stop_together only
+    ended = torch.zeros(n, dtype=torch.bool, device=model.device)  # stop_together only
     for step in range(config.max_new_tokens):
-        scores = batch.logits + (early if step < config.min_new_tokens else blocked)
+        logits = batch.logits
+        if guided:
+            live = rows.numel()
+            logits = guided_logits(logits[:live], logits[live:], cfg_scale)
+        scores = logits + (early if step < config.min_new_tokens else blocked)
         tokens = choose(scores, config, live_generators)  # [b]
         if stop_together is not None:
             tokens = tokens.masked_fill(ended, eos_id)  # ended rows only keep the batch's shape
@@ -141,11 +155,12 @@ def decode_text(
             if keep.numel() == 0:
                 break
             if keep.numel() < rows.numel():
-                batch.select(keep.to(model.device))
+                twins = torch.cat([keep, keep + rows.numel()]) if guided else keep
+                batch.select(twins.to(model.device))
                 rows, tokens = rows[keep.cpu()], tokens[keep]
                 if live_generators is not None:
                     live_generators = [live_generators[i] for i in keep.tolist()]
-        batch.step(tokens)
+        batch.step(torch.cat([tokens, tokens]) if guided else tokens)
     return outputs
 
 

@@ -10,6 +10,8 @@ all of them, and calls `merge` on one.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -47,7 +49,7 @@ class GenerateRequest:
     template: int = 0  # stage-2 instruction / VQA question phrasing index
     max_views: int = 2
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
-    cfg_scale: float = 1.0  # images only
+    cfg_scale: float = 1.0  # images and reports (1 = no guidance)
     observations: Sequence[str] = OBSERVATIONS  # vqa only
     questions: Path | None = None  # vqa only: JSONL of questions instead of the templates
     shuffle_images: int | None = None  # reports/vqa: seed of the shuffled-image control (radllm.generation.shuffle)
@@ -68,10 +70,14 @@ class GenerateRequest:
             images.check_decoding(self.decoding)
             if self.vq is None:
                 raise RadllmError("generate images needs --vq VQ_DIR to decode codes into PNGs")
-            if self.cfg_scale < 0:
-                raise RadllmError(f"--cfg-scale {self.cfg_scale}; expected >= 0 (1 = no guidance)")
         elif self.decoding.strategy == "beam" and self.task != "reports":
             raise RadllmError("beam search is for report generation")
+        if not (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
+            raise RadllmError(f"--cfg-scale {self.cfg_scale}; expected a finite scale >= 0 (1 = no guidance)")
+        if self.cfg_scale != 1.0 and self.task == "vqa":
+            raise RadllmError("--cfg-scale guides generated reports and images; VQA answers are scored, not generated")
+        if self.cfg_scale != 1.0 and self.decoding.strategy == "beam":
+            raise RadllmError("--cfg-scale with --strategy beam is not supported; use greedy or sampled decoding")
         if self.shuffle_images is not None and self.task == "images":
             raise RadllmError("--shuffle-images is a control for reports and VQA (image generation has no input image)")
         if self.shuffle_images is not None and self.shuffle_images < 0:
@@ -135,8 +141,9 @@ def prepare_job(request: GenerateRequest) -> Job:
         studies = shuffle_images(studies, r.shuffle_images)
     if r.task == "reports":
         job = Job(r, gen, reports.units(studies), reports.record_key,
-                  partial(reports.process, gen, decoding=r.decoding, stage=r.stage, template=r.template, max_views=r.max_views),
-                  {"decoding": r.decoding.describe()})
+                  partial(reports.process, gen, decoding=r.decoding, stage=r.stage, template=r.template, max_views=r.max_views,
+                          cfg_scale=r.cfg_scale),
+                  {"decoding": r.decoding.describe(), "cfg_scale": r.cfg_scale})
     else:
         if r.questions is not None:
             units = vqa.question_units(studies, r.questions)

@@ -10,7 +10,7 @@ from radllm.tasks.config import IMAGE_GENERATION, REPORT_GENERATION, TASK_NAMES,
 from radllm.tasks.example import IGNORE_INDEX, TaskExample, prompt_response_example
 from radllm.tasks.image_generation import image_generation, image_generation_prompt, unconditional_image_prompt
 from radllm.tasks.mix import TASKS, TaskMixer, study_rng
-from radllm.tasks.report_generation import report_generation, report_generation_prompt
+from radllm.tasks.report_generation import report_generation, report_generation_prompt, unconditional_report_prompt
 from radllm.tasks.templates import ANSWERS, LABEL_OF_ANSWER, vqa_questions
 from radllm.tasks.text_lm import text_lm
 from radllm.tasks.tokens import end_id, image_block, start_id
@@ -38,6 +38,7 @@ __all__ = [
     "prompt_response_example",
     "report_generation",
     "report_generation_prompt",
+    "unconditional_report_prompt",
     "select_input_views",
     "select_target_view",
     "start_id",

@@ -40,6 +40,10 @@ class TaskMixConfig:
     stage: int = 1  # 1: plain image<->report pairs; 2: instruction templates
     weights: dict[str, float] = field(default_factory=_default_weights)
     cfg_drop_prob: float = 0.1  # fraction of image-generation examples whose report is dropped
+    # Fraction of report-generation examples whose image blocks are dropped (the same report after
+    # the bare prompt): the unconditional branch of report guidance (`radllm generate reports
+    # --cfg-scale`), which raises the findings the image supports above the normal template.
+    report_drop_prob: float = 0.0
     max_views: int = 2  # image blocks per study at most (frontal views first)
     vqa_questions_per_study: int = 1  # VQA examples drawn per study (from its non-blank labels)
     # Report targets (report_generation). The image decides the impression; the findings prose is
@@ -62,8 +66,10 @@ class TaskMixConfig:
             raise RadllmError(f"tasks.weights: negative weight(s) {negative}; weights must be >= 0")
         if sum(self.weights.values()) <= 0:
             raise RadllmError(f"tasks.weights = {dict(self.weights)}: at least one task needs a positive weight")
-        if not 0.0 <= self.cfg_drop_prob <= 1.0:
-            raise RadllmError(f"tasks.cfg_drop_prob = {self.cfg_drop_prob}; expected a probability in [0, 1]")
+        for key in ("cfg_drop_prob", "report_drop_prob"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise RadllmError(f"tasks.{key} = {value}; expected a probability in [0, 1]")
         if self.max_views < 1:
             raise RadllmError(f"tasks.max_views = {self.max_views}; expected at least 1")
         if self.vqa_questions_per_study < 1:

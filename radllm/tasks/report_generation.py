@@ -4,6 +4,13 @@ Prompt: start token, one image block per input view, and in stage 2 an instructi
 `REPORT_INSTRUCTIONS`. Response: the report's token ids and eos. Generation builds the prompt
 with `report_generation_prompt` on `select_input_views(views, max_views)` of a study.
 
+Unconditional prompt (a `tasks.report_drop_prob` fraction of examples): the image blocks are
+replaced by one empty block, ``<boi><eoi>`` (an image that shows nothing, distinct from the
+text-only LM's bare start token). Guided decoding (`radllm generate reports --cfg-scale`) runs
+`unconditional_report_prompt` beside every conditional prompt and moves each next-token score
+away from what the report would say without the image: the same classifier-free guidance as
+report -> image, here in the image -> report direction.
+
 The response follows `tasks.report_format` (sections as written, or impression first), weighs the
 impression's tokens by `tasks.impression_weight` and corrupts a `tasks.word_dropout` fraction of
 its teacher-forced inputs (`report_response`); with the defaults it is exactly the shard's
@@ -21,7 +28,7 @@ from radllm.data.sample import TokenizedStudy
 from radllm.report_text import report_text, split_report_text
 from radllm.tasks.config import AS_WRITTEN, IMPRESSION_FIRST, REPORT_GENERATION, TaskMixConfig, check_stage
 from radllm.tasks.example import TaskExample, drop_words, prompt_response_example
-from radllm.tasks.randomness import Rng
+from radllm.tasks.randomness import Rng, draw_unit
 from radllm.tasks.study import checked_views
 from radllm.tasks.templates import REPORT_INSTRUCTIONS, pick_template
 from radllm.tasks.tokens import end_id, image_blocks, report_token_ids, start_id
@@ -49,6 +56,17 @@ def report_generation_prompt(
     if not image_codes:
         raise ValueError("a report prompt needs at least one image")
     ids = [start_id(tokenizer), *image_blocks(image_codes, spec)]
+    if stage == 2:
+        ids.extend(encode_report(tokenizer, pick_template(REPORT_INSTRUCTIONS, template)))
+    return ids
+
+
+def unconditional_report_prompt(
+    tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, stage: int, template: int | Rng | None = None
+) -> list[int]:
+    """Prompt ids of the dropped-image branch: start, ``<boi><eoi>``, and in stage 2 the instruction."""
+    check_stage(stage)
+    ids = [start_id(tokenizer), spec.boi_id, spec.eoi_id]
     if stage == 2:
         ids.extend(encode_report(tokenizer, pick_template(REPORT_INSTRUCTIONS, template)))
     return ids
@@ -100,8 +118,11 @@ def report_generation(
     response, weights = report_response(study, tokenizer, spec, config)
     if not views or len(response) < 2:  # eos alone: the study has no report text
         return []
-    chosen = select_input_views(views, config.max_views)
-    prompt = report_generation_prompt([study.image_codes[i] for i in chosen], tokenizer, spec, config.stage, rng)
+    if config.report_drop_prob > 0 and draw_unit(rng) < config.report_drop_prob:
+        prompt = unconditional_report_prompt(tokenizer, spec, config.stage, rng)
+    else:
+        chosen = select_input_views(views, config.max_views)
+        prompt = report_generation_prompt([study.image_codes[i] for i in chosen], tokenizer, spec, config.stage, rng)
     example = prompt_response_example(prompt, response, REPORT_GENERATION, study.key, weights)
     if config.word_dropout > 0:
         example = drop_words(example, len(prompt), config.word_dropout, rng, spec.text_vocab_size, set(tokenizer.all_special_ids))

@@ -107,7 +107,7 @@ def with_donor_input(study: TokenizedStudy, donor: TokenizedStudy, task: str) ->
 
 def scoring_config(tasks: TaskMixConfig) -> TaskMixConfig:
     """The run's task options without training-time noise: no CFG condition drop, no word dropout."""
-    return replace(tasks, cfg_drop_prob=0.0, word_dropout=0.0)
+    return replace(tasks, cfg_drop_prob=0.0, report_drop_prob=0.0, word_dropout=0.0)
 
 
 def _targets(examples: Sequence[TaskExample]) -> list[list[int]]:
