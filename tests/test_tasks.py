@@ -215,9 +215,12 @@ def test_stage2_report_instructions_vary_with_rng_and_match_prompt_builder(token
         check_response_only_loss(ex)
         seen[candidates.index(ex.input_ids[: prompt_len(ex)])] += 1  # raises if not a builder prompt
     assert set(seen) == set(range(len(REPORT_INSTRUCTIONS)))
+    # Stage 2 = stage 1 with the instruction between the start token and the images, so the
+    # report follows the image block directly in both stages.
     stage1 = report_generation_prompt(study.image_codes, tokenizer, spec, 1, random.Random(0))
-    assert candidates[0][: len(stage1)] == stage1
-    assert tokenizer.decode(candidates[0][len(stage1) :]) == REPORT_INSTRUCTIONS[0]
+    images = stage1[1:]
+    assert candidates[0][0] == stage1[0] and candidates[0][-len(images) :] == images
+    assert tokenizer.decode(candidates[0][1 : -len(images)]) == REPORT_INSTRUCTIONS[0]
 
 
 # --- image generation ----------------------------------------------------------------------------
@@ -255,7 +258,7 @@ def test_report_drop_replaces_the_images_by_an_empty_block_and_keeps_the_target(
     config = TaskMixConfig(stage=2, report_drop_prob=0.3, report_format="impression_first", impression_weight=2.0)
     (kept,) = report_generation(study, tokenizer, spec, random.Random(0), replace(config, report_drop_prob=0.0))
     unconditional = {tuple(unconditional_report_prompt(tokenizer, spec, 2, t)) for t in range(len(REPORT_INSTRUCTIONS))}
-    assert all(list(p[:3]) == [tokenizer.bos_token_id, spec.boi_id, spec.eoi_id] for p in unconditional)
+    assert all(p[0] == tokenizer.bos_token_id and list(p[-2:]) == [spec.boi_id, spec.eoi_id] for p in unconditional)
     rng, n, dropped = random.Random(5), 2000, 0
     for _ in range(n):
         (ex,) = report_generation(study, tokenizer, spec, rng, config)
@@ -332,7 +335,8 @@ def test_vqa_asks_only_labelled_observations_and_answers_from_labels(tokenizer, 
         check_response_only_loss(ex)
         n = prompt_len(ex)
         assert len(decode_image_blocks(ex.input_ids[:n], spec)) == 2
-        question = tokenizer.decode(ex.input_ids[ex.input_ids.index(spec.eoi_id, ex.input_ids.index(spec.eoi_id) + 1) + 1 : n]).strip()
+        assert ex.input_ids[n - 1] == spec.eoi_id  # the answer follows the images; the question precedes them
+        question = tokenizer.decode(ex.input_ids[1 : ex.input_ids.index(spec.boi_id)]).strip()
         (name,) = [obs for obs in OBSERVATIONS if question in vqa_questions(obs)]
         assert ex.input_ids[:n] == vqa_prompt(study.image_codes, question, tokenizer, spec)
         answer = tokenizer.decode(ex.input_ids[n:-1])
@@ -350,7 +354,7 @@ def test_vqa_one_question_per_study_draws_varied_phrasings(tokenizer, spec):
     questions = set()
     for _ in range(60):
         (ex,) = vqa(study, tokenizer, spec, rng, TaskMixConfig())
-        questions.add(tokenizer.decode(ex.input_ids[ex.input_ids.index(spec.eoi_id) + 1 : prompt_len(ex)]).strip())
+        questions.add(tokenizer.decode(ex.input_ids[1 : ex.input_ids.index(spec.boi_id)]).strip())
     assert questions == set(vqa_questions("Pneumothorax"))
 
 
@@ -509,9 +513,9 @@ def test_every_task_round_trips_through_a_real_extended_tokenizer(tmp_path_facto
     n = prompt_len(report_ex)
     assert report_ex.input_ids[0] == start
     assert decode_report(tok, report_ex.input_ids[n:]) == text and report_ex.input_ids[-1] == tok.eos_token_id
-    block = report_ex.input_ids[1 : 3 + spec.tokens_per_image]
+    block = report_ex.input_ids[n - 2 - spec.tokens_per_image : n]
     np.testing.assert_array_equal(image_codes_from_ids(spec, block), study.image_codes[0])
-    assert decode_report(tok, report_ex.input_ids[3 + spec.tokens_per_image : n]).strip() in {t.strip() for t in REPORT_INSTRUCTIONS}
+    assert decode_report(tok, report_ex.input_ids[1 : n - 2 - spec.tokens_per_image]).strip() in {t.strip() for t in REPORT_INSTRUCTIONS}
 
     (image_ex,) = image_generation(study, tok, spec, random.Random(0), config)
     prompt = image_ex.input_ids[: prompt_len(image_ex)]

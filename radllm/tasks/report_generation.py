@@ -1,7 +1,11 @@
 """Report generation (image codes → report).
 
-Prompt: start token, one image block per input view, and in stage 2 an instruction from
-`REPORT_INSTRUCTIONS`. Response: the report's token ids and eos. Generation builds the prompt
+Prompt: start token, in stage 2 an instruction from `REPORT_INSTRUCTIONS`, then one image block
+per input view. Response: the report's token ids and eos. The report follows the image block
+directly in both stages (the instruction comes first, as in image generation and VQA), so what
+stage 1 learns about reading the image carries over to stage 2 unchanged; with the instruction
+between image and report, stage 2 started from a model whose reading no longer applied (own-image
+report NLL gain 3.0 nats at the end of the demo's stage 1, 0.9 after 40 stage-2 steps). Generation builds the prompt
 with `report_generation_prompt` on `select_input_views(views, max_views)` of a study.
 
 Unconditional prompt (a `tasks.report_drop_prob` fraction of examples): the image blocks are
@@ -48,14 +52,19 @@ def report_generation_prompt(
 
     Args:
         image_codes: [grid_h, grid_w] code arrays, in the order they are shown.
-        stage: 1 (image blocks only) or 2 (image blocks + instruction).
+        stage: 1 (image blocks only) or 2 (instruction, then image blocks).
         template: stage-2 instruction: index into `REPORT_INSTRUCTIONS`, an rng to draw one, or
             None for the first. Ignored in stage 1.
     """
     check_stage(stage)
     if not image_codes:
         raise ValueError("a report prompt needs at least one image")
-    ids = [start_id(tokenizer), *image_blocks(image_codes, spec)]
+    return [*_report_prompt_start(tokenizer, stage, template), *image_blocks(image_codes, spec)]
+
+
+def _report_prompt_start(tokenizer: PreTrainedTokenizerBase, stage: int, template: int | Rng | None) -> list[int]:
+    """Start token and (stage 2) the instruction: what precedes the image blocks."""
+    ids = [start_id(tokenizer)]
     if stage == 2:
         ids.extend(encode_report(tokenizer, pick_template(REPORT_INSTRUCTIONS, template)))
     return ids
@@ -64,12 +73,9 @@ def report_generation_prompt(
 def unconditional_report_prompt(
     tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, stage: int, template: int | Rng | None = None
 ) -> list[int]:
-    """Prompt ids of the dropped-image branch: start, ``<boi><eoi>``, and in stage 2 the instruction."""
+    """Prompt ids of the dropped-image branch: start, in stage 2 the instruction, ``<boi><eoi>``."""
     check_stage(stage)
-    ids = [start_id(tokenizer), spec.boi_id, spec.eoi_id]
-    if stage == 2:
-        ids.extend(encode_report(tokenizer, pick_template(REPORT_INSTRUCTIONS, template)))
-    return ids
+    return [*_report_prompt_start(tokenizer, stage, template), spec.boi_id, spec.eoi_id]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -7,7 +7,8 @@ phrasings at the end instead.
 
 Stage-1 examples carry no instructions at all (plain image↔report pairs). Stage-2 examples wrap
 the same pairs in an instruction drawn from these banks. VQA questions are their own
-instruction and look the same in both stages.
+instruction and look the same in both stages. Every instruction and question comes before the
+image or report it is about, so the response always follows its input directly.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import numpy as np
 from radllm.labels import OBSERVATIONS
 from radllm.tasks.randomness import Rng, draw_index
 
-#: Stage 2, report generation: follows the image block(s), then the report is the response.
+#: Stage 2, report generation: precedes the image block(s), then the report is the response.
 REPORT_INSTRUCTIONS: tuple[str, ...] = (
     "Write the radiology report for this chest X-ray.\n",
     "Describe the findings and impression of this chest radiograph.\n",
-    "Generate a report for the chest X-ray above.\n",
+    "Generate a report for the following chest X-ray.\n",
     "What does this chest X-ray show? Write a full report.\n",
     "Provide the findings and impression for this study.\n",
 )

@@ -4,7 +4,8 @@ For each observation with a non-blank label, a question phrasing from `VQA_QUEST
 asked; the answer is `ANSWERS[label]` ("yes" / "no" / "uncertain"). Blank labels produce no
 question: "not mentioned" is not a reliable "no".
 
-Prompt: start, image blocks of the input views, ids(question + "\\n").
+Prompt: start, ids(question + "\\n"), image blocks of the input views: the question first, so
+the model reads the image knowing what it is asked, and the answer follows the image directly.
 Response: ids(answer), eos. `answer_ids` gives the response of each answer so evaluation can
 score all three by likelihood.
 """
@@ -41,7 +42,7 @@ def vqa_prompt(
         raise ValueError("a VQA prompt needs at least one image")
     if not question.strip():
         raise ValueError("a VQA prompt needs a non-empty question")
-    return [start_id(tokenizer), *image_blocks(image_codes, spec), *encode_report(tokenizer, question + QUESTION_SUFFIX)]
+    return [start_id(tokenizer), *encode_report(tokenizer, question + QUESTION_SUFFIX), *image_blocks(image_codes, spec)]
 
 
 def answer_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
