@@ -92,7 +92,7 @@ def test_stop_together_keeps_rows_emits_the_same_tokens_and_runs_as_many_forward
     allowed = report_token_mask(gen.tokenizer, gen.spec, gen.vocab_size)
     config = DecodingConfig(max_new_tokens=24)
     probe = decode_text(gen.model, prompts, allowed=allowed, eos_id=gen.tokenizer.eos_token_id, pad_id=gen.pad_id, config=config)
-    eos, prompts = probe[2][4], [prompts[1], prompts[2], prompts[4]]  # an eos these rows emit after 4 to 16 tokens
+    eos, prompts = probe[4][3], [prompts[2], prompts[4], prompts[5]]  # an eos these rows emit after 3 to 11 tokens
     dropping = decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config)
     longest = max(len(row) for row in dropping)
     assert min(len(row) for row in dropping) < longest < 23, "want rows ending at different steps, well before the limit"
