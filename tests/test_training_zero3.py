@@ -80,10 +80,12 @@ def run_a(artifacts, tmp_path_factory):
 
 
 #: Run A trains with every report-target option of the grounding curriculum, so the weighted
-#: objective and the corrupted inputs are checked against the reference too.
+#: objective, the corrupted inputs and the image-dropped report prompts are checked against the
+#: reference too.
 CURRICULUM = {
     "stage": 1, "weights": {"report_generation": 1.0, "image_generation": 1.0, "vqa": 0.0, "text_lm": 0.0},
     "report_format": "impression_first", "impression_weight": 3.0, "word_dropout": 0.1, "image_loss_weight": 0.5,
+    "report_drop_prob": 0.2,
 }
 
 
