@@ -270,15 +270,3 @@ def as_written_order(text: str) -> str:
     if not (stripped.startswith(_IMPRESSION_TAG) and _FINDINGS_TAG in stripped):
         return text
     return report_text(*split_report_text(stripped))
-
-
-def impression_first_order(text: str) -> str:
-    """The inverse of `as_written_order`: a report with both sections becomes ``IMPRESSION: …
-    FINDINGS: …``; any other text (one section, untagged, already impression first) is returned
-    unchanged. Image-generation prompts of a `tasks.report_format: impression_first` model read
-    the report in this order, in training and in `radllm generate images --report-format`.
-    """
-    findings, impression = split_report_text(text)
-    if not (findings and impression) or text.strip().startswith(_IMPRESSION_TAG):
-        return text
-    return report_text(findings, impression, impression_first=True)

@@ -26,7 +26,6 @@ from radllm.generation.records import part_files, part_path
 from radllm.generation.shuffle import derangement
 from radllm.imaging import load_image
 from radllm.imaging.png import to_uint8
-from radllm.report_text import impression_first_order
 from radllm.vq.checkpoint import load_vq
 from tokenizer_fixtures import make_vq_dir
 
@@ -103,7 +102,7 @@ def test_images_have_exactly_hw_codes_and_pngs_decoded_from_them(setup, tmp_path
     assert [r["study_id"] for r in records] == ["reports-1", "reports-3", "reports-4"]
     vq = load_vq(setup["vq"])
     for record in records:
-        assert set(record) == {"task", "study_id", "prompt", "image", "codes_shape", "codes", "cfg_scale", "seed", "report_format"}
+        assert set(record) == {"task", "study_id", "prompt", "image", "codes_shape", "codes", "cfg_scale", "seed"}
         assert record["codes_shape"] == [8, 8] and len(record["codes"]) == 64
         assert all(0 <= c < 16 for c in record["codes"]) and record["cfg_scale"] == 3.0
         with torch.no_grad():
@@ -112,22 +111,6 @@ def test_images_have_exactly_hw_codes_and_pngs_decoded_from_them(setup, tmp_path
         assert (to_uint8(png) == to_uint8(expected)).all()
     assert main(base_args(setup, "images", setup["manifest"], tmp_path / "from_manifest", "--cfg-scale", "1")) == 0
     assert [r["prompt"] for r in read_jsonl(tmp_path / "from_manifest" / "images.jsonl")][0].startswith("FINDINGS")
-
-
-def test_impression_first_image_prompts_equal_prompts_of_reordered_reports(setup, tmp_path):
-    greedy = ["--strategy", "greedy", "--cfg-scale", "2"]
-    out = tmp_path / "first"
-    assert main(base_args(setup, "images", setup["manifest"], out, "--report-format", "impression_first", *greedy)) == 0
-    records = read_jsonl(out / "images.jsonl")
-    assert all(r["report_format"] == "impression_first" for r in records)
-    reordered = [impression_first_order(r["prompt"]) for r in records]
-    assert sum(text != r["prompt"] for text, r in zip(reordered, records)) >= 2  # reports with both sections
-    reports_txt = tmp_path / "reordered.txt"
-    reports_txt.write_text("".join(text + "\n" for text in reordered))
-    assert main(base_args(setup, "images", reports_txt, tmp_path / "txt", *greedy)) == 0
-    assert [r["codes"] for r in read_jsonl(tmp_path / "txt" / "images.jsonl")] == [r["codes"] for r in records]
-    assert main(base_args(setup, "images", setup["manifest"], tmp_path / "written", *greedy)) == 0
-    assert [r["codes"] for r in read_jsonl(tmp_path / "written" / "images.jsonl")] != [r["codes"] for r in records]
 
 
 def test_vqa_records_from_templates_and_from_a_question_file(setup, tmp_path):

@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 
 from radllm.report_text import (
     as_written_order,
-    impression_first_order,
     clean_report,
     extract_sections,
     findings_and_impression,
@@ -158,11 +157,3 @@ def test_impression_first_format_round_trips_and_is_put_back_in_written_order():
     assert as_written_order(text) == "FINDINGS: Lungs clear. IMPRESSION: Normal."
     for unchanged in ("FINDINGS: Lungs clear. IMPRESSION: Normal.", "IMPRESSION: Normal.", "free text", ""):
         assert as_written_order(unchanged) == unchanged
-
-
-def test_impression_first_order_is_the_inverse_of_as_written_order():
-    written = "FINDINGS: Lungs clear. Heart normal. IMPRESSION: Normal chest."
-    assert impression_first_order(written) == "IMPRESSION: Normal chest. FINDINGS: Lungs clear. Heart normal."
-    assert as_written_order(impression_first_order(written)) == written
-    for unchanged in ("IMPRESSION: Normal chest. FINDINGS: Lungs clear.", "FINDINGS: Lungs clear.", "IMPRESSION: Normal.", "no tags at all", ""):
-        assert impression_first_order(unchanged) == unchanged

@@ -238,22 +238,6 @@ def test_image_generation_stage1_layout_targets_frontal_view(tokenizer, spec):
     check_response_only_loss(ex)
 
 
-def test_impression_first_image_prompts_read_the_report_impression_first(tokenizer, spec):
-    study = make_study(tokenizer, report=SECTIONED)
-    reordered = "IMPRESSION: Mild cardiomegaly. Small left pleural effusion. FINDINGS: The heart is normal in size. No pleural effusion."
-    for stage in (1, 2):
-        config = TaskMixConfig(stage=stage, cfg_drop_prob=0.0, report_format="impression_first")
-        (ex,) = image_generation(study, tokenizer, spec, random.Random(0), config)
-        assert ex.input_ids[: prompt_len(ex)] == image_generation_prompt(reordered, tokenizer, spec, stage, random.Random(0))
-        (plain,) = image_generation(study, tokenizer, spec, random.Random(0), replace(config, report_format="as_written"))
-        assert plain.input_ids[: prompt_len(plain)] == image_generation_prompt(study.report_ids, tokenizer, spec, stage, random.Random(0))
-        assert response_of(ex) == response_of(plain)
-    one_section = make_study(tokenizer, report="IMPRESSION: Mild cardiomegaly.")
-    config = TaskMixConfig(stage=1, cfg_drop_prob=0.0, report_format="impression_first")
-    (ex,) = image_generation(one_section, tokenizer, spec, random.Random(0), config)
-    assert ex.input_ids[: prompt_len(ex)] == [tokenizer.bos_token_id, *one_section.report_ids.tolist()]  # the shard's ids
-
-
 @pytest.mark.parametrize("make_rng", [random.Random, np.random.default_rng], ids=["random", "numpy"])
 def test_cfg_drop_fraction_matches_config(tokenizer, spec, make_rng):
     study = make_study(tokenizer)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from radllm.generation.sampling import STRATEGIES, DecodingConfig
 from radllm.labels import OBSERVATIONS
-from radllm.tasks.config import AS_WRITTEN, REPORT_FORMATS
 
 _INPUTS = {
     "reports": "manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images",
@@ -74,8 +73,6 @@ def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
     if task == "images":
         parser.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale (1 = no guidance; default 4)")
-        parser.add_argument("--report-format", choices=REPORT_FORMATS, default=AS_WRITTEN,
-                            help="order of the report in the prompt: the model's tasks.report_format (default as_written)")
         return
     parser.add_argument("--cfg-scale", type=float, default=1.0,
                         help="report guidance: next-token scores moved away from the model's report for an empty image "
@@ -99,8 +96,7 @@ def build_request(args: argparse.Namespace):
     return GenerateRequest(
         task=args.task, model=args.model, input=args.input, out=args.out, vq=args.vq, split=args.split, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, stage=args.stage, template=args.template, max_views=getattr(args, "max_views", 2),
-        decoding=decoding, cfg_scale=getattr(args, "cfg_scale", 1.0), report_format=getattr(args, "report_format", AS_WRITTEN),
-        observations=getattr(args, "observations", OBSERVATIONS),
+        decoding=decoding, cfg_scale=getattr(args, "cfg_scale", 1.0), observations=getattr(args, "observations", OBSERVATIONS),
         questions=getattr(args, "questions", None), shuffle_images=getattr(args, "shuffle_images", None), progress=not args.no_progress,
     )
 

@@ -2,8 +2,7 @@
 
 Record (one line of `OUT_DIR/images.jsonl`, the contract with `radllm evaluate`):
     {"task": "image", "study_id": str, "prompt": str (report text), "image": "images/<key>.png",
-     "codes_shape": [H, W], "codes": [H*W ints, raster order], "cfg_scale": float, "seed": int,
-     "report_format": "as_written" | "impression_first"}
+     "codes_shape": [H, W], "codes": [H*W ints, raster order], "cfg_scale": float, "seed": int}
 `image` is relative to the JSONL's folder. The PNG is written atomically before its record, so a
 record never points at a missing or partial image.
 
@@ -26,9 +25,7 @@ from radllm.generation.model import Generator
 from radllm.generation.plan import BatchResult, Unit, study_units
 from radllm.generation.sampling import DecodingConfig, sample_generators
 from radllm.imaging import save_png
-from radllm.report_text import impression_first_order
 from radllm.tasks import image_generation_prompt, unconditional_image_prompt
-from radllm.tasks.config import AS_WRITTEN, IMPRESSION_FIRST
 
 TASK = "image"
 INDEX_NAME = "images.jsonl"
@@ -47,20 +44,10 @@ def check_decoding(decoding: DecodingConfig) -> None:
 
 
 def generate_codes(
-    gen: Generator,
-    reports: Sequence[str],
-    keys: Sequence[str],
-    decoding: DecodingConfig,
-    cfg_scale: float,
-    stage: int,
-    template: int,
-    report_format: str = AS_WRITTEN,
+    gen: Generator, reports: Sequence[str], keys: Sequence[str], decoding: DecodingConfig, cfg_scale: float, stage: int, template: int
 ) -> torch.Tensor:
-    """Codes [B, H, W] for each report (one seeded generator per key); `report_format` is the
-    order the model read reports in during training (`tasks.report_format`)."""
+    """Codes [B, H, W] for each report (one seeded generator per key)."""
     spec = gen.spec
-    if report_format == IMPRESSION_FIRST:
-        reports = [impression_first_order(r) for r in reports]
     prompts = [image_generation_prompt(r, gen.tokenizer, spec, stage, template) for r in reports]
     unconditional = None
     if cfg_scale != 1.0:
@@ -74,23 +61,14 @@ def generate_codes(
     return codes.view(len(prompts), spec.grid_height, spec.grid_width)
 
 
-def process(
-    gen: Generator,
-    batch: Sequence[Unit],
-    out_dir: Path,
-    decoding: DecodingConfig,
-    cfg_scale: float,
-    stage: int,
-    template: int,
-    report_format: str = AS_WRITTEN,
-) -> BatchResult:
+def process(gen: Generator, batch: Sequence[Unit], out_dir: Path, decoding: DecodingConfig, cfg_scale: float, stage: int, template: int) -> BatchResult:
     """Generate, decode and save one batch of images; studies with an empty report are left out."""
     vq = gen.require_vq()
     ready = [u.study for u in batch if u.study.report.strip()]
     errors = [f"study {u.study.study_id}: empty report, nothing to draw" for u in batch if not u.study.report.strip()]
     if not ready:
         return BatchResult([], errors)
-    codes = generate_codes(gen, [s.report for s in ready], [s.study_id for s in ready], decoding, cfg_scale, stage, template, report_format)
+    codes = generate_codes(gen, [s.report for s in ready], [s.study_id for s in ready], decoding, cfg_scale, stage, template)
     with torch.inference_mode():
         pixels = vq.decode_codes(codes.to(gen.device)).cpu()  # [B, 1, S, S] in [0, 1]
     records = []
@@ -101,7 +79,6 @@ def process(
             {
                 "task": TASK, "study_id": study.study_id, "prompt": study.report, "image": relative,
                 "codes_shape": list(grid.shape), "codes": grid.flatten().tolist(), "cfg_scale": cfg_scale, "seed": decoding.seed,
-                "report_format": report_format,
             }
         )
     return BatchResult(records, errors)

@@ -26,7 +26,7 @@ from radllm.generation.records import KeyFn, existing_records, merge_parts
 from radllm.generation.sampling import DecodingConfig
 from radllm.generation.shuffle import shuffle_images, tag_records
 from radllm.labels import OBSERVATIONS
-from radllm.tasks.config import REPORT_FORMATS, STAGES
+from radllm.tasks.config import STAGES
 from radllm.tasks.templates import IMAGE_INSTRUCTIONS, REPORT_INSTRUCTIONS
 
 TASKS = ("reports", "images", "vqa")
@@ -50,7 +50,6 @@ class GenerateRequest:
     max_views: int = 2
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     cfg_scale: float = 1.0  # images and reports (1 = no guidance)
-    report_format: str = "as_written"  # images only: the report order the model was trained with (tasks.report_format)
     observations: Sequence[str] = OBSERVATIONS  # vqa only
     questions: Path | None = None  # vqa only: JSONL of questions instead of the templates
     shuffle_images: int | None = None  # reports/vqa: seed of the shuffled-image control (radllm.generation.shuffle)
@@ -73,8 +72,6 @@ class GenerateRequest:
                 raise RadllmError("generate images needs --vq VQ_DIR to decode codes into PNGs")
         elif self.decoding.strategy == "beam" and self.task != "reports":
             raise RadllmError("beam search is for report generation")
-        if self.report_format not in REPORT_FORMATS:
-            raise RadllmError(f"--report-format {self.report_format!r}; expected one of {list(REPORT_FORMATS)}")
         if not (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
             raise RadllmError(f"--cfg-scale {self.cfg_scale}; expected a finite scale >= 0 (1 = no guidance)")
         if self.cfg_scale != 1.0 and self.task == "vqa":
@@ -138,9 +135,8 @@ def prepare_job(request: GenerateRequest) -> Job:
     r = request
     if r.task == "images":
         return Job(r, gen, images.units(studies), images.record_key,
-                   partial(images.process, gen, out_dir=r.out, decoding=r.decoding, cfg_scale=r.cfg_scale, stage=r.stage, template=r.template,
-                           report_format=r.report_format),
-                   {"cfg_scale": r.cfg_scale, "seed": r.decoding.seed, "report_format": r.report_format})
+                   partial(images.process, gen, out_dir=r.out, decoding=r.decoding, cfg_scale=r.cfg_scale, stage=r.stage, template=r.template),
+                   {"cfg_scale": r.cfg_scale, "seed": r.decoding.seed})
     if r.shuffle_images is not None:  # over the whole input, before ranks split it
         studies = shuffle_images(studies, r.shuffle_images)
     if r.task == "reports":

@@ -9,11 +9,6 @@ Prompt (unconditional, a `cfg_drop_prob` fraction of examples):
 Response: ``<boi>``, the H×W image-token ids of the target view (first frontal, else view 0),
 ``<eoi>``. No eos follows: ``<eoi>`` ends an image.
 
-With `tasks.report_format: impression_first` the report in the prompt is impression first too
-(`impression_first_order`), as in the report targets: the short impression lists what the image
-must show at a fixed place, instead of scattered among negated template sentences, so the image
-tokens have one place to look. Generation takes the same order with `--report-format`.
-
 CFG sampling at generation time runs the model on `image_generation_prompt(...)` and on
 `unconditional_image_prompt(...)` for the same stage; these are the functions training uses, so
 both branches see exactly the prompts the model was trained on.
@@ -27,8 +22,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
-from radllm.report_text import impression_first_order
-from radllm.tasks.config import IMAGE_GENERATION, IMPRESSION_FIRST, TaskMixConfig, check_stage
+from radllm.tasks.config import IMAGE_GENERATION, TaskMixConfig, check_stage
 from radllm.tasks.example import TaskExample, prompt_response_example
 from radllm.tasks.randomness import Rng, draw_unit
 from radllm.tasks.study import checked_views
@@ -64,15 +58,6 @@ def image_generation_prompt(
     return [start_id(tokenizer), *encode_report(tokenizer, before), *report_ids, *encode_report(tokenizer, after)]
 
 
-def prompt_report(text: str, report_ids: Sequence[int], report_format: str) -> str | Sequence[int]:
-    """The report as an image prompt shows it: the shard's ids, or the text in impression-first
-    order when `report_format` asks for it and the order changes (then encoded again)."""
-    if report_format != IMPRESSION_FIRST:
-        return report_ids
-    reordered = impression_first_order(text)
-    return report_ids if reordered == text else reordered
-
-
 def unconditional_image_prompt(tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, stage: int) -> list[int]:
     """Prompt ids of the dropped-condition branch (see the module docstring for the exact form).
 
@@ -104,5 +89,5 @@ def image_generation(
     if draw_unit(rng) < config.cfg_drop_prob:
         prompt = unconditional_image_prompt(tokenizer, spec, config.stage)
     else:
-        prompt = image_generation_prompt(prompt_report(study.report, report, config.report_format), tokenizer, spec, config.stage, rng)
+        prompt = image_generation_prompt(report, tokenizer, spec, config.stage, rng)
     return [prompt_response_example(prompt, response, IMAGE_GENERATION, study.key, config.image_loss_weight)]
