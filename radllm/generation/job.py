@@ -11,7 +11,6 @@ all of them, and calls `merge` on one.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
