@@ -5,8 +5,9 @@ per input view. Response: the report's token ids and eos. The report follows the
 directly in both stages (the instruction comes first, as in image generation and VQA), so what
 stage 1 learns about reading the image carries over to stage 2 unchanged; with the instruction
 between image and report, stage 2 started from a model whose reading no longer applied (own-image
-report NLL gain 3.0 nats at the end of the demo's stage 1, 0.9 after 40 stage-2 steps). Generation builds the prompt
-with `report_generation_prompt` on `select_input_views(views, max_views)` of a study.
+report NLL gain 3.0 nats at the end of the demo's stage 1, 0.9 after 40 stage-2 steps).
+Generation builds the prompt with `report_generation_prompt` on `select_input_views(views,
+max_views)` of a study.
 
 Unconditional prompt (a `tasks.report_drop_prob` fraction of examples): the image blocks are
 replaced by one empty block, ``<boi><eoi>`` (an image that shows nothing, distinct from the
