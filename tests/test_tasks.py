@@ -471,6 +471,7 @@ def test_mix_falls_back_to_applicable_tasks_and_counts_skips(tokenizer, spec):
         ({"impression_weight": 0.0}, "impression_weight = 0.0"),
         ({"image_loss_weight": float("nan")}, "image_loss_weight = nan"),
         ({"word_dropout": 1.0}, "word_dropout = 1.0"),
+        ({"prompt_image_weight": -0.5}, "prompt_image_weight = -0.5"),
     ],
 )
 def test_config_validation(tokenizer, spec, changes, message):
@@ -487,6 +488,40 @@ def test_config_loads_from_yaml(tmp_path: Path):
     path.write_text("stage: 2\nweight: {vqa: 0.5}\n")
     with pytest.raises(RadllmError, match="weight"):
         load_config(TaskMixConfig, path)
+
+
+def test_prompt_image_weight_makes_the_shown_codes_targets_of_reading_examples_only(tokenizer, spec):
+    """Codes and <eoi> of every prompt block become targets of the configured weight; <boi>, the
+    start token and the instruction stay context; the report targets keep their own weights."""
+    study = make_study(tokenizer, views=("PA", "LATERAL"), report=SECTIONED, labels=empty_labels() | {"Cardiomegaly": 1})
+    config = TaskMixConfig(stage=2, report_format="impression_first", impression_weight=3.0, prompt_image_weight=0.25)
+    plain = replace(config, prompt_image_weight=0.0)
+    for name in ("report_generation", "vqa"):
+        mixer = TaskMixer(tokenizer, spec, replace(config, weights={name: 1.0, "image_generation": 0.0}), seed=0)
+        (ex,) = mixer.study_examples(study)
+        (reference,) = TaskMixer(tokenizer, spec, replace(plain, weights={name: 1.0, "image_generation": 0.0}), seed=0).study_examples(study)
+        assert ex.input_ids == reference.input_ids
+        n_prompt = prompt_len(reference)
+        image_positions = [
+            i for i, t in enumerate(ex.input_ids[:n_prompt]) if spec.token_offset <= t < spec.token_offset + CODEBOOK or t == spec.eoi_id
+        ]
+        assert len(image_positions) == 2 * (GRID[0] * GRID[1] + 1)  # two views: 6 codes + <eoi> each
+        reference_weights = reference.weights or [1.0] * len(reference)
+        for i, (label, weight) in enumerate(zip(ex.labels, ex.weights)):
+            if i in image_positions:
+                assert (label, weight) == (ex.input_ids[i], 0.25)
+            elif i < n_prompt:
+                assert label == IGNORE_INDEX
+            else:  # the response: the same targets with the same weights as without the option
+                assert (label, weight) == (reference.labels[i], reference_weights[i])
+    # A dropped image (`report_drop_prob`: an empty <boi><eoi> block) has nothing to learn.
+    mixer = TaskMixer(tokenizer, spec, replace(config, weights={"report_generation": 1.0, "image_generation": 0.0}, report_drop_prob=1.0), seed=0)
+    (ex,) = mixer.study_examples(study)
+    assert ex.input_ids.count(spec.eoi_id) == 1 and ex.labels[ex.input_ids.index(spec.eoi_id)] == IGNORE_INDEX
+    # Image generation already targets its (only) image block; the option leaves it alone.
+    mixer = TaskMixer(tokenizer, spec, replace(config, weights={"image_generation": 1.0, "report_generation": 0.0}, cfg_drop_prob=0.0), seed=0)
+    (ex,) = mixer.study_examples(study)
+    assert ex.labels[: prompt_len(ex)] == [IGNORE_INDEX] * prompt_len(ex) and ex.n_targets == GRID[0] * GRID[1] + 2
 
 
 # --- real tokenizer families (built by tests/tokenizer_fixtures.py and radllm build-tokenizer) -----------

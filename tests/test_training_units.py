@@ -14,18 +14,19 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from radllm.config import load_config
 from radllm.errors import RadllmError
-from radllm.packing import causal_lm_loss
-from radllm.tasks import TASK_NAMES
+from radllm.packing import causal_lm_loss, pack_examples
+from radllm.tasks import TASK_NAMES, TaskExample
 from radllm.train import main as train_main
 from radllm.training.anchor import PretrainedWeights
 from radllm.training.checkpoint import COMPLETE, complete_checkpoints, resolve_resume, rotate
 from radllm.training.config import TrainConfig
+from radllm.training.data import LOSS_GROUPS, NO_GROUP, PROMPT_IMAGES, loss_groups
 from radllm.training.ds_config import fill_ds_config, load_ds_json
 from radllm.training.loop import task_losses
 from radllm.training.model import add_visual_rows, new_row_values
 from radllm.training.optim import lr_factor
 from radllm.training.preflight import preflight
-from radllm.vocab_spec import load_spec, save_spec
+from radllm.vocab_spec import VisualVocabSpec, load_spec, save_spec
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_task_losses_split_causal_lm_loss_by_task():
     total, n = causal_lm_loss(logits, labels)
     assert float(sums.sum()) == pytest.approx(float(total), rel=1e-6) and float(counts.sum()) == int(n)
     assert float(objective) == pytest.approx(float(total), rel=1e-6)
-    assert counts.tolist() == [2, 2, 1, 0][: len(TASK_NAMES)]
+    assert counts.tolist() == [2, 2, 1, 0, 0]  # LOSS_GROUPS: the four tasks, then prompt images
     # Task 1's targets are labels 5 and 6, predicted from positions 3 and 4 of row 0.
     expected = -torch.log_softmax(logits[0, 3], -1)[5] - torch.log_softmax(logits[0, 4], -1)[6]
     assert float(sums[1]) == pytest.approx(float(expected), rel=1e-6)
@@ -194,3 +195,20 @@ def test_rows_the_extended_tokenizer_added_are_not_pulled_even_when_pretrained_h
         assert reference.pulled_elements(name, reference(name, param)) == (50 * 16 if name in names else param.numel())
     everything = PretrainedWeights(tmp_path / "pre", names, 0.02, 3, include_new_rows=True, text_vocab_size=50)
     assert everything.pulled_elements("lm_head.weight", model.lm_head.weight) == 128 * 16
+
+
+def test_loss_groups_log_prompt_images_apart_from_the_task():
+    """Targets that are image tokens of a report/VQA example count as `prompt_images`; image
+    generation keeps its own image targets; padding has no group."""
+    spec = VisualVocabSpec(
+        codebook_size=4, grid_height=1, grid_width=2, image_size=16, token_offset=10, boi_id=8, eoi_id=9, text_vocab_size=8, vocab_size=16
+    )
+    ignore = -100
+    # report: <s> <boi> c c <eoi> | text text </s>, the codes and <eoi> made targets
+    report = TaskExample([1, 8, 11, 12, 9, 3, 4, 2], [ignore, ignore, 11, 12, 9, 3, 4, 2], "report_generation", "a", [0, 0, 0.3, 0.3, 0.3, 1, 1, 1])
+    image = TaskExample([1, 5, 8, 13, 10, 9], [ignore, ignore, 8, 13, 10, 9], "image_generation", "b")
+    (row,) = pack_examples([report, image], 16, pad_id=0)
+    groups = loss_groups([row], spec)[0].tolist()
+    r, i, g = (LOSS_GROUPS.index(n) for n in ("report_generation", "image_generation", PROMPT_IMAGES))
+    pad = NO_GROUP
+    assert groups == [r, r, g, g, g, r, r, r, i, i, i, i, i, i, pad, pad]

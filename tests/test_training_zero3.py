@@ -80,12 +80,12 @@ def run_a(artifacts, tmp_path_factory):
 
 
 #: Run A trains with every report-target option of the grounding curriculum, so the weighted
-#: objective, the corrupted inputs and the image-dropped report prompts are checked against the
-#: reference too.
+#: objective, the corrupted inputs, the image-dropped report prompts and the prompt images made
+#: targets are checked against the reference too.
 CURRICULUM = {
     "stage": 1, "weights": {"report_generation": 1.0, "image_generation": 1.0, "vqa": 0.0, "text_lm": 0.0},
     "report_format": "impression_first", "impression_weight": 3.0, "word_dropout": 0.1, "image_loss_weight": 0.5,
-    "report_drop_prob": 0.2,
+    "report_drop_prob": 0.2, "prompt_image_weight": 0.25,
 }
 
 
@@ -187,7 +187,7 @@ def test_export_loads_in_plain_transformers_and_reproduces_the_engine_eval_loss(
     engine_eval = read_metrics(run_a.run_dir, "eval")[6]
     total = count = 0
     for rank in range(2):
-        batch = collate_rows(eval_rows(run_a, tokenizer, spec, rank, 2), "sdpa")
+        batch = collate_rows(eval_rows(run_a, tokenizer, spec, rank, 2), "sdpa", spec)
         with torch.no_grad():
             logits = model(**model_inputs_for_packed_batch(batch, "sdpa")).logits
         sum_loss, n = causal_lm_loss(logits, batch["labels"])

@@ -53,6 +53,10 @@ class TaskMixConfig:
     impression_weight: float = 1.0  # loss weight of the impression's tokens in report targets
     word_dropout: float = 0.0  # fraction of teacher-forced report input tokens replaced by random text tokens
     image_loss_weight: float = 1.0  # loss weight of the image tokens of image_generation targets
+    # Loss weight of the image tokens that report-generation and VQA prompts show (0 = they are
+    # context only). > 0 trains the image prior on every image-reading example at no extra
+    # forward cost: cleaner samples from `generate images`, a better unconditional CFG branch.
+    prompt_image_weight: float = 0.0
 
     def validate(self) -> "TaskMixConfig":
         """Raise `RadllmError` naming the first bad option; returns self for chaining."""
@@ -80,6 +84,8 @@ class TaskMixConfig:
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise RadllmError(f"tasks.{key} = {value}; expected a finite weight > 0")
+        if not (math.isfinite(self.prompt_image_weight) and self.prompt_image_weight >= 0):
+            raise RadllmError(f"tasks.prompt_image_weight = {self.prompt_image_weight}; expected a finite weight >= 0")
         if not 0.0 <= self.word_dropout < 1.0:
             raise RadllmError(f"tasks.word_dropout = {self.word_dropout}; expected a rate in [0, 1)")
         return self

@@ -9,9 +9,10 @@ to predict the next sample's start, i.e. a loss term that crosses sample boundar
 from __future__ import annotations
 
 from collections.abc import Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from radllm.tasks.randomness import Rng, draw_index, draw_unit
+from radllm.vocab_spec import VisualVocabSpec
 
 #: Label value that `torch.nn.functional.cross_entropy` (and HF models) skip.
 IGNORE_INDEX = -100
@@ -70,6 +71,22 @@ def prompt_response_example(
             raise ValueError(f"example {key!r} ({task}): {len(response_weights)} response weights for {len(response)} response tokens")
         weights = [0.0] * len(prompt) + [float(w) for w in response_weights]
     return TaskExample(input_ids=ids, labels=labels, task=task, key=key, weights=weights)
+
+
+def with_prompt_image_targets(example: TaskExample, spec: VisualVocabSpec, weight: float) -> TaskExample:
+    """`example` with the image tokens of its prompt made targets of loss weight `weight`: the
+    image prior learnt from an image-reading example. Targets are the codes and the ``<eoi>`` that
+    closes them; ``<boi>`` only opens a block, and the ``<eoi>`` of an empty block (the dropped
+    image of `report_drop_prob`) is left out, since drawn images never end there. Existing targets
+    keep their weights."""
+    ids = example.input_ids
+    labels, weights = list(example.labels), list(example.weights or [1.0] * len(example))
+    for position in range(1, len(example)):
+        token = ids[position]
+        closes_codes = token == spec.eoi_id and spec.is_image_id(ids[position - 1])
+        if labels[position] == IGNORE_INDEX and (spec.is_image_id(token) or closes_codes):
+            labels[position], weights[position] = token, weight
+    return replace(example, labels=labels, weights=weights)
 
 
 def drop_words(example: TaskExample, first: int, rate: float, rng: Rng, vocab_size: int, excluded: Set[int]) -> TaskExample:

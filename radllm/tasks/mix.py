@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from radllm.data.sample import TokenizedStudy
 from radllm.errors import RadllmError
 from radllm.tasks.config import IMAGE_GENERATION, REPORT_GENERATION, TASK_NAMES, TEXT_LM, VQA, TaskMixConfig
-from radllm.tasks.example import TaskExample
+from radllm.tasks.example import TaskExample, with_prompt_image_targets
 from radllm.tasks.image_generation import image_generation
 from radllm.tasks.randomness import Rng
 from radllm.tasks.report_generation import report_generation
@@ -40,6 +40,9 @@ TASKS: dict[str, Task] = {
     VQA: vqa,
     TEXT_LM: text_lm,
 }
+
+#: Tasks whose prompts show image blocks (`tasks.prompt_image_weight` makes their codes targets).
+IMAGE_READING_TASKS = (REPORT_GENERATION, VQA)
 
 #: Counter keys besides task names.
 SKIPPED_INVALID = "skipped_invalid"  # the study raised RadllmError (bad codes, ids or labels)
@@ -80,6 +83,8 @@ class TaskMixer:
             name = rng.choices(names, weights=[candidates[n] for n in names])[0]
             examples = TASKS[name](study, self.tokenizer, self.spec, rng, self.config)
             if examples:
+                if name in IMAGE_READING_TASKS and self.config.prompt_image_weight > 0:
+                    examples = [with_prompt_image_targets(e, self.spec, self.config.prompt_image_weight) for e in examples]
                 return examples
             del candidates[name]
         return []

@@ -24,28 +24,41 @@ from radllm.data.reader import ShardLoader, ShardStream
 from radllm.data.sample import TokenizedStudy
 from radllm.modeling.packed_attention import MASK_IMPLEMENTATIONS
 from radllm.packing import PackedRow, PackingStats, collate_packed, pack_examples
-from radllm.tasks import TASK_NAMES, TaskMixer
+from radllm.tasks import IGNORE_INDEX, IMAGE_READING_TASKS, TASK_NAMES, TaskMixer
 from radllm.training.config import TrainConfig
 from radllm.vocab_spec import VisualVocabSpec
 
-NO_TASK = -1  # task id of padding positions
+NO_GROUP = -1  # loss group of padding positions
+#: The image tokens of image-reading prompts made targets by `tasks.prompt_image_weight`: logged
+#: apart, so `task_loss/report_generation` stays the NLL of report text.
+PROMPT_IMAGES = "prompt_images"
+#: What the trainer logs a loss for (`task_loss` in metrics.jsonl): the tasks, then prompt images.
+LOSS_GROUPS: tuple[str, ...] = (*TASK_NAMES, PROMPT_IMAGES)
 
 
-def task_ids(rows: list[PackedRow]) -> torch.Tensor:
-    """int64 [B, L]: index into `TASK_NAMES` of the sample each token belongs to, NO_TASK on padding."""
-    out = torch.full((len(rows), rows[0].seq_len), NO_TASK, dtype=torch.long)
+def loss_groups(rows: list[PackedRow], spec: VisualVocabSpec) -> torch.Tensor:
+    """int64 [B, L]: index into `LOSS_GROUPS` of each token: its sample's task, except targets that
+    are image tokens (codes, ``<eoi>``) of an image-reading task, which are `PROMPT_IMAGES`;
+    NO_GROUP on padding."""
+    out = torch.full((len(rows), rows[0].seq_len), NO_GROUP, dtype=torch.long)
+    prompt_images = LOSS_GROUPS.index(PROMPT_IMAGES)
     for i, row in enumerate(rows):
         position = 0
         for length, task in zip(row.seq_lens, row.tasks):
             out[i, position : position + length] = TASK_NAMES.index(task)
+            if task in IMAGE_READING_TASKS:
+                for p in range(position, position + length):
+                    label = row.labels[p]
+                    if label != IGNORE_INDEX and (spec.is_image_id(label) or label == spec.eoi_id):
+                        out[i, p] = prompt_images
             position += length
     return out
 
 
-def collate_rows(rows: list[PackedRow], attn_implementation: str) -> dict[str, torch.Tensor]:
-    """`collate_packed` (with the 4D mask for SDPA/eager) plus per-token `task_ids`."""
+def collate_rows(rows: list[PackedRow], attn_implementation: str, spec: VisualVocabSpec) -> dict[str, torch.Tensor]:
+    """`collate_packed` (with the 4D mask for SDPA/eager) plus per-token `loss_groups`."""
     batch = collate_packed(rows, attention_mask=attn_implementation in MASK_IMPLEMENTATIONS)
-    batch["task_ids"] = task_ids(rows)
+    batch["loss_groups"] = loss_groups(rows, spec)
     return batch
 
 
@@ -64,6 +77,7 @@ class PackedBatches:
         self.data = config.data
         self.micro_batch_size = config.optim.micro_batch_size
         self.attn_implementation = attn_implementation
+        self.spec = spec
         self.pad_id = tokenizer.pad_token_id
         stream = ShardStream(
             self.data.shards, self.data.split, rank=rank, world_size=world_size, seed=config.seed,
@@ -96,7 +110,7 @@ class PackedBatches:
         return [self.pending.popleft() for _ in range(self.micro_batch_size)]
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        return collate_rows(self.next_rows(), self.attn_implementation)
+        return collate_rows(self.next_rows(), self.attn_implementation, self.spec)
 
     def state_dict(self) -> dict[str, Any]:
         """Reader position, the rows packed but not yet trained on, and counters (JSON-serialisable)."""

@@ -35,11 +35,11 @@ from radllm.errors import RadllmError
 from radllm.modeling import model_inputs_for_packed_batch
 from radllm.modeling.packed_nll import PackedScoring
 from radllm.packing import token_nll
-from radllm.tasks import IGNORE_INDEX, TASK_NAMES
+from radllm.tasks import IGNORE_INDEX
 from radllm.training import checkpoint as ckpt
 from radllm.training.anchor import L2Anchor, PretrainedWeights, zeros_reference
 from radllm.training.config import TrainConfig
-from radllm.training.data import PackedBatches, collate_rows, eval_rows
+from radllm.training.data import LOSS_GROUPS, NO_GROUP, PackedBatches, collate_rows, eval_rows
 from radllm.training.ds_config import fill_ds_config
 from radllm.training.export import export_from_engine
 from radllm.training.grounding import eval_grounding_studies, measure_grounding
@@ -56,26 +56,26 @@ PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A
 
 
 def task_losses(
-    logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor, weights: torch.Tensor | None = None
+    logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy and target counts per task, and the training objective.
+    """Summed next-token cross-entropy and target counts per loss group, and the training objective.
 
     Args:
-        logits: [B, L, V]; labels: [B, L] (IGNORE_INDEX = no loss); task_ids: [B, L] task index
-            of each token (see radllm.training.data.task_ids); weights: optional [B, L] loss
-            weight of each label (`loss_weights` of a collated batch).
+        logits: [B, L, V]; labels: [B, L] (IGNORE_INDEX = no loss); groups: [B, L] index into
+            `LOSS_GROUPS` of each token (`loss_groups` of a collated batch); weights: optional
+            [B, L] loss weight of each label (`loss_weights` of a collated batch).
 
     Returns:
-        fp32 sums [T] and counts [T], T = len(TASK_NAMES) (plain NLL: what is logged, comparable
+        fp32 sums [G] and counts [G], G = len(LOSS_GROUPS) (plain NLL: what is logged, comparable
         across weightings), and the objective: Σ weight · NLL over all targets (the plain sum when
-        `weights` is None). The target at position t+1 belongs to the task of token t+1.
+        `weights` is None). The target at position t+1 belongs to the group of token t+1.
     """
     per_token = token_nll(logits, labels).reshape(-1)  # [B*L], at each label's position
-    tasks = task_ids.reshape(-1).clamp(min=0)  # ignored positions add 0 to task 0
+    group = groups.reshape(-1).clamp(min=0)  # ignored positions add 0 to group 0
     valid = (labels.reshape(-1) != IGNORE_INDEX).float()
     valid[:: labels.shape[1]] = 0.0  # position 0 of a row is never predicted (token_nll puts 0 there)
-    sums = torch.zeros(len(TASK_NAMES), device=logits.device).index_add(0, tasks, per_token)
-    counts = torch.zeros(len(TASK_NAMES), device=logits.device).index_add(0, tasks, valid)
+    sums = torch.zeros(len(LOSS_GROUPS), device=logits.device).index_add(0, group, per_token)
+    counts = torch.zeros(len(LOSS_GROUPS), device=logits.device).index_add(0, group, valid)
     objective = per_token.sum() if weights is None else (per_token * weights.reshape(-1).to(per_token.dtype)).sum()
     return sums, counts, objective
 
@@ -118,7 +118,7 @@ class Trainer:
         self.n_params = sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters())
         self.anchor = self._build_anchor() if config.anchor.lambda_reg > 0 else None
         self.data = PackedBatches(config, self.tokenizer, self.spec, rank, world_size, self.loaded.attn_implementation)
-        self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.loaded.attn_implementation) if config.data.eval_split else None
+        self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.loaded.attn_implementation, self.spec) if config.data.eval_split else None
         self.sample_studies = sample_studies(config, self.spec) if config.logging.sample_reports else []  # the same on every rank
         self.grounding_studies = eval_grounding_studies(config, self.spec)  # the same on every rank
         self.state = TrainState()
@@ -164,11 +164,11 @@ class Trainer:
         return values.cpu()
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`task_losses` of one collated batch: per-task NLL sums and counts, and the weighted objective."""
+        """`task_losses` of one collated batch: per-group NLL sums and counts, and the weighted objective."""
         batch = {k: v.to(self.engine.device) for k, v in batch.items()}
         inputs = model_inputs_for_packed_batch(batch, self.loaded.attn_implementation, self.dtype)
         logits = self.engine(**inputs).logits  # [B, L, V]
-        return task_losses(logits, batch["labels"], batch["task_ids"], batch.get("loss_weights"))
+        return task_losses(logits, batch["labels"], batch["loss_groups"], batch.get("loss_weights"))
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (see the module docstring); returns its global metrics."""
@@ -178,8 +178,8 @@ class Trainer:
         data_time = time.perf_counter() - start
         n_targets = float(self._all_reduce(torch.tensor([sum(count_targets(b) for b in batches)]))[0])
         scale = self.world_size * gas / max(n_targets, 1.0)
-        sums = torch.zeros(len(TASK_NAMES), dtype=torch.float64)
-        counts = torch.zeros(len(TASK_NAMES), dtype=torch.float64)
+        sums = torch.zeros(len(LOSS_GROUPS), dtype=torch.float64)
+        counts = torch.zeros(len(LOSS_GROUPS), dtype=torch.float64)
         for index, batch in enumerate(batches):
             task_sum, task_count, objective = self._forward(batch)
             self.engine.backward(objective * scale)
@@ -187,12 +187,12 @@ class Trainer:
             counts += task_count.detach().double().cpu()
             if index < gas - 1:
                 self.engine.step()  # accumulation micro-step: DeepSpeed only counts it
-        real_tokens = sum(int((b["task_ids"] != -1).sum()) for b in batches)
+        real_tokens = sum(int((b["loss_groups"] != NO_GROUP).sum()) for b in batches)
         local_distance = self.anchor.squared_distance() if self.anchor else torch.zeros((), dtype=torch.float64)
         finite = float(torch.isfinite(sums).all())
         stats = self._all_reduce(torch.cat([sums, counts, torch.tensor([real_tokens, float(local_distance), 1.0 - finite], dtype=torch.float64)]))
-        g_sums, g_counts = stats[: len(TASK_NAMES)], stats[len(TASK_NAMES) : 2 * len(TASK_NAMES)]
-        g_real, g_distance, g_nonfinite = (float(v) for v in stats[2 * len(TASK_NAMES) :])
+        g_sums, g_counts = stats[: len(LOSS_GROUPS)], stats[len(LOSS_GROUPS) : 2 * len(LOSS_GROUPS)]
+        g_real, g_distance, g_nonfinite = (float(v) for v in stats[2 * len(LOSS_GROUPS) :])
         lr = float(self.engine.get_lr()[0])
         loss = float(g_sums.sum() / max(float(g_counts.sum()), 1.0))
         if self.anchor and g_nonfinite == 0:
@@ -210,7 +210,7 @@ class Trainer:
             "data_wait": data_time / elapsed,
             "step_time": elapsed,
             "applied": applied,
-            "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(TASK_NAMES) if g_counts[i] > 0},
+            "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(LOSS_GROUPS) if g_counts[i] > 0},
         }
         if self.anchor:
             record["anchor_sq_dist"] = g_distance
@@ -254,11 +254,11 @@ class Trainer:
         sums, counts, _ = self._forward(self.eval_batch)
         self.engine.train()
         stats = self._all_reduce(torch.cat([sums.double().cpu(), counts.double().cpu()]))
-        g_sums, g_counts = stats[: len(TASK_NAMES)], stats[len(TASK_NAMES) :]
+        g_sums, g_counts = stats[: len(LOSS_GROUPS)], stats[len(LOSS_GROUPS) :]
         return {
             "loss": float(g_sums.sum() / max(float(g_counts.sum()), 1.0)),
             "targets": int(g_counts.sum()),
-            "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(TASK_NAMES) if g_counts[i] > 0},
+            "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(LOSS_GROUPS) if g_counts[i] > 0},
         }
 
     def write_samples(self, step: int) -> dict[str, float]:
