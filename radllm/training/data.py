@@ -24,7 +24,7 @@ from radllm.data.reader import ShardLoader, ShardStream
 from radllm.data.sample import TokenizedStudy
 from radllm.modeling.packed_attention import MASK_IMPLEMENTATIONS
 from radllm.packing import PackedRow, PackingStats, collate_packed, pack_examples
-from radllm.tasks import IGNORE_INDEX, IMAGE_READING_TASKS, TASK_NAMES, TaskMixer
+from radllm.tasks import IMAGE_READING_TASKS, TASK_NAMES, TaskMixer
 from radllm.training.config import TrainConfig
 from radllm.vocab_spec import VisualVocabSpec
 
@@ -41,16 +41,16 @@ def loss_groups(rows: list[PackedRow], spec: VisualVocabSpec) -> torch.Tensor:
     are image tokens (codes, ``<eoi>``) of an image-reading task, which are `PROMPT_IMAGES`;
     NO_GROUP on padding."""
     out = torch.full((len(rows), rows[0].seq_len), NO_GROUP, dtype=torch.long)
+    labels = torch.tensor([row.labels for row in rows])  # IGNORE_INDEX (< 0) is never an image id
+    image_target = ((labels >= spec.token_offset) & (labels < spec.token_offset + spec.codebook_size)) | (labels == spec.eoi_id)
     prompt_images = LOSS_GROUPS.index(PROMPT_IMAGES)
     for i, row in enumerate(rows):
         position = 0
         for length, task in zip(row.seq_lens, row.tasks):
-            out[i, position : position + length] = TASK_NAMES.index(task)
+            span = out[i, position : position + length]  # a view: writes land in `out`
+            span.fill_(TASK_NAMES.index(task))
             if task in IMAGE_READING_TASKS:
-                for p in range(position, position + length):
-                    label = row.labels[p]
-                    if label != IGNORE_INDEX and (spec.is_image_id(label) or label == spec.eoi_id):
-                        out[i, p] = prompt_images
+                span[image_target[i, position : position + length]] = prompt_images
             position += length
     return out
 
