@@ -102,7 +102,7 @@ def test_images_have_exactly_hw_codes_and_pngs_decoded_from_them(setup, tmp_path
     assert [r["study_id"] for r in records] == ["reports-1", "reports-3", "reports-4"]
     vq = load_vq(setup["vq"])
     for record in records:
-        assert set(record) == {"task", "study_id", "prompt", "image", "codes_shape", "codes", "cfg_scale", "seed"}
+        assert set(record) == {"task", "study_id", "prompt", "image", "codes_shape", "codes", "cfg_scale", "seed", "condition"}
         assert record["codes_shape"] == [8, 8] and len(record["codes"]) == 64
         assert all(0 <= c < 16 for c in record["codes"]) and record["cfg_scale"] == 3.0
         with torch.no_grad():
@@ -111,6 +111,41 @@ def test_images_have_exactly_hw_codes_and_pngs_decoded_from_them(setup, tmp_path
         assert (to_uint8(png) == to_uint8(expected)).all()
     assert main(base_args(setup, "images", setup["manifest"], tmp_path / "from_manifest", "--cfg-scale", "1")) == 0
     assert [r["prompt"] for r in read_jsonl(tmp_path / "from_manifest" / "images.jsonl")][0].startswith("FINDINGS")
+
+
+def test_impression_condition_draws_from_the_impression_alone(setup, tmp_path, capsys):
+    impressions = ["Small left pleural effusion.", "Moderate cardiomegaly."]
+    full = tmp_path / "full" / "reports.txt"  # same file name: the same study ids, so the same sampling seeds
+    full.parent.mkdir()
+    full.write_text("".join(f"FINDINGS: No pneumothorax. Lungs are clear. IMPRESSION: {i}\n" for i in impressions))
+    alone = tmp_path / "alone" / "reports.txt"
+    alone.parent.mkdir()
+    alone.write_text("".join(f"IMPRESSION: {i}\n" for i in impressions))
+    codes = {}
+    for name, path, condition in (("impression", full, "impression"), ("reference", alone, "report"), ("report", full, "report")):
+        out = tmp_path / f"out_{name}"
+        assert main(base_args(setup, "images", path, out, "--cfg-scale", "2", "--condition", condition)) == 0
+        records = read_jsonl(out / "images.jsonl")
+        assert all(r["condition"] == condition for r in records)
+        codes[name] = [r["codes"] for r in records]
+    assert codes["impression"] == codes["reference"]  # the same study ids and seeds, the same prompt
+    assert codes["impression"] != codes["report"]
+    # Without --condition, the model's own (config.json, written at export) decides.
+    recorded = tmp_path / "model_impression"
+    shutil.copytree(setup["model"], recorded)
+    config = json.loads((recorded / "config.json").read_text())
+    assert config.get("radllm_image_condition", "report") == "report"
+    (recorded / "config.json").write_text(json.dumps(config | {"radllm_image_condition": "impression"}))
+    recorded_setup = setup | {"model": recorded}
+    assert main(base_args(recorded_setup, "images", full, tmp_path / "out_recorded", "--cfg-scale", "2")) == 0
+    records = read_jsonl(tmp_path / "out_recorded" / "images.jsonl")
+    assert [r["codes"] for r in records] == codes["impression"] and {r["condition"] for r in records} == {"impression"}
+    (recorded / "config.json").write_text(json.dumps(config | {"radllm_image_condition": "findings"}))
+    capsys.readouterr()
+    assert main(base_args(recorded_setup, "images", full, tmp_path / "out_bad", "--cfg-scale", "2")) == 2
+    assert "radllm_image_condition = 'findings'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(base_args(setup, "images", full, tmp_path / "bad", "--condition", "findings"))
 
 
 def test_vqa_records_from_templates_and_from_a_question_file(setup, tmp_path):

@@ -332,6 +332,7 @@ def test_trainer_lora_run_exports_low_rank_updates_and_reloadable_adapter(tmp_pa
     pretrained = AutoModelForCausalLM.from_pretrained(art.pretrained).eval()
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     assert merged.config.vocab_size == spec.vocab_size
+    assert merged.config.radllm_image_condition == "report"  # the run's tasks.image_condition, for generation
     initial = AutoModelForCausalLM.from_pretrained(art.pretrained)
     add_visual_rows(initial, spec.vocab_size, config.model.new_row_noise, config.seed)
     before, after, start = pretrained.state_dict(), merged.state_dict(), initial.state_dict()

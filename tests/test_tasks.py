@@ -26,6 +26,7 @@ from radllm.tasks import (
     TaskMixConfig,
     TaskMixer,
     answer_ids,
+    image_condition_text,
     image_generation,
     image_generation_prompt,
     report_generation,
@@ -236,6 +237,42 @@ def test_image_generation_stage1_layout_targets_frontal_view(tokenizer, spec):
     (grid,) = decode_image_blocks(response, spec)
     np.testing.assert_array_equal(grid, study.image_codes[1])
     check_response_only_loss(ex)
+
+
+def test_image_condition_text_keeps_the_impression_or_the_whole_report():
+    impression = "IMPRESSION: Mild cardiomegaly. Small left pleural effusion."
+    assert image_condition_text(SECTIONED, "impression") == impression
+    assert image_condition_text(f"{impression} FINDINGS: No pneumothorax.", "impression") == impression
+    assert image_condition_text(SECTIONED, "report") == SECTIONED
+    assert image_condition_text(REPORTS[0], "impression") == REPORTS[0]  # no sections: the report is its own condition
+    assert image_condition_text("FINDINGS: Lungs are clear.", "impression") == "FINDINGS: Lungs are clear."
+    with pytest.raises(ValueError, match="findings"):
+        image_condition_text(SECTIONED, "findings")
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_impression_condition_prompts_with_the_impression_and_keeps_the_rest(tokenizer, spec, stage):
+    study = make_study(tokenizer, report=SECTIONED)
+    config = TaskMixConfig(stage=stage, cfg_drop_prob=0.0, image_condition="impression", image_loss_weight=0.5)
+    (ex,) = image_generation(study, tokenizer, spec, random.Random(3), config)
+    (full,) = image_generation(study, tokenizer, spec, random.Random(3), replace(config, image_condition="report"))
+    impression = "IMPRESSION: Mild cardiomegaly. Small left pleural effusion."
+    impression_ids = tokenizer(impression, add_special_tokens=False)["input_ids"]
+    prompt = ex.input_ids[: prompt_len(ex)]
+    if stage == 1:
+        assert prompt == [tokenizer.bos_token_id, *impression_ids]
+    else:  # the instruction drawn by the same rng, wrapped around the impression instead of the report
+        template = next(t for t in IMAGE_INSTRUCTIONS if tokenizer.decode(full.input_ids[1 : prompt_len(full)]) == t.replace("{report}", SECTIONED))
+        assert tokenizer.decode(prompt[1:]) == template.replace("{report}", impression)
+    assert ex.input_ids[len(prompt) :] == full.input_ids[prompt_len(full) :]  # the same image block, the same targets
+    assert ex.labels[len(prompt) :] == full.labels[prompt_len(full) :]
+    assert ex.weights[len(prompt) :] == full.weights[prompt_len(full) :] == [0.5] * (GRID[0] * GRID[1] + 2)
+    # The CFG branch holds no report either way; an untagged report is its own condition.
+    (dropped,) = image_generation(study, tokenizer, spec, random.Random(3), replace(config, cfg_drop_prob=1.0))
+    assert dropped.input_ids[: prompt_len(dropped)] == unconditional_image_prompt(tokenizer, spec, stage)
+    plain = make_study(tokenizer)
+    assert (image_generation(plain, tokenizer, spec, random.Random(3), config)[0].input_ids
+            == image_generation(plain, tokenizer, spec, random.Random(3), replace(config, image_condition="report"))[0].input_ids)
 
 
 @pytest.mark.parametrize("make_rng", [random.Random, np.random.default_rng], ids=["random", "numpy"])
@@ -472,6 +509,7 @@ def test_mix_falls_back_to_applicable_tasks_and_counts_skips(tokenizer, spec):
         ({"image_loss_weight": float("nan")}, "image_loss_weight = nan"),
         ({"word_dropout": 1.0}, "word_dropout = 1.0"),
         ({"prompt_image_weight": -0.5}, "prompt_image_weight = -0.5"),
+        ({"image_condition": "findings"}, "image_condition = 'findings'"),
     ],
 )
 def test_config_validation(tokenizer, spec, changes, message):

@@ -85,7 +85,7 @@ def run_a(artifacts, tmp_path_factory):
 CURRICULUM = {
     "stage": 1, "weights": {"report_generation": 1.0, "image_generation": 1.0, "vqa": 0.0, "text_lm": 0.0},
     "report_format": "impression_first", "impression_weight": 3.0, "word_dropout": 0.1, "image_loss_weight": 0.5,
-    "report_drop_prob": 0.2, "prompt_image_weight": 0.25,
+    "report_drop_prob": 0.2, "prompt_image_weight": 0.25, "image_condition": "impression",
 }
 
 
@@ -184,6 +184,7 @@ def test_export_loads_in_plain_transformers_and_reproduces_the_engine_eval_loss(
     _, spec = load_tokenizer(run_a.tokenizer)
     assert (export / "radllm.json").is_file() and json.loads((export / "radllm.json").read_text()) == spec.to_json()
     assert len(tokenizer) <= model.config.vocab_size == spec.vocab_size
+    assert model.config.radllm_image_condition == "impression"  # what `generate images` follows
     engine_eval = read_metrics(run_a.run_dir, "eval")[6]
     total = count = 0
     for rank in range(2):
@@ -199,6 +200,7 @@ def test_export_loads_in_plain_transformers_and_reproduces_the_engine_eval_loss(
     last = complete_checkpoints(run_a.run_dir)[-1]
     assert last.name == "step_0000006"
     assert cli_main(["export", "--checkpoint", str(last), "--out", str(offline)]) == 0
+    assert json.loads((offline / "config.json").read_text())["radllm_image_condition"] == "impression"
     a, b = load_file(str(export / "model.safetensors")), load_file(str(offline / "model.safetensors"))
     assert a.keys() == b.keys()
     for name in a:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from radllm.generation.sampling import STRATEGIES, DecodingConfig
 from radllm.labels import OBSERVATIONS
+from radllm.tasks.config import IMAGE_CONDITIONS
 
 _INPUTS = {
     "reports": "manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images",
@@ -73,6 +74,9 @@ def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
     if task == "images":
         parser.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale (1 = no guidance; default 4)")
+        parser.add_argument("--condition", choices=IMAGE_CONDITIONS, default=None,
+                            help="what the prompt holds: the whole report or its impression alone (default: the model's "
+                                 "tasks.image_condition, recorded in its config.json at export; report for other models)")
         return
     parser.add_argument("--cfg-scale", type=float, default=1.0,
                         help="report guidance: next-token scores moved away from the model's report for an empty image "
@@ -96,7 +100,7 @@ def build_request(args: argparse.Namespace):
     return GenerateRequest(
         task=args.task, model=args.model, input=args.input, out=args.out, vq=args.vq, split=args.split, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, stage=args.stage, template=args.template, max_views=getattr(args, "max_views", 2),
-        decoding=decoding, cfg_scale=getattr(args, "cfg_scale", 1.0), observations=getattr(args, "observations", OBSERVATIONS),
+        decoding=decoding, cfg_scale=getattr(args, "cfg_scale", 1.0), image_condition=getattr(args, "condition", None), observations=getattr(args, "observations", OBSERVATIONS),
         questions=getattr(args, "questions", None), shuffle_images=getattr(args, "shuffle_images", None), progress=not args.no_progress,
     )
 

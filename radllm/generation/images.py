@@ -2,7 +2,9 @@
 
 Record (one line of `OUT_DIR/images.jsonl`, the contract with `radllm evaluate`):
     {"task": "image", "study_id": str, "prompt": str (report text), "image": "images/<key>.png",
-     "codes_shape": [H, W], "codes": [H*W ints, raster order], "cfg_scale": float, "seed": int}
+     "codes_shape": [H, W], "codes": [H*W ints, raster order], "cfg_scale": float, "seed": int,
+     "condition": "report" | "impression"}
+`prompt` is the report as given; the model's prompt holds `image_condition_text(prompt, condition)`.
 `image` is relative to the JSONL's folder. The PNG is written atomically before its record, so a
 record never points at a missing or partial image.
 
@@ -25,7 +27,7 @@ from radllm.generation.model import Generator
 from radllm.generation.plan import BatchResult, Unit, study_units
 from radllm.generation.sampling import DecodingConfig, sample_generators
 from radllm.imaging import save_png
-from radllm.tasks import image_generation_prompt, unconditional_image_prompt
+from radllm.tasks import image_condition_text, image_generation_prompt, unconditional_image_prompt
 
 TASK = "image"
 INDEX_NAME = "images.jsonl"
@@ -44,11 +46,12 @@ def check_decoding(decoding: DecodingConfig) -> None:
 
 
 def generate_codes(
-    gen: Generator, reports: Sequence[str], keys: Sequence[str], decoding: DecodingConfig, cfg_scale: float, stage: int, template: int
+    gen: Generator, reports: Sequence[str], keys: Sequence[str], decoding: DecodingConfig, cfg_scale: float, stage: int, template: int,
+    condition: str,
 ) -> torch.Tensor:
-    """Codes [B, H, W] for each report (one seeded generator per key)."""
+    """Codes [B, H, W] for each report (one seeded generator per key); `condition` as in training."""
     spec = gen.spec
-    prompts = [image_generation_prompt(r, gen.tokenizer, spec, stage, template) for r in reports]
+    prompts = [image_generation_prompt(image_condition_text(r, condition), gen.tokenizer, spec, stage, template) for r in reports]
     unconditional = None
     if cfg_scale != 1.0:
         unconditional = [unconditional_image_prompt(gen.tokenizer, spec, stage)] * len(prompts)
@@ -61,14 +64,16 @@ def generate_codes(
     return codes.view(len(prompts), spec.grid_height, spec.grid_width)
 
 
-def process(gen: Generator, batch: Sequence[Unit], out_dir: Path, decoding: DecodingConfig, cfg_scale: float, stage: int, template: int) -> BatchResult:
+def process(
+    gen: Generator, batch: Sequence[Unit], out_dir: Path, decoding: DecodingConfig, cfg_scale: float, stage: int, template: int, condition: str
+) -> BatchResult:
     """Generate, decode and save one batch of images; studies with an empty report are left out."""
     vq = gen.require_vq()
     ready = [u.study for u in batch if u.study.report.strip()]
     errors = [f"study {u.study.study_id}: empty report, nothing to draw" for u in batch if not u.study.report.strip()]
     if not ready:
         return BatchResult([], errors)
-    codes = generate_codes(gen, [s.report for s in ready], [s.study_id for s in ready], decoding, cfg_scale, stage, template)
+    codes = generate_codes(gen, [s.report for s in ready], [s.study_id for s in ready], decoding, cfg_scale, stage, template, condition)
     with torch.inference_mode():
         pixels = vq.decode_codes(codes.to(gen.device)).cpu()  # [B, 1, S, S] in [0, 1]
     records = []
@@ -79,6 +84,7 @@ def process(gen: Generator, batch: Sequence[Unit], out_dir: Path, decoding: Deco
             {
                 "task": TASK, "study_id": study.study_id, "prompt": study.report, "image": relative,
                 "codes_shape": list(grid.shape), "codes": grid.flatten().tolist(), "cfg_scale": cfg_scale, "seed": decoding.seed,
+                "condition": condition,
             }
         )
     return BatchResult(records, errors)

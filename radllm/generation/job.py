@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,7 +26,7 @@ from radllm.generation.records import KeyFn, existing_records, merge_parts
 from radllm.generation.sampling import DecodingConfig
 from radllm.generation.shuffle import shuffle_images, tag_records
 from radllm.labels import OBSERVATIONS
-from radllm.tasks.config import STAGES
+from radllm.tasks.config import FULL_REPORT, IMAGE_CONDITION_KEY, IMAGE_CONDITIONS, STAGES
 from radllm.tasks.templates import IMAGE_INSTRUCTIONS, REPORT_INSTRUCTIONS
 
 TASKS = ("reports", "images", "vqa")
@@ -49,6 +50,7 @@ class GenerateRequest:
     max_views: int = 2
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     cfg_scale: float = 1.0  # images and reports (1 = no guidance)
+    image_condition: str | None = None  # images: report | impression; None = the model's (IMAGE_CONDITION_KEY)
     observations: Sequence[str] = OBSERVATIONS  # vqa only
     questions: Path | None = None  # vqa only: JSONL of questions instead of the templates
     shuffle_images: int | None = None  # reports/vqa: seed of the shuffled-image control (radllm.generation.shuffle)
@@ -77,6 +79,8 @@ class GenerateRequest:
             raise RadllmError("--cfg-scale guides generated reports and images; VQA answers are scored, not generated")
         if self.cfg_scale != 1.0 and self.decoding.strategy == "beam":
             raise RadllmError("--cfg-scale with --strategy beam is not supported; use greedy or sampled decoding")
+        if self.image_condition is not None and self.image_condition not in IMAGE_CONDITIONS:
+            raise RadllmError(f"--condition {self.image_condition!r}; expected one of {list(IMAGE_CONDITIONS)}")
         if self.shuffle_images is not None and self.task == "images":
             raise RadllmError("--shuffle-images is a control for reports and VQA (image generation has no input image)")
         if self.shuffle_images is not None and self.shuffle_images < 0:
@@ -87,6 +91,19 @@ class GenerateRequest:
     def records_path(self) -> Path:
         """The JSONL file records go to (for images: the index inside the output directory)."""
         return self.out / images.INDEX_NAME if self.task == "images" else self.out
+
+
+def image_condition_of(model_config: Any) -> str:
+    """The image condition a model was trained with: its config.json's `IMAGE_CONDITION_KEY`, or
+    the whole report for models exported before the option (or by other tools).
+
+    Raises:
+        RadllmError: the recorded value is not a known condition.
+    """
+    condition = getattr(model_config, IMAGE_CONDITION_KEY, FULL_REPORT)
+    if condition not in IMAGE_CONDITIONS:
+        raise RadllmError(f"model config {IMAGE_CONDITION_KEY} = {condition!r}; expected one of {list(IMAGE_CONDITIONS)}")
+    return condition
 
 
 @dataclass
@@ -133,9 +150,11 @@ def prepare_job(request: GenerateRequest) -> Job:
     studies = load_inputs(request.input, gen.spec, request.split, need_images=request.task != "images")
     r = request
     if r.task == "images":
+        condition = r.image_condition or image_condition_of(gen.model.config)
         return Job(r, gen, images.units(studies), images.record_key,
-                   partial(images.process, gen, out_dir=r.out, decoding=r.decoding, cfg_scale=r.cfg_scale, stage=r.stage, template=r.template),
-                   {"cfg_scale": r.cfg_scale, "seed": r.decoding.seed})
+                   partial(images.process, gen, out_dir=r.out, decoding=r.decoding, cfg_scale=r.cfg_scale, stage=r.stage, template=r.template,
+                           condition=condition),
+                   {"cfg_scale": r.cfg_scale, "seed": r.decoding.seed, "condition": condition})
     if r.shuffle_images is not None:  # over the whole input, before ranks split it
         studies = shuffle_images(studies, r.shuffle_images)
     if r.task == "reports":

@@ -8,7 +8,7 @@ must call to reproduce the training-time prompts exactly.
 
 from radllm.tasks.config import IMAGE_GENERATION, REPORT_GENERATION, TASK_NAMES, TEXT_LM, VQA, TaskMixConfig
 from radllm.tasks.example import IGNORE_INDEX, TaskExample, prompt_response_example
-from radllm.tasks.image_generation import image_generation, image_generation_prompt, unconditional_image_prompt
+from radllm.tasks.image_generation import image_condition_text, image_generation, image_generation_prompt, unconditional_image_prompt
 from radllm.tasks.mix import IMAGE_READING_TASKS, TASKS, TaskMixer, study_rng
 from radllm.tasks.report_generation import report_generation, report_generation_prompt, unconditional_report_prompt
 from radllm.tasks.templates import ANSWERS, LABEL_OF_ANSWER, vqa_questions
@@ -34,6 +34,7 @@ __all__ = [
     "answer_ids",
     "end_id",
     "image_block",
+    "image_condition_text",
     "image_generation",
     "image_generation_prompt",
     "prompt_response_example",

@@ -27,6 +27,12 @@ STAGES = (1, 2)
 AS_WRITTEN = "as_written"
 IMPRESSION_FIRST = "impression_first"
 REPORT_FORMATS = (AS_WRITTEN, IMPRESSION_FIRST)
+FULL_REPORT = "report"
+IMPRESSION = "impression"
+IMAGE_CONDITIONS = (FULL_REPORT, IMPRESSION)
+#: Key of an exported model's config.json holding the `image_condition` it was trained with, so
+#: that `radllm generate images` builds the same prompts without being told (HF keeps unknown keys).
+IMAGE_CONDITION_KEY = "radllm_image_condition"
 
 
 def _default_weights() -> dict[str, float]:
@@ -53,6 +59,11 @@ class TaskMixConfig:
     impression_weight: float = 1.0  # loss weight of the impression's tokens in report targets
     word_dropout: float = 0.0  # fraction of teacher-forced report input tokens replaced by random text tokens
     image_loss_weight: float = 1.0  # loss weight of the image tokens of image_generation targets
+    # What image_generation prompts hold: the whole report, or only its impression (the positive
+    # findings, without the negated ones that name every finding the image does not show); a
+    # report without an IMPRESSION section stays whole. The export records it in config.json
+    # (IMAGE_CONDITION_KEY), which `radllm generate images` follows unless --condition says otherwise.
+    image_condition: str = FULL_REPORT  # report | impression
     # Loss weight of the image tokens that report-generation and VQA prompts show (0 = they are
     # context only). > 0 trains the image prior on every image-reading example at no extra
     # forward cost: cleaner samples from `generate images`, a better unconditional CFG branch.
@@ -80,6 +91,8 @@ class TaskMixConfig:
             raise RadllmError(f"tasks.vqa_questions_per_study = {self.vqa_questions_per_study}; expected at least 1")
         if self.report_format not in REPORT_FORMATS:
             raise RadllmError(f"tasks.report_format = {self.report_format!r}; expected one of {list(REPORT_FORMATS)}")
+        if self.image_condition not in IMAGE_CONDITIONS:
+            raise RadllmError(f"tasks.image_condition = {self.image_condition!r}; expected one of {list(IMAGE_CONDITIONS)}")
         for key in ("impression_weight", "image_loss_weight"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):

@@ -1,8 +1,11 @@
 """Image generation (report → image codes), with the condition dropped for classifier-free guidance.
 
 Prompt (conditional):
-    stage 1: start, report ids
-    stage 2: start, ids(text before {report}), report ids, ids(text after {report})   (IMAGE_INSTRUCTIONS)
+    stage 1: start, condition ids
+    stage 2: start, ids(text before {report}), condition ids, ids(text after {report})   (IMAGE_INSTRUCTIONS)
+The condition is the report, or with `tasks.image_condition: impression` its impression alone
+(``IMPRESSION: <i>``; `image_condition_text`), the positive findings without the negations that
+name every finding a normal image does not show.
 Prompt (unconditional, a `cfg_drop_prob` fraction of examples):
     stage 1: start                                     (nothing but the start token)
     stage 2: start, ids(UNCONDITIONAL_IMAGE_INSTRUCTION)  (a fixed instruction with no report)
@@ -22,7 +25,8 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
-from radllm.tasks.config import IMAGE_GENERATION, TaskMixConfig, check_stage
+from radllm.report_text import report_text, split_report_text
+from radllm.tasks.config import FULL_REPORT, IMAGE_CONDITIONS, IMAGE_GENERATION, IMPRESSION, TaskMixConfig, check_stage
 from radllm.tasks.example import TaskExample, prompt_response_example
 from radllm.tasks.randomness import Rng, draw_unit
 from radllm.tasks.study import checked_views
@@ -31,6 +35,22 @@ from radllm.tasks.tokens import image_block, report_token_ids, start_id
 from radllm.tasks.views import select_target_view
 from radllm.vocab import encode_report
 from radllm.vocab_spec import VisualVocabSpec
+
+
+def image_condition_text(report: str, condition: str) -> str:
+    """The report text an image prompt holds under `condition` (``tasks.image_condition``).
+
+    ``impression``: ``"IMPRESSION: <i>"`` when the report has an impression, else the report
+    unchanged (a report without sections is its own condition). ``report``: the report.
+    Training and `radllm generate images` both go through this function.
+    """
+    if condition not in IMAGE_CONDITIONS:
+        raise ValueError(f"image condition {condition!r} is not one of {IMAGE_CONDITIONS}")
+    if condition == IMPRESSION:
+        impression = split_report_text(report)[1]
+        if impression:
+            return report_text("", impression)
+    return report
 
 
 def image_generation_prompt(
@@ -89,5 +109,6 @@ def image_generation(
     if draw_unit(rng) < config.cfg_drop_prob:
         prompt = unconditional_image_prompt(tokenizer, spec, config.stage)
     else:
-        prompt = image_generation_prompt(report, tokenizer, spec, config.stage, rng)
+        condition = report if config.image_condition == FULL_REPORT else image_condition_text(study.report, config.image_condition)
+        prompt = image_generation_prompt(condition, tokenizer, spec, config.stage, rng)
     return [prompt_response_example(prompt, response, IMAGE_GENERATION, study.key, config.image_loss_weight)]

@@ -29,6 +29,7 @@ from transformers import PretrainedConfig
 from radllm.atomic import atomic_directory
 from radllm.config import load_config
 from radllm.errors import RadllmError
+from radllm.tasks.config import IMAGE_CONDITION_KEY
 from radllm.training.checkpoint import is_complete
 from radllm.training.config import TrainConfig
 from radllm.training.model import compute_dtype, load_model_config
@@ -48,6 +49,7 @@ def export_config(config: TrainConfig, vocab_size: int, dtype: torch.dtype) -> P
     model_config.eos_token_id = tokenizer.eos_token_id
     model_config.dtype = dtype
     model_config.use_cache = True  # for generation; the trainer turns it off itself
+    setattr(model_config, IMAGE_CONDITION_KEY, config.tasks.image_condition)  # generation's default image prompt
     return model_config
 
 
@@ -131,6 +133,7 @@ def _export_lora_checkpoint(config: TrainConfig, model_config: PretrainedConfig,
     trained_missing = [name for name in missing if any(part in name for part in ("lora_", "trainable_tokens"))]
     if trained_missing or unexpected:
         raise RadllmError(f"checkpoint does not fit the LoRA model: missing {trained_missing[:5]}, unexpected {list(unexpected)[:5]}")
+    setattr(model.config, IMAGE_CONDITION_KEY, getattr(model_config, IMAGE_CONDITION_KEY))  # the config a merge writes
     with atomic_directory(out_dir) as tmp:
         export_lora(model, tmp, mode)
         _add_tokenizer(config.tokenizer, tmp)
