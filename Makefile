@@ -47,9 +47,9 @@ DEMO_STAGE1_SET ?=
 DEMO_STAGE2_SET ?=
 DEMO_GENERATE_ARGS ?=
 DEMO_REPORT_ARGS ?=
-# `generate images` sampling: guidance 3 at temperature 0.3, the best clinical agreement of six
+# `generate images` sampling: guidance 3 at temperature 0.3, the best clinical agreement of seven
 # settings tried on 200 *validation* studies (0.777; the CLI defaults, guidance 4 at temperature 1,
-# draw more findings, true and false alike: README "Demo").
+# 0.668: they draw more findings, true and false alike; README "Demo").
 DEMO_IMAGE_ARGS ?= --cfg-scale 3 --temperature 0.3
 # The deepspeed launcher runs 2 ranks on CPU (gloo) unless a GPU is present.
 DEMO_ACCELERATOR ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
