@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from launching import run_group
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
@@ -43,7 +44,7 @@ def _make(demo_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     args = ["make", "-C", str(REPO), "-o", f"{VENV}/.installed", f"VENV={VENV}", f"DEMO_DIR={demo_dir}",
             f"DEMO_PORT={29600 + os.getpid() % 300}", *(f"{k}={v}" for k, v in SMALL.items()), *extra]
     env = dict(os.environ, DS_ACCELERATOR="cpu")
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    return run_group(args, env=env)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from launching import run_group
 import torch
 from model_fixtures import make_model_dir, make_study_set
 
@@ -401,7 +402,7 @@ def test_two_deepspeed_ranks_produce_the_same_output_as_one_process(setup, tmp_p
     args = report_args(setup, setup["manifest"], two, *extra)[1:]  # drop "generate": tools/generate.py takes TASK first
     command = [shutil.which("deepspeed", path=env["PATH"]), "--num_accelerators", "2", "--master_port", str(free_port()),
                str(REPO / "tools" / "generate.py"), *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    result = run_group(command, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "rank 1: 3 written" in result.stdout and "rank 0: 3 written" in result.stdout
     assert two.read_bytes() == single.read_bytes()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from launching import run_group
 import torch
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
@@ -322,7 +323,7 @@ def test_trainer_lora_run_exports_low_rank_updates_and_reloadable_adapter(tmp_pa
     env = os.environ | {"DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_accelerators", "2", "--master_port", str(port),
            str(REPO / "radllm" / "train.py"), "--config", str(config_path), "--no-progress"]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    result = run_group(cmd, cwd=REPO, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     checkpoint = complete_checkpoints(tmp_path / "run")[-1]
     export_checkpoint(checkpoint, tmp_path / "merged", "merge")

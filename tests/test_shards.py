@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launching import run_group
 import torch
 import webdataset as wds
 from PIL import Image
@@ -276,7 +277,7 @@ def test_deepspeed_launcher_two_ranks_match_a_single_process(dataset, tmp_path):
         str(ROOT / "tools" / "tokenize_shards.py"), "--manifest", str(root / "manifest.jsonl"), "--vq", str(vq_dir),
         "--tokenizer", str(tok_dir), "--out", str(out), "--shard-size", "2", "--batch-size", "3", "--num-workers", "0", "--no-progress",
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    result = run_group(command, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     single = tmp_path / "single"
     run_tokenize(root, tok_dir, vq_dir, single)

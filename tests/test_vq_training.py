@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from launching import run_group
 import torch
 from safetensors.torch import load_file
 
@@ -98,7 +99,7 @@ def test_two_ranks_via_deepspeed_launcher_stay_in_sync(tmp_path: Path) -> None:
     launcher = Path(sys.executable).parent / "deepspeed"
     env = os.environ | {"DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [str(launcher), "--num_accelerators", "2", "--master_port", "29731", str(REPO / "tools" / "train_vqgan.py"), "--config", str(config), "--no-progress"]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    result = run_group(cmd, cwd=REPO, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     r0 = json.loads((out / "rank_checksums" / "rank_0.json").read_text())
     r1 = json.loads((out / "rank_checksums" / "rank_1.json").read_text())

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from radllm.training.comm_op import prepare_op_builds, release_shm_segment
 from radllm.training.config import TrainConfig
 from radllm.training.preflight import Preflight
 
@@ -32,8 +33,11 @@ def run_training(config: TrainConfig, checked: Preflight, progress: bool = True)
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    prepare_op_builds()
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(hours=2))
     try:
+        dist.barrier()  # every rank has mapped the CPU comm op's segments: their names can go
+        release_shm_segment(dist.get_rank())
         trainer = Trainer(config, checked, dist.get_rank(), dist.get_world_size(), progress=progress)
         summary = trainer.train()
         # Leave together: a rank that tears down its process group while another is still in
