@@ -15,18 +15,24 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from launching import run_group
 import torch
+from launching import run_group
 from model_fixtures import make_model_dir, make_study_set
 
 from radllm.cli import main
 from radllm.data.tokenize import tokenize_shards, write_index
 from radllm.generation import prepare_job
 from radllm.errors import RadllmError
+from radllm.generation.images import generate_codes
+from radllm.generation.model import load_generator
 from radllm.generation.records import part_files, part_path
+from radllm.generation.sampling import DecodingConfig
+from radllm.generation.self_check import candidate_key, pick_best
 from radllm.generation.shuffle import derangement
 from radllm.imaging import load_image
 from radllm.imaging.png import to_uint8
+from radllm.tasks import image_condition_text, report_generation_prompt
+from radllm.vocab import encode_report
 from radllm.vq.checkpoint import load_vq
 from tokenizer_fixtures import make_vq_dir
 
@@ -103,7 +109,9 @@ def test_images_have_exactly_hw_codes_and_pngs_decoded_from_them(setup, tmp_path
     assert [r["study_id"] for r in records] == ["reports-1", "reports-3", "reports-4"]
     vq = load_vq(setup["vq"])
     for record in records:
-        assert set(record) == {"task", "study_id", "prompt", "image", "codes_shape", "codes", "cfg_scale", "seed", "condition"}
+        assert set(record) == {"task", "study_id", "prompt", "image", "codes_shape", "codes", "cfg_scale", "seed", "condition",
+                               "candidates", "chosen_candidate", "reading_nll"}
+        assert (record["candidates"], record["chosen_candidate"], record["reading_nll"]) == (1, 0, None)
         assert record["codes_shape"] == [8, 8] and len(record["codes"]) == 64
         assert all(0 <= c < 16 for c in record["codes"]) and record["cfg_scale"] == 3.0
         with torch.no_grad():
@@ -147,6 +155,61 @@ def test_impression_condition_draws_from_the_impression_alone(setup, tmp_path, c
     assert "radllm_image_condition = 'findings'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(base_args(setup, "images", full, tmp_path / "bad", "--condition", "findings"))
+
+
+def test_candidates_keep_the_drawing_the_model_reads_back_best(setup, tmp_path, capsys):
+    """`--candidates 3` against a naive reference: each candidate drawn alone with its own key, its
+    condition text scored by one plain forward, the lowest mean NLL kept."""
+    reports = ["FINDINGS: Lungs are clear. IMPRESSION: Small left pleural effusion.", "IMPRESSION: Moderate cardiomegaly.",
+               "No acute cardiopulmonary process."]
+    path = tmp_path / "reports.txt"
+    path.write_text("".join(f"{r}\n" for r in reports))
+    assert main(base_args(setup, "images", path, tmp_path / "best", "--cfg-scale", "2", "--temperature", "1.5", "--candidates", "3",
+                          "--condition", "impression", "--batch-size", "2")) == 0
+    records = read_jsonl(tmp_path / "best" / "images.jsonl")
+    gen = load_generator(setup["model"], setup["vq"])
+    decoding = DecodingConfig(strategy="sample", temperature=1.5, seed=0)
+    chosen_somewhere_else = False
+    for record, report in zip(records, reports):
+        text = image_condition_text(report, "impression")
+        response = encode_report(gen.tokenizer, text)
+        drawn, nll = [], []
+        for c in range(3):
+            codes = generate_codes(gen, [report], [candidate_key(record["study_id"], c)], decoding, 2.0, 2, 0, "impression")[0]
+            prompt = report_generation_prompt([codes.numpy()], gen.tokenizer, gen.spec, 2, 0)
+            ids = torch.tensor([prompt + response])
+            with torch.no_grad():
+                log_probs = torch.log_softmax(gen.model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            targets = ids[0, len(prompt):]
+            nll.append(float(-log_probs[len(prompt) - 1:].gather(1, targets[:, None]).mean()))
+            drawn.append(codes.flatten().tolist())
+        best = min(range(3), key=nll.__getitem__)
+        assert record["candidates"] == 3 and record["chosen_candidate"] == best
+        assert record["codes"] == drawn[best]
+        assert record["reading_nll"] == pytest.approx(nll[best], abs=1e-4)
+        chosen_somewhere_else |= best != 0
+    assert len({tuple(c) for c in drawn}) == 3  # the candidates are different drawings
+    # Candidate 0 is plain sampling: one candidate gives its codes, with nothing scored.
+    assert main(base_args(setup, "images", path, tmp_path / "one", "--cfg-scale", "2", "--temperature", "1.5",
+                          "--condition", "impression")) == 0
+    for record in read_jsonl(tmp_path / "one" / "images.jsonl"):
+        assert record["reading_nll"] is None
+    capsys.readouterr()
+    assert main(base_args(setup, "images", path, tmp_path / "zero", "--candidates", "0")) == 2
+    assert "--candidates 0; expected at least 1" in capsys.readouterr().err
+    # Resuming an output drawn with another number of candidates would mix two runs.
+    assert main(base_args(setup, "images", path, tmp_path / "best", "--cfg-scale", "2", "--temperature", "1.5",
+                          "--condition", "impression")) == 2
+    assert "'candidates': 3" in capsys.readouterr().err
+    assert chosen_somewhere_else  # the choice is not always candidate 0
+
+
+def test_pick_best_takes_the_lowest_reading_nll_per_study_and_the_first_on_ties():
+    first = torch.tensor([[[1]], [[2]], [[3]]])  # candidate 0 of three studies, 1x1 codes
+    second = torch.tensor([[[4]], [[5]], [[6]]])
+    codes, chosen = pick_best([first, second], torch.tensor([[0.5, 0.2, 1.0], [0.4, 0.9, 1.0]]))
+    assert chosen.tolist() == [1, 0, 0]
+    assert codes.flatten().tolist() == [4, 2, 3]
 
 
 def test_vqa_records_from_templates_and_from_a_question_file(setup, tmp_path):

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from launching import run_group
 import torch
+from launching import run_group
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from launching import run_group
 import torch
 import webdataset as wds
 from PIL import Image
+from launching import run_group
 from tokenizer_fixtures import make_visual_tokenizer
 
 from radllm.cli import main as cli_main

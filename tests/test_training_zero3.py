@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import pytest
-from launching import run_group
 import torch
+from launching import run_group
 from safetensors.torch import load_file
 from training_fixtures import REPO, make_training_artifacts, write_train_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM

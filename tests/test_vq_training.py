@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from launching import run_group
 import torch
+from launching import run_group
 from safetensors.torch import load_file
 
 from radllm.cli import main as cli_main

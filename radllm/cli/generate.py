@@ -77,6 +77,9 @@ def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
         parser.add_argument("--condition", choices=IMAGE_CONDITIONS, default=None,
                             help="what the prompt holds: the whole report or its impression alone (default: the model's "
                                  "tasks.image_condition, recorded in its config.json at export; report for other models)")
+        parser.add_argument("--candidates", type=int, default=1, metavar="N",
+                            help="draw N images per study and keep the one the model itself reads back as the condition text "
+                                 "most likely (radllm.generation.self_check; default 1 = plain sampling, N times the cost)")
         return
     parser.add_argument("--cfg-scale", type=float, default=1.0,
                         help="report guidance: next-token scores moved away from the model's report for an empty image "
@@ -101,7 +104,7 @@ def build_request(args: argparse.Namespace):
         task=args.task, model=args.model, input=args.input, out=args.out, vq=args.vq, split=args.split, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, stage=args.stage, template=args.template, max_views=getattr(args, "max_views", 2),
         decoding=decoding, cfg_scale=getattr(args, "cfg_scale", 1.0), image_condition=getattr(args, "condition", None),
-        observations=getattr(args, "observations", OBSERVATIONS),
+        candidates=getattr(args, "candidates", 1), observations=getattr(args, "observations", OBSERVATIONS),
         questions=getattr(args, "questions", None), shuffle_images=getattr(args, "shuffle_images", None), progress=not args.no_progress,
     )
 

@@ -3,10 +3,15 @@
 Record (one line of `OUT_DIR/images.jsonl`, the contract with `radllm evaluate`):
     {"task": "image", "study_id": str, "prompt": str (report text), "image": "images/<key>.png",
      "codes_shape": [H, W], "codes": [H*W ints, raster order], "cfg_scale": float, "seed": int,
-     "condition": "report" | "impression"}
+     "condition": "report" | "impression", "candidates": int, "chosen_candidate": int,
+     "reading_nll": float | null}
 `prompt` is the report as given; the model's prompt holds `image_condition_text(prompt, condition)`.
 `image` is relative to the JSONL's folder. The PNG is written atomically before its record, so a
 record never points at a missing or partial image.
+
+Candidates (`radllm.generation.self_check`): with N > 1 every study is drawn N times and the
+drawing the model itself reads back as the condition text most likely is kept; `reading_nll` is
+that mean NLL per token (null for N = 1, where nothing is scored).
 
 Guidance: with scale s != 1 the unconditional prompt of the same stage runs next to every
 conditional one and codes are drawn from u + s·(c − u). At s = 1 the formula is exactly c, so the
@@ -26,6 +31,7 @@ from radllm.generation.decode import decode_image
 from radllm.generation.model import Generator
 from radllm.generation.plan import BatchResult, Unit, study_units
 from radllm.generation.sampling import DecodingConfig, sample_generators
+from radllm.generation.self_check import candidate_key, pick_best, reading_nll
 from radllm.imaging import save_png
 from radllm.tasks import image_condition_text, image_generation_prompt, unconditional_image_prompt
 
@@ -65,7 +71,8 @@ def generate_codes(
 
 
 def process(
-    gen: Generator, batch: Sequence[Unit], out_dir: Path, decoding: DecodingConfig, cfg_scale: float, stage: int, template: int, condition: str
+    gen: Generator, batch: Sequence[Unit], out_dir: Path, decoding: DecodingConfig, cfg_scale: float, stage: int, template: int, condition: str,
+    candidates: int = 1,
 ) -> BatchResult:
     """Generate, decode and save one batch of images; studies with an empty report are left out."""
     vq = gen.require_vq()
@@ -73,18 +80,28 @@ def process(
     errors = [f"study {u.study.study_id}: empty report, nothing to draw" for u in batch if not u.study.report.strip()]
     if not ready:
         return BatchResult([], errors)
-    codes = generate_codes(gen, [s.report for s in ready], [s.study_id for s in ready], decoding, cfg_scale, stage, template, condition)
+    reports = [s.report for s in ready]
+    # All candidates in one decoding batch (candidate-major): larger matmuls than N passes.
+    keys = [candidate_key(s.study_id, c) for c in range(candidates) for s in ready]
+    drawn = list(generate_codes(gen, reports * candidates, keys, decoding, cfg_scale, stage, template, condition).split(len(ready)))
+    codes, chosen, nll = drawn[0], torch.zeros(len(ready), dtype=torch.long), None
+    if candidates > 1:
+        texts = [image_condition_text(r, condition) for r in reports]
+        scores = torch.stack([reading_nll(gen, grids, texts, stage) for grids in drawn])  # [N, B]
+        codes, chosen = pick_best(drawn, scores)
+        nll = scores[chosen, torch.arange(len(ready))].tolist()
     with torch.inference_mode():
         pixels = vq.decode_codes(codes.to(gen.device)).cpu()  # [B, 1, S, S] in [0, 1]
     records = []
-    for study, grid, image in zip(ready, codes, pixels):
+    for index, (study, grid, image) in enumerate(zip(ready, codes, pixels)):
         relative = f"{IMAGE_DIR}/{study_key(study.study_id)}.png"
         save_png(image, out_dir / relative)
         records.append(
             {
                 "task": TASK, "study_id": study.study_id, "prompt": study.report, "image": relative,
                 "codes_shape": list(grid.shape), "codes": grid.flatten().tolist(), "cfg_scale": cfg_scale, "seed": decoding.seed,
-                "condition": condition,
+                "condition": condition, "candidates": candidates, "chosen_candidate": int(chosen[index]),
+                "reading_nll": None if nll is None else nll[index],
             }
         )
     return BatchResult(records, errors)

@@ -51,6 +51,7 @@ class GenerateRequest:
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     cfg_scale: float = 1.0  # images and reports (1 = no guidance)
     image_condition: str | None = None  # images: report | impression; None = the model's (IMAGE_CONDITION_KEY)
+    candidates: int = 1  # images: drawings per study, the best by the model's own reading kept (radllm.generation.self_check)
     observations: Sequence[str] = OBSERVATIONS  # vqa only
     questions: Path | None = None  # vqa only: JSONL of questions instead of the templates
     shuffle_images: int | None = None  # reports/vqa: seed of the shuffled-image control (radllm.generation.shuffle)
@@ -79,6 +80,10 @@ class GenerateRequest:
             raise RadllmError("--cfg-scale guides generated reports and images; VQA answers are scored, not generated")
         if self.cfg_scale != 1.0 and self.decoding.strategy == "beam":
             raise RadllmError("--cfg-scale with --strategy beam is not supported; use greedy or sampled decoding")
+        if self.candidates < 1:
+            raise RadllmError(f"--candidates {self.candidates}; expected at least 1")
+        if self.candidates > 1 and self.task != "images":
+            raise RadllmError("--candidates chooses among drawn images; it is for generate images")
         if self.image_condition is not None and self.image_condition not in IMAGE_CONDITIONS:
             raise RadllmError(f"--condition {self.image_condition!r}; expected one of {list(IMAGE_CONDITIONS)}")
         if self.shuffle_images is not None and self.task == "images":
@@ -153,8 +158,8 @@ def prepare_job(request: GenerateRequest) -> Job:
         condition = r.image_condition or image_condition_of(gen.model.config)
         return Job(r, gen, images.units(studies), images.record_key,
                    partial(images.process, gen, out_dir=r.out, decoding=r.decoding, cfg_scale=r.cfg_scale, stage=r.stage, template=r.template,
-                           condition=condition),
-                   {"cfg_scale": r.cfg_scale, "seed": r.decoding.seed, "condition": condition})
+                           condition=condition, candidates=r.candidates),
+                   {"cfg_scale": r.cfg_scale, "seed": r.decoding.seed, "condition": condition, "candidates": r.candidates})
     if r.shuffle_images is not None:  # over the whole input, before ranks split it
         studies = shuffle_images(studies, r.shuffle_images)
     if r.task == "reports":
