@@ -87,7 +87,7 @@ def process(
     codes, chosen, nll = drawn[0], torch.zeros(len(ready), dtype=torch.long), None
     if candidates > 1:
         texts = [image_condition_text(r, condition) for r in reports]
-        scores = torch.stack([reading_nll(gen, grids, texts, stage) for grids in drawn])  # [N, B]
+        scores = reading_nll(gen, torch.cat(drawn), texts * candidates, stage).view(candidates, len(ready))  # [N, B]
         codes, chosen = pick_best(drawn, scores)
         nll = scores[chosen, torch.arange(len(ready))].tolist()
     with torch.inference_mode():

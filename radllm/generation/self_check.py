@@ -46,7 +46,7 @@ def reading_nll(gen: Generator, codes: torch.Tensor, texts: Sequence[str], stage
         for index, (grid, text) in enumerate(zip(codes, texts))
     ]
     attention = getattr(gen.model.config, "_attn_implementation", None) or "sdpa"
-    scoring = PackedScoring(attention, gen.model.dtype, gen.device, rows_per_batch=8)
+    scoring = PackedScoring(attention, gen.model.dtype, gen.device, rows_per_batch=4)
     sums, counts = per_example_nll(gen.model, examples, gen.pad_id, scoring)
     return (sums / counts.clamp_min(1)).float()
 
