@@ -5,7 +5,8 @@ study and keeping the one from which the model would most likely write the reque
 text (the report or its impression, exactly as the image prompt holds it) turns the reading
 direction into a check on the drawing direction: a candidate that shows too little of what was
 asked, or something else, reads back worse. No outside model is involved, so it applies to any
-radllm model and dataset; it costs N drawings and N scoring passes per study.
+radllm model and dataset; it costs N drawings per study, and the N readings of a batch are
+scored together in one packed pass (the grounding diagnostic's scorer).
 
 Candidate 0 uses the study's own sampling stream, so N = 1 is exactly plain generation, and the
 other candidates' streams are keyed by (study, candidate index): the choice does not depend on
