@@ -9,6 +9,7 @@ is written into the run directory so a run can always be reproduced.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +55,7 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
             raise RadllmError(f"{where}: required key(s) {missing} have no value")
+        check_finite(OmegaConf.to_container(merged), where)
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
@@ -62,6 +64,22 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
     except yaml.YAMLError as err:
         raise RadllmError(f"{path}: not valid YAML: {err}") from err
     return obj  # type: ignore[return-value]
+
+
+def check_finite(tree: Any, where: str, key: str = "") -> None:
+    """Reject NaN and ±inf anywhere in a config tree (YAML reads `.nan` and `.inf` as floats).
+
+    A range check such as `lr <= 0` is silently passed by NaN, so no numeric option may be
+    non-finite: this runs before any schema's own `validate` and names the dotted key.
+    """
+    if isinstance(tree, dict):
+        for name, value in tree.items():
+            check_finite(value, where, f"{key}.{name}" if key else str(name))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            check_finite(value, where, f"{key}[{index}]")
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        raise RadllmError(f"{where}: {key} = {tree}; expected a finite number")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -16,9 +16,12 @@ from launching import run_group
 from safetensors.torch import load_file
 
 from radllm.cli import main as cli_main
+from radllm.config import load_config
+from radllm.errors import RadllmError
 from radllm.vq import load_vq
 from radllm.vq.data import epoch_batches, load_image_cache, manifest_images
-from radllm.vq.training import learning_rate, list_checkpoints, weights_checksum
+from radllm.vq.train_config import VQTrainConfig
+from radllm.vq.training import VQTrainer, learning_rate, list_checkpoints, weights_checksum
 from tests.vq_fixtures import tiny_train_config, write_image_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +63,47 @@ def test_image_cache_matches_load_image_to_one_grey_level(tmp_path: Path) -> Non
     direct = torch.stack([load_image(i.path, 16) for i in items])
     assert cache.batch([0, 1, 2]).shape == (3, 1, 16, 16)
     assert (cache.batch([0, 1, 2]) - direct).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def _poisoned_trainer(tmp_path: Path, poisoned_steps: set[int], **schedule: int) -> VQTrainer:
+    """A tiny trainer whose generator loss is multiplied by NaN at `poisoned_steps` (a fault injected
+    at the one place a real one, e.g. an overflowing image or loss term, would surface)."""
+    manifest = write_image_set(tmp_path / "data")
+    config_path = tiny_train_config(manifest, tmp_path / "run", schedule={"max_steps": 6, "eval_every": 100, "save_every": 100, **schedule})
+    trainer = VQTrainer(load_config(VQTrainConfig, config_path), progress=False)
+    trainer.setup()
+    real = trainer.loss_fn.generator_loss
+
+    def poisoned(*args, **kwargs):
+        loss, metrics = real(*args, **kwargs)
+        return (loss * float("nan"), metrics) if trainer.state.step in poisoned_steps else (loss, metrics)
+
+    trainer.loss_fn.generator_loss = poisoned
+    return trainer
+
+
+def test_non_finite_gradient_skips_the_update_and_is_counted(tmp_path: Path) -> None:
+    trainer = _poisoned_trainer(tmp_path, {2, 3})
+    for _ in range(2):  # steps 0, 1: applied
+        trainer.train_step(trainer._next_batch())
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for _ in range(2):  # steps 2, 3: NaN loss, skipped
+        trainer.train_step(trainer._next_batch())
+    after = trainer.model.state_dict()
+    for name, value in before.items():
+        if name != "quantizer.usage_share":  # usage statistics follow the forward, not the update
+            torch.testing.assert_close(after[name], value, rtol=0, atol=0, msg=name)
+    assert trainer.state.nonfinite_skipped == 2 and trainer.state.nonfinite_in_row == 2
+    summary = trainer.train()  # steps 4, 5 are applied again
+    assert summary["nonfinite_skipped"] == 2 and trainer.state.nonfinite_in_row == 0
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
+
+
+def test_too_many_non_finite_steps_in_a_row_abort_clearly(tmp_path: Path) -> None:
+    trainer = _poisoned_trainer(tmp_path, {1, 2, 3}, max_nonfinite_steps=3)
+    with pytest.raises(RadllmError, match="3 consecutive steps with a non-finite gradient .last at step 3."):
+        trainer.train()
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
 
 
 @pytest.mark.slow

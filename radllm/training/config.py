@@ -160,6 +160,11 @@ class TrainConfig:
             raise RadllmError(f"optim.lr = {self.optim.lr}; expected > 0")
         if not 0 <= self.optim.min_lr_ratio <= 1:
             raise RadllmError(f"optim.min_lr_ratio = {self.optim.min_lr_ratio}; expected a value in [0, 1]")
+        for key, beta in (("optim.beta1", self.optim.beta1), ("optim.beta2", self.optim.beta2)):
+            if not 0 <= beta < 1:
+                raise RadllmError(f"{key} = {beta}; expected a value in [0, 1) (AdamW's moment decay)")
+        if self.optim.eps <= 0:
+            raise RadllmError(f"optim.eps = {self.optim.eps}; expected > 0")
         if 2 * self.anchor.lambda_reg * self.optim.lr >= 1:
             raise RadllmError(
                 f"anchor.lambda_reg = {self.anchor.lambda_reg} with optim.lr = {self.optim.lr}: the pull moves θ by "

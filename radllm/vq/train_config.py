@@ -62,6 +62,7 @@ class VQScheduleOptions:
     save_every: int = 1000  # also saves once at the end
     keep_checkpoints: int = 3  # rotation: keep the newest K step directories
     revive_every: int = 100  # 0 = never re-seed dead codes
+    max_nonfinite_steps: int = 5  # abort after this many skipped (NaN/inf gradient) updates in a row
     rank_checksums: bool = False  # each rank writes sha256 of its weights at the end (sync check)
 
 
@@ -93,6 +94,7 @@ class VQTrainConfig:
             "schedule.eval_every": self.schedule.eval_every,
             "schedule.save_every": self.schedule.save_every,
             "schedule.keep_checkpoints": self.schedule.keep_checkpoints,
+            "schedule.max_nonfinite_steps": self.schedule.max_nonfinite_steps,
             "data.eval_images": self.data.eval_images,
         }
         for key, value in positive.items():
@@ -104,6 +106,13 @@ class VQTrainConfig:
             raise RadllmError(f"VQ train config: optim.lr={self.optim.lr}, optim.disc_lr={self.optim.disc_lr}, expected > 0")
         if not 0.0 <= self.optim.min_lr_ratio <= 1.0:
             raise RadllmError(f"VQ train config: optim.min_lr_ratio={self.optim.min_lr_ratio}, expected a number in [0, 1]")
+        for key, beta in (("optim.beta1", self.optim.beta1), ("optim.beta2", self.optim.beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise RadllmError(f"VQ train config: {key}={beta}, expected a number in [0, 1) (Adam's moment decay)")
+        if self.optim.weight_decay < 0:
+            raise RadllmError(f"VQ train config: optim.weight_decay={self.optim.weight_decay}, expected >= 0")
+        if self.optim.grad_clip is not None and self.optim.grad_clip <= 0:
+            raise RadllmError(f"VQ train config: optim.grad_clip={self.optim.grad_clip}, expected > 0 or null (no clipping)")
         if self.schedule.max_minutes is not None and self.schedule.max_minutes <= 0:
             raise RadllmError(f"VQ train config: schedule.max_minutes={self.schedule.max_minutes}, expected > 0 or null")
         if self.torch_threads is not None and self.torch_threads < 1:

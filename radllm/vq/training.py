@@ -60,6 +60,8 @@ class TrainerState:
     batch_in_epoch: int = 0
     samples_seen: int = 0
     codes_revived: int = 0
+    nonfinite_skipped: int = 0  # updates skipped because a gradient norm was NaN/inf, in all
+    nonfinite_in_row: int = 0  # ... and since the last applied generator update
     rng: dict[str, Any] = field(default_factory=dict)
 
 
@@ -288,14 +290,17 @@ class VQTrainer:
         loss.backward()
         self.disc.zero_grad(set_to_none=True)  # D got gradients through D(x_hat); not its update
         metrics["grad_norm_g"] = self._clip_and_step(self.model, self.opt_g)
+        applied = math.isfinite(metrics["grad_norm_g"])
 
         with self._autocast():
             d_loss, d_metrics = self.loss_fn.discriminator_loss(x, out.reconstruction, step, self.disc)
-        if gan_on:
+        if gan_on and applied:
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             d_metrics["grad_norm_d"] = self._clip_and_step(self.disc, self.opt_d)
-        self._latents = out.quantizer.latents
+        self._count_nonfinite(applied, step)
+        if applied:
+            self._latents = out.quantizer.latents  # revival seeds dead codes from these
         self.state.step += 1
         self.state.samples_seen += x.shape[0] * self.world_size
         return metrics | d_metrics | {
@@ -313,11 +318,41 @@ class VQTrainer:
         return lr
 
     def _clip_and_step(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> float:
+        """Average, clip and apply the gradients; a NaN/inf global norm skips the update instead.
+
+        The norm is of the rank-averaged gradients, so every rank takes the same decision.
+        Returns the norm before clipping.
+        """
         self._average_gradients(module)
         clip = self.config.optim.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip if clip is not None else float("inf"))
-        optimizer.step()
-        return float(norm)
+        norm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), clip if clip is not None else float("inf")))
+        if math.isfinite(norm):
+            optimizer.step()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def _count_nonfinite(self, applied: bool, step: int) -> None:
+        """Count a skipped generator update; abort after `schedule.max_nonfinite_steps` in a row.
+
+        Raises:
+            RadllmError: too many consecutive non-finite updates (the weights are left as they were
+                before the first of them, and the last checkpoint is intact).
+        """
+        if applied:
+            self.state.nonfinite_in_row = 0
+            return
+        self.state.nonfinite_skipped += 1
+        self.state.nonfinite_in_row += 1
+        limit = self.config.schedule.max_nonfinite_steps
+        if self.is_main:
+            log.warning("step %d: non-finite generator gradient norm; update skipped (%d in a row, limit %d)", step, self.state.nonfinite_in_row, limit)
+            self.writer.add_scalar("train/nonfinite_skipped", self.state.nonfinite_skipped, step)
+        if self.state.nonfinite_in_row >= limit:
+            raise RadllmError(
+                f"vq-train: {self.state.nonfinite_in_row} consecutive steps with a non-finite gradient (last at step {step}); "
+                f"lower optim.lr, check the input images, or resume from the last checkpoint in {self.output_dir / 'checkpoints'}"
+            )
 
     @torch.no_grad()
     def revive_codes(self) -> int:
@@ -423,6 +458,7 @@ class VQTrainer:
         summary: dict[str, Any] = {
             "step": self.state.step,
             "samples_seen": self.state.samples_seen,
+            "nonfinite_skipped": self.state.nonfinite_skipped,
             "stopped_by_time_budget": stopped_early,
             "train_seconds": round(seconds, 1),
             "train": last_metrics,
