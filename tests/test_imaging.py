@@ -549,3 +549,52 @@ def test_image_convert_through_the_console_command(tmp_path, capsys):
     assert pillow_pixels(tmp_path / "out.png")[1].shape == (256, 256)
     assert main(["image-convert", str(tmp_path / "nope.gif"), str(tmp_path / "o.png")]) == 2
     assert "nope.gif: no such image file" in capsys.readouterr().err
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR claiming `width` x `height` (8-bit gray), with no pixel data."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+
+
+@pytest.mark.parametrize("slope, intercept", [("NaN", "0"), ("1", "NaN"), ("1e308", "0"), ("inf", "0")])
+def test_dicom_with_non_finite_rescale_is_a_clear_error(tmp_path, slope, intercept):
+    ds = dicom_dataset(np.rint(chest() * 4095).astype(np.int64), bits_stored=12)
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    path = write(ds, tmp_path / "nan.dcm")
+    with pytest.raises(RadllmError, match=r"nan\.dcm: the modality transform gives non-finite pixel values .*RescaleSlope"):
+        read_grayscale(path)
+
+
+def test_image_convert_refuses_a_nan_dicom_without_output(tmp_path, capsys):
+    from radllm.cli import main
+
+    ds = dicom_dataset(np.rint(chest() * 4095).astype(np.int64), bits_stored=12)
+    ds.RescaleSlope, ds.RescaleIntercept = "NaN", "0"
+    source = write(ds, tmp_path / "nan.dcm")
+    assert main(["image-convert", str(source), str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert "nan.dcm: the modality transform gives non-finite" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [source]
+
+
+@pytest.mark.parametrize("name", ["bomb.png", "bomb_just_over.png"])
+def test_huge_png_header_is_refused_before_decoding(tmp_path, name):
+    from radllm.imaging.formats import MAX_PIXELS
+
+    side = 100_000 if name == "bomb.png" else int(MAX_PIXELS**0.5) + 1  # Pillow itself only warns here
+    path = tmp_path / name
+    path.write_bytes(png_header_only(side, side))
+    with pytest.raises(RadllmError, match=rf"{name.replace('.', '[.]')}: (header claims {side}×{side}|image is too large)"):
+        read_grayscale(path)
+
+
+def test_huge_dicom_header_is_refused_before_decoding(tmp_path):
+    ds = dicom_dataset(np.zeros((2, 2)))
+    ds.Rows = ds.Columns = 60_000  # PixelData stays 8 bytes: decoding would fail or allocate 7 GB
+    with pytest.raises(RadllmError, match=r"big\.dcm: header claims 60000×60000 = 3,600,000,000 pixels, more than the 134,217,728"):
+        read_grayscale(write(ds, tmp_path / "big.dcm"))

@@ -537,3 +537,23 @@ def test_cli_prepare_mimic_cxr(mimic_tree, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "3 studies (train 1, val 1, test 1)" in printed and "6 rejected" in printed
     assert main(["prepare", "mimic-cxr", "--root", str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("with_table", [False, True])
+def test_iu_xray_huge_image_header_is_a_reject_not_a_crash(iu_tree, tmp_path, with_table):
+    """A PNG whose header claims 100000² pixels: Pillow's DecompressionBombError used to escape."""
+    from tests.test_imaging import png_header_only
+
+    reports, images = iu_tree
+    (images / "CXR5_IM-2117-1001.png").write_bytes(png_header_only(100_000, 100_000))
+    table = None
+    if with_table:  # views from the table: files are only verified, not decoded
+        table = tmp_path / "projections.csv"
+        table.write_text("uid,filename,projection\n5,5_IM-2117-1001.dcm.png,Frontal\n")
+    out = tmp_path / "out"
+    prepare_iu_xray(reports, images, out, projections=table, progress=False)
+    rejects = {r["study_id"]: r for r in read_jsonl(out / "rejects.jsonl")}
+    assert rejects["CXR5"]["reason"] == "image_unreadable"
+    detail = rejects["CXR5"]["detail"]
+    assert detail.startswith("CXR5_IM-2117-1001.png: ") and ("decompression bomb" in detail or "header claims" in detail)
+    assert "CXR5" not in {s.study_id for s in read_manifest(out / "manifest.jsonl")}

@@ -152,6 +152,24 @@ def run_tokenize(root: Path, tok_dir: Path, vq_dir: Path, out: Path, **kwargs):
     return summary, write_index(root / "manifest.jsonl", vq_dir, tok_dir, out, shard_size=2)
 
 
+def test_tokenize_rejects_a_dicom_that_decodes_to_nan(dataset, tmp_path):
+    """A NaN RescaleSlope used to become an all-zero code grid in the shards; now it is a counted reject."""
+    from tests.test_imaging import dicom_dataset, write
+
+    root, tok_dir, vq_dir, _ = dataset
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    ds = dicom_dataset(np.full((40, 38), 900), bits_stored=12)
+    ds.RescaleSlope, ds.RescaleIntercept = "NaN", "0"
+    write(ds, copy / "images" / "2_0.png")  # s2's only image; the content decides the decoder, not the suffix
+    summary, index = run_tokenize(copy, tok_dir, vq_dir, tmp_path / "shards")
+    rejects = [json.loads(line) for line in (tmp_path / "shards" / "rejects.jsonl").read_text().splitlines()]
+    by_study = {r["study_id"]: r for r in rejects}
+    assert set(by_study) == {"s1", "s2", "s3"} and index.num_rejects == 3
+    assert "2_0.png: the modality transform gives non-finite pixel values" in by_study["s2"]["reason"]
+    assert index.num_samples("train") == 3  # s2 left out, not written as a code grid of zeros
+
+
 def test_tokenize_writes_shards_that_match_an_independent_encoding(dataset, tmp_path):
     root, tok_dir, vq_dir, studies = dataset
     summary, index = run_tokenize(root, tok_dir, vq_dir, tmp_path / "shards")

@@ -31,6 +31,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 
 from radllm.errors import RadllmError
 from radllm.imaging.color import luminance
+from radllm.imaging.formats import check_pixel_count
 
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
@@ -86,10 +87,15 @@ def read_dicom(path: Path) -> np.ndarray:
     _ensure_transfer_syntax(ds, path)
     _require_decoder(UID(ds.file_meta.TransferSyntaxUID), path)
     try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+    except MALFORMED_INPUT_ERRORS as err:
+        raise RadllmError(f"{path}: DICOM Rows/Columns missing or invalid: {err}") from err
+    check_pixel_count(path, columns, rows)
+    try:
         ds.pixel_array_options(index=0)  # decode the first frame only
         pixels = ds.pixel_array  # [H, W] (monochrome) or [H, W, 3] (colour, as RGB)
         if photometric in MONOCHROME:
-            return _monochrome_display(pixels, ds, invert=photometric == "MONOCHROME1")
+            return _monochrome_display(pixels, ds, invert=photometric == "MONOCHROME1", path=path)
         return luminance(pixels, float(2 ** int(ds.BitsStored) - 1))
     except MALFORMED_INPUT_ERRORS as err:
         raise RadllmError(f"{path}: cannot decode DICOM pixel data: {err}") from err
@@ -122,9 +128,20 @@ def _require_decoder(syntax: UID, path: Path) -> None:
         )
 
 
-def _monochrome_display(pixels: np.ndarray, ds: Dataset, invert: bool) -> np.ndarray:
-    """Stored values [H, W] -> modality -> VOI -> [0, 1] (MONOCHROME1 inverted)."""
-    values = apply_modality_lut(pixels, ds)
+def _monochrome_display(pixels: np.ndarray, ds: Dataset, invert: bool, path: Path) -> np.ndarray:
+    """Stored values [H, W] -> modality -> VOI -> [0, 1] (MONOCHROME1 inverted).
+
+    Raises:
+        RadllmError: the modality transform gives NaN or infinite values (a NaN or overflowing
+            RescaleSlope/RescaleIntercept), or the VOI window's output range is not finite.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = apply_modality_lut(pixels, ds)
+    if not np.isfinite(values).all():
+        raise RadllmError(
+            f"{path}: the modality transform gives non-finite pixel values (RescaleSlope={ds.get('RescaleSlope')!r}, "
+            f"RescaleIntercept={ds.get('RescaleIntercept')!r}); expected finite rescale values within float range"
+        )
     voi = _voi_kind(ds)
     if voi == "lut":
         # A LUT is indexed by integers; round the (possibly rescaled, float) modality values
@@ -136,6 +153,8 @@ def _monochrome_display(pixels: np.ndarray, ds: Dataset, invert: bool) -> np.nda
     else:
         shown = apply_voi_lut(values, ds, index=0).astype(np.float64)
         low, high = _voi_output_range(ds, voi)
+        if not (np.isfinite([low, high]).all() and np.isfinite(shown).all()):
+            raise RadllmError(f"{path}: the VOI window/LUT gives non-finite values (WindowCenter={ds.get('WindowCenter')!r}, WindowWidth={ds.get('WindowWidth')!r})")
     if high == low:  # a constant image carries no contrast to show
         gray = np.zeros(shown.shape, dtype=np.float32)
     else:

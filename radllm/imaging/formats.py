@@ -23,6 +23,11 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
 _DICOM_MAGIC_OFFSET = 128  # "DICM" follows the 128-byte preamble of a DICOM Part 10 file
 
+# The most pixels any reader decodes: 2**27 ≈ 134 M (an 11,585² square), about nine times the
+# largest digital chest detector (4,300 × 3,500). A header that claims more is a corrupt file or a
+# decompression bomb, refused before anything is allocated.
+MAX_PIXELS = 2**27
+
 
 class ImageFormat(enum.Enum):
     """The decoder family for a file: Pillow (PNG/JPEG) or pydicom."""
@@ -66,6 +71,21 @@ def image_format(path: str | os.PathLike) -> ImageFormat:
         f"{path}: unsupported image type {suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
         " or a DICOM file with the DICM preamble"
     )
+
+
+def check_pixel_count(path: str | os.PathLike, width: int, height: int) -> None:
+    """Refuse an image whose header claims more than `MAX_PIXELS` (or a non-positive size).
+
+    Raises:
+        RadllmError: naming the file, the claimed size and the limit.
+    """
+    if width < 1 or height < 1:
+        raise RadllmError(f"{path}: header claims a {width}×{height} image; expected positive dimensions")
+    if width * height > MAX_PIXELS:
+        raise RadllmError(
+            f"{path}: header claims {width}×{height} = {width * height:,} pixels, more than the {MAX_PIXELS:,} "
+            "radllm decodes (a corrupt header or a decompression bomb)"
+        )
 
 
 def is_supported_image(path: str | os.PathLike) -> bool:

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 
 from radllm.errors import RadllmError
 from radllm.imaging.color import luminance
+from radllm.imaging.formats import check_pixel_count
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _GRAY_WITH_ALPHA_MODES = ("LA", "La")
@@ -32,6 +33,7 @@ def read_raster(path: Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
+            check_pixel_count(path, *image.size)
             image.load()  # decode now: a truncated file fails here, not later in a worker
             upright = ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as err:

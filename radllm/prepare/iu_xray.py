@@ -40,6 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from radllm.errors import RadllmError
+from radllm.imaging.formats import check_pixel_count
 from radllm.manifest import SPLITS, ImageRef, Report, Study
 from radllm.prepare.csv_tables import read_rows
 from radllm.prepare.outcome import Preparation, Reject, manifest_image_path
@@ -177,8 +178,9 @@ def _read_images(study_id: str, paths: Sequence[Path], decode: bool) -> Reject |
                 scores.append(mirror_symmetry(load_gray(p)))
             else:
                 with Image.open(p) as image:
+                    check_pixel_count(p, *image.size)
                     image.verify()
-        except (OSError, SyntaxError, ValueError) as err:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, RadllmError) as err:
             return Reject(study_id, "image_unreadable", f"{p.name}: {err}")
     return scores
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from radllm.imaging.formats import check_pixel_count
+
 FRONTAL = "FRONTAL"
 LATERAL = "LATERAL"
 UNKNOWN = "UNKNOWN"
@@ -43,6 +45,7 @@ _NATIVE_MODES = {"L", "I", "I;16", "I;16L", "I;16B", "F"}
 def load_gray(path: str | os.PathLike) -> np.ndarray:
     """Decode an 8- or 16-bit grayscale (or colour) image to float32 [H, W], keeping its depth."""
     with Image.open(path) as image:
+        check_pixel_count(path, *image.size)
         if image.mode not in _NATIVE_MODES:
             image = image.convert("L")
         return np.asarray(image, dtype=np.float32)
