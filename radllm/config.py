@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from radllm import atomic
 from radllm.errors import RadllmError
+from radllm.jsonl import read_text_file
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
         if path is not None:
             if not Path(path).is_file():
                 raise RadllmError(f"config file {path} does not exist")
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(read_text_file(path, "config file")) or {}
             if not isinstance(loaded, dict):
                 raise RadllmError(f"{path}: expected a YAML mapping at the top level")
             merged = OmegaConf.merge(merged, OmegaConf.create(loaded))

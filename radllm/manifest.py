@@ -22,6 +22,7 @@ from typing import Any
 
 from radllm import atomic
 from radllm.errors import RadllmError
+from radllm.jsonl import text_lines
 from radllm.labels import Labels, empty_labels, validate_labels
 
 SPLITS = ("train", "val", "test")
@@ -82,16 +83,26 @@ class Study:
         split = obj.get("split", "train")
         if split not in SPLITS:
             raise ValueError(f"{where}: split {split!r} not one of {SPLITS}")
+        if not isinstance(obj["study_id"], (str, int)) or isinstance(obj["study_id"], bool) or not str(obj["study_id"]).strip():
+            raise ValueError(f"{where}: 'study_id' is {obj['study_id']!r}; expected a non-empty string")
         images = obj["images"]
-        if not isinstance(images, list) or not all(isinstance(i, dict) and "path" in i for i in images):
-            raise ValueError(f"{where}: 'images' must be a list of {{'path', 'view'}} objects")
+        if not isinstance(images, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("path"), str) and isinstance(i.get("view", ""), str) for i in images
+        ):
+            raise ValueError(f"{where}: 'images' must be a list of {{'path': string, 'view': string}} objects")
         report = obj["report"]
         if not isinstance(report, dict) or set(report) - {"findings", "impression", "text"}:
             raise ValueError(f"{where}: 'report' must be an object with findings/impression/text")
+        for section, value in report.items():
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: report.{section} is {json.dumps(value)}; expected a string (\"\" for an absent section)")
+        for key in ("labels", "meta"):
+            if obj.get(key) is not None and not isinstance(obj[key], dict):
+                raise ValueError(f"{where}: '{key}' is a {type(obj[key]).__name__}; expected an object (or null)")
         return cls(
             study_id=str(obj["study_id"]),
-            images=[ImageRef(path=str(i["path"]), view=str(i.get("view", "UNKNOWN"))) for i in images],
-            report=Report(**{k: str(v) for k, v in report.items()}),
+            images=[ImageRef(path=i["path"], view=i.get("view", "UNKNOWN")) for i in images],
+            report=Report(**report),
             labels=validate_labels(obj.get("labels") or {}, f"{where} labels"),
             split=split,
             meta=dict(obj.get("meta") or {}),
@@ -113,7 +124,7 @@ def looks_like_manifest(path: str | os.PathLike, if_unparsable: bool = False) ->
             `read_manifest`, whose error then names the broken line.
     """
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
+        for _, line in text_lines(fh, path):
             if line.strip():
                 try:
                     obj = json.loads(line)
@@ -129,7 +140,7 @@ def iter_manifest(path: str | os.PathLike) -> Iterator[Study]:
         raise RadllmError(f"manifest {path} does not exist")
     seen: set[str] = set()
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, line in text_lines(fh, path):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"

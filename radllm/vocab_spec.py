@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from radllm import atomic
 from radllm.errors import RadllmError
+from radllm.jsonl import read_json_file
 
 SPEC_FILENAME = "radllm.json"
 SPEC_VERSION = 1
@@ -96,11 +96,7 @@ def load_spec(path: str | os.PathLike) -> VisualVocabSpec:
         path = path / SPEC_FILENAME
     if not path.is_file():
         raise RadllmError(f"{path}: no visual vocab spec ({SPEC_FILENAME}) found")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RadllmError(f"{path}: not valid JSON ({err.msg})") from err
-    return VisualVocabSpec.from_json(obj, str(path))
+    return VisualVocabSpec.from_json(read_json_file(path), str(path))
 
 
 def check_compatible(expected: VisualVocabSpec, actual: VisualVocabSpec, expected_from: str, actual_from: str) -> None:

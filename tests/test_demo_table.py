@@ -72,7 +72,7 @@ def test_two_files_with_the_same_task_or_a_bad_perplexity_file_exit_2(files: Pat
     assert main([*base, "--pred", str(files / "reports.jsonl"), "--pred", str(files / "reports.jsonl")]) == 2
     assert "both hold report records" in capsys.readouterr().err
     assert main([*base, "--pred", str(files / "reports.jsonl"), "--perplexity", f"x={files / 'refs.jsonl'}"]) == 2
-    assert "not the JSON `radllm perplexity` writes" in capsys.readouterr().err
+    assert "refs.jsonl: not valid JSON" in capsys.readouterr().err
 
 
 def test_table_places_each_figure_and_marks_missing_ones() -> None:

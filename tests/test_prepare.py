@@ -517,6 +517,12 @@ def test_mimic_cxr_table_errors(mimic_tree, tmp_path):
     _write_table(root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"], [("d1", "1", "2", "dev")])
     with pytest.raises(RadllmError, match=r"split.csv:2: split 'dev'"):
         prepare_mimic_cxr(root, tmp_path / "out", reports_root=reports)
+    _write_table(root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"], [("d1", "1", "2", "train"), ("d2", "1")])
+    with pytest.raises(RadllmError, match=r"split.csv:3: a row of 2 field\(s\) under a header of 4; expected 4 fields"):
+        prepare_mimic_cxr(root, tmp_path / "out", reports_root=reports)
+    _write_table(root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"], [("d1", "1", "2", "train", "x")])
+    with pytest.raises(RadllmError, match=r"split.csv:2: a row of 5 field\(s\) under a header of 4"):
+        prepare_mimic_cxr(root, tmp_path / "out", reports_root=reports)
     _write_table(root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "split"], [])
     with pytest.raises(RadllmError, match=r"missing column\(s\) \['subject_id'\]"):
         prepare_mimic_cxr(root, tmp_path / "out", reports_root=reports)

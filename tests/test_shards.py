@@ -302,3 +302,56 @@ def test_deepspeed_launcher_two_ranks_match_a_single_process(dataset, tmp_path):
     assert (out / "index.json").read_bytes() == (single / "index.json").read_bytes()
     assert (out / "rejects.jsonl").read_bytes() == (single / "rejects.jsonl").read_bytes()
     assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == {p.name: p.read_bytes() for p in single.glob("*.tar")}
+
+
+# --- index.json as untrusted input ------------------------------------------------------------
+
+
+@pytest.fixture
+def written_shards(dataset, tmp_path):
+    root, tok_dir, vq_dir, _ = dataset
+    run_tokenize(root, tok_dir, vq_dir, tmp_path / "shards")
+    return tmp_path / "shards"
+
+
+@pytest.mark.parametrize("name", ["../outside.tar", "/etc/outside.tar", "sub/train.tar", ".hidden.tar", "train.txt", 7])
+def test_index_shard_names_must_be_plain_files_in_the_directory(written_shards, name):
+    index_path = written_shards / "index.json"
+    obj = json.loads(index_path.read_text())
+    obj["splits"]["train"]["shards"][0]["name"] = name
+    index_path.write_text(json.dumps(obj))
+    (written_shards.parent / "outside.tar").write_bytes((written_shards / "train-000000.tar").read_bytes())
+    with pytest.raises(RadllmError, match=r"index\.json: shard name .*expected a plain file name ending in \.tar"):
+        load_index(written_shards)
+
+
+def test_binary_garbage_index_is_a_clear_error(written_shards, capsys):
+    (written_shards / "index.json").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(RadllmError, match=r"index\.json: not UTF-8 text"):
+        load_index(written_shards)
+    assert cli_main(["verify-shards", str(written_shards)]) == 2
+    err = capsys.readouterr().err
+    assert "index.json: not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_verify_shards_finds_changed_and_truncated_shards(written_shards, capsys):
+    assert cli_main(["verify-shards", str(written_shards), "--no-progress"]) == 0
+    assert "4 shard(s)" in capsys.readouterr().out
+    changed = written_shards / "train-000001.tar"
+    data = bytearray(changed.read_bytes())
+    data[600] ^= 0xFF
+    changed.write_bytes(bytes(data))
+    assert cli_main(["verify-shards", str(written_shards), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 4 shard(s)" in err and "train-000001.tar: sha256" in err
+
+    # A shard rewritten with one sample fewer and its hash updated: only the count can tell.
+    index_path = written_shards / "index.json"
+    shutil.copy(written_shards / "train-000000.tar", changed)  # 1 sample where the index lists 2
+    obj = json.loads(index_path.read_text())
+    from radllm.vocab_spec import sha256_file
+
+    obj["splits"]["train"]["shards"][1]["sha256"] = sha256_file(changed)
+    index_path.write_text(json.dumps(obj))
+    assert cli_main(["verify-shards", str(written_shards), "--no-progress"]) == 2
+    assert "train-000001.tar: 1 samples, the index lists 2" in capsys.readouterr().err

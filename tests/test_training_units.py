@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from radllm.config import load_config
 from radllm.errors import RadllmError
 from radllm.packing import causal_lm_loss, pack_examples
-from radllm.tasks import TASK_NAMES, TaskExample
+from radllm.tasks import TaskExample
 from radllm.train import main as train_main
 from radllm.training.anchor import PretrainedWeights
 from radllm.training.checkpoint import COMPLETE, complete_checkpoints, resolve_resume, rotate

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -42,10 +44,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_on_termination() -> None:
+    """Turn SIGTERM and SIGHUP into `SystemExit(128 + signal)` in this process.
+
+    The default action kills the interpreter without unwinding, so an atomic writer's temporary
+    file (`radllm.atomic`) stays behind, multi-MB for a half-written output. Raising instead runs
+    every `finally` block on the way out. Forked children (pool workers) keep the default action.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse arguments, run the chosen command, and turn `RadllmError` into exit status 2."""
+    """Parse arguments, run the chosen command, and turn `RadllmError` into exit status 2.
+
+    `argv` None means this process is the command (arguments from sys.argv), which then also owns
+    the termination signals (`exit_on_termination`); library callers and tests pass a list.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:
+        exit_on_termination()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -15,7 +15,6 @@ spec the codes were made for, and the hashes of the manifest, VQ weights and tok
 
 from __future__ import annotations
 
-import json
 import os
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +29,7 @@ from webdataset.tariterators import base_plus_ext, tar_file_iterator
 from radllm import atomic
 from radllm.data.sample import TokenizedStudy, encode_study
 from radllm.errors import RadllmError
+from radllm.jsonl import read_json_file
 from radllm.manifest import SPLITS
 from radllm.vocab_spec import VisualVocabSpec, sha256_file
 
@@ -121,6 +121,14 @@ class ShardInfo:
     sha256: str
 
 
+def shard_file_name(name: Any, where: str) -> str:
+    """`name` if it is a plain `.tar` file name, so a listed shard can only be a file inside the
+    shards directory (an index naming `../../outside.tar` or `/etc/x.tar` is refused)."""
+    if not isinstance(name, str) or not name.endswith(".tar") or name.startswith(".") or name != Path(name).name or "\\" in name:
+        raise RadllmError(f"{where}: shard name {name!r}; expected a plain file name ending in .tar inside the shards directory")
+    return name
+
+
 @dataclass
 class ShardIndex:
     """Contents of `index.json`: the shards of each split and the provenance of their samples."""
@@ -168,7 +176,7 @@ class ShardIndex:
             for split, entry in obj["splits"].items():
                 if split not in SPLITS:
                     raise RadllmError(f"{where}: unknown split {split!r}, expected one of {SPLITS}")
-                shards = [ShardInfo(str(s["name"]), int(s["num_samples"]), str(s["sha256"])) for s in entry["shards"]]
+                shards = [ShardInfo(shard_file_name(s["name"], where), int(s["num_samples"]), str(s["sha256"])) for s in entry["shards"]]
                 if sum(s.num_samples for s in shards) != int(entry["num_samples"]):
                     raise RadllmError(f"{where}: split {split!r} num_samples {entry['num_samples']} != sum over its shards")
                 splits[split] = shards
@@ -219,12 +227,41 @@ def load_index(directory: str | os.PathLike) -> ShardIndex:
     path = directory / INDEX_FILENAME
     if not path.is_file():
         raise RadllmError(f"{path}: no shard index; run `radllm tokenize` to build {directory}")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RadllmError(f"{path}: not valid JSON ({err.msg})") from err
-    index = ShardIndex.from_json(obj, str(path))
+    index = ShardIndex.from_json(read_json_file(path), str(path))
     missing = [s.name for shards in index.splits.values() for s in shards if not (directory / s.name).is_file()]
     if missing:
         raise RadllmError(f"{path}: {len(missing)} listed shard file(s) missing in {directory}, e.g. {missing[:3]}")
     return index
+
+
+def verify_shards(directory: str | os.PathLike, progress: bool = False) -> tuple[int, list[str]]:
+    """Check every shard `index.json` lists against its recorded sha256 and sample count.
+
+    Training reads shards as a stream and trusts their bytes (each sample is still decoded
+    defensively); a copy truncated by a full disk, a shard swapped by hand, or a file changed
+    after tokenizing shows up here before a week of GPUs is spent on it.
+
+    Returns:
+        (shards checked, one line per problem naming the shard: wrong hash, wrong count, unreadable tar).
+    """
+    from tqdm import tqdm
+
+    directory = Path(directory)
+    index = load_index(directory)
+    listed = [info for shards in index.splits.values() for info in shards]
+    problems = []
+    for info in tqdm(listed, desc="verify-shards", unit="shard", disable=not progress):
+        path = directory / info.name
+        actual = sha256_file(path)
+        if actual != info.sha256:
+            problems.append(f"{path}: sha256 {actual} differs from the index's {info.sha256}")
+            continue
+        try:
+            with open(path, "rb") as fh:
+                count = sum(1 for _ in iter_raw_samples(fh, str(path)))
+        except ShardReadError as err:
+            problems.append(str(err))
+            continue
+        if count != info.num_samples:
+            problems.append(f"{path}: {count} samples, the index lists {info.num_samples}")
+    return len(listed), problems

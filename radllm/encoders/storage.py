@@ -15,7 +15,6 @@ become the decision thresholds.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -40,6 +39,7 @@ from radllm.encoders.densenet import (
 from radllm.encoders.encoder import CXREncoder
 from radllm.encoders.spec import EncoderSpec
 from radllm.errors import RadllmError
+from radllm.jsonl import read_json_file
 from radllm.labels import OBSERVATIONS
 
 CONFIG_FILENAME = "config.json"
@@ -131,10 +131,7 @@ def _load_directory(directory: Path) -> CXREncoder:
     for required in (config_path, weights_path):
         if not required.is_file():
             raise RadllmError(f"CXR encoder directory {directory} has no {required.name}")
-    try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RadllmError(f"{config_path}: not valid JSON ({err.msg})") from err
+    raw = read_json_file(config_path)
     spec = EncoderSpec.from_json(raw, str(config_path))
     backbone = build_backbone(spec.arch, len(spec.output_names), spec.arch_options, str(config_path))
     state = read_state_dict(weights_path)

@@ -13,7 +13,6 @@ task, or evaluated with --bootstrap 0), so the table never invents a value.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from radllm.errors import RadllmError
+from radllm.jsonl import read_json_file, read_text_file
 from radllm.evaluation.intervals import DIFF
 from radllm.evaluation.keys import set_key, set_label
 
@@ -75,12 +75,7 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
         RadllmError: the file is missing, not JSON, or not an object.
     """
     path = Path(path)
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise RadllmError(f"metrics file {path} does not exist (run `radllm evaluate` first)") from err
-    except json.JSONDecodeError as err:
-        raise RadllmError(f"metrics file {path} is not valid JSON: {err}") from err
+    metrics = read_json_file(path, "metrics file")
     if not isinstance(metrics, dict):
         raise RadllmError(f"metrics file {path}: expected a JSON object of flat keys, got {type(metrics).__name__}")
     return metrics
@@ -93,7 +88,7 @@ def read_timings(path: str | os.PathLike) -> dict[str, float]:
         RadllmError: a line that is not a step name and a number of seconds.
     """
     timings: dict[str, float] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path, "timings file").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split("\t")

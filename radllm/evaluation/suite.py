@@ -12,7 +12,6 @@ With `EvaluationOptions.bootstrap` resamples, headline metrics get 95 % interval
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from typing import Any
 from radllm import atomic
 from radllm.encoders import CXREncoder, load_cxr_encoder
 from radllm.errors import RadllmError
+from radllm.jsonl import read_json_file
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
 from radllm.evaluation.images import generation_metrics, reconstruction_metrics
 from radllm.evaluation.bootstrap import RESAMPLES
@@ -189,11 +189,10 @@ def perplexity_metrics(files: Mapping[str, str | os.PathLike]) -> dict[str, Any]
     for name, path in files.items():
         if not name or not _NAME.match(name):
             raise RadllmError(f"perplexity name {name!r}: use letters, digits, '_', '.' or '-' (it becomes part of metric keys)")
+        raw = read_json_file(path, "perplexity file")
         try:
-            result = Perplexity(**json.loads(Path(path).read_text(encoding="utf-8")))
-        except FileNotFoundError as err:
-            raise RadllmError(f"perplexity file {path} does not exist (run `radllm perplexity`)") from err
-        except (json.JSONDecodeError, TypeError) as err:
+            result = Perplexity(**raw)
+        except TypeError as err:
             raise RadllmError(f"perplexity file {path}: not the JSON `radllm perplexity` writes ({err})") from err
         out.update({f"perplexity/{name}": result.perplexity, f"perplexity/{name}/nll": result.nll,
                     f"perplexity/{name}/n_tokens": result.n_tokens, f"perplexity/{name}/model": result.model})

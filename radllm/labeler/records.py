@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from radllm import atomic
 from radllm.errors import RadllmError
-from radllm.jsonl import iter_json_objects
+from radllm.jsonl import iter_json_objects, text_lines
 from radllm.labeler.labeler import default_labeler
 from radllm.report_text import report_text
 
@@ -52,9 +52,12 @@ def report_from_json(obj: dict[str, Any], where: str) -> str:
         if isinstance(value, str):
             return value
         if isinstance(value, dict):
-            if isinstance(value.get("text"), str) and value["text"].strip():
+            for section in ("text", "findings", "impression"):
+                if not isinstance(value.get(section, ""), str):
+                    raise RadllmError(f"{where}: {key}.{section} is {json.dumps(value[section])}; expected a string (\"\" for an absent section)")
+            if value.get("text", "").strip():
                 return value["text"]
-            return report_text(str(value.get("findings", "")), str(value.get("impression", "")))
+            return report_text(value.get("findings", ""), value.get("impression", ""))
         raise RadllmError(f"{where}: field {key!r} is {type(value).__name__}; expected a string or a manifest report object")
     raise RadllmError(f"{where}: no report text; expected a field named one of {list(TEXT_FIELDS)} (keys found: {sorted(obj)})")
 
@@ -67,7 +70,7 @@ def read_reports(path: str | os.PathLike) -> Iterator[ReportRecord]:
     jsonl = path.suffix.lower() in JSONL_SUFFIXES
     with open(path, encoding="utf-8") as fh:
         if not jsonl:
-            for lineno, line in enumerate(fh, 1):
+            for lineno, line in text_lines(fh, path):
                 if line.strip():
                     yield ReportRecord({"line": lineno}, line.rstrip("\n"))
             return

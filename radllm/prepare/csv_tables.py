@@ -28,7 +28,12 @@ def find_table(root: str | os.PathLike, stem: str, required: bool = True) -> Pat
 
 
 def read_rows(path: str | os.PathLike, required_columns: Sequence[str]) -> Iterator[dict[str, str]]:
-    """Yield the rows of a CSV file (gzipped when its name ends in .gz) as dicts of strings."""
+    """Yield the rows of a CSV file (gzipped when its name ends in .gz) as dicts of strings.
+
+    Raises:
+        RadllmError: missing file or column, undecodable bytes, or a row with more or fewer fields
+            than the header (file:line named), which csv.DictReader would fill with None.
+    """
     path = Path(path)
     if not path.is_file():
         raise RadllmError(f"table {path} does not exist")
@@ -39,6 +44,11 @@ def read_rows(path: str | os.PathLike, required_columns: Sequence[str]) -> Itera
             missing = [c for c in required_columns if c not in (reader.fieldnames or [])]
             if missing:
                 raise RadllmError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
-            yield from reader
+            width = len(reader.fieldnames or [])
+            for row in reader:
+                if None in row or None in row.values():
+                    fields = sum(1 for k, v in row.items() if k is not None and v is not None) + len(row.get(None, []))
+                    raise RadllmError(f"{path}:{reader.line_num}: a row of {fields} field(s) under a header of {width}; expected {width} fields on every row")
+                yield row
         except (OSError, EOFError, UnicodeDecodeError, csv.Error) as err:
             raise RadllmError(f"{path}: cannot be read as a CSV table ({err})") from err

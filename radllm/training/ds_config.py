@@ -16,12 +16,12 @@ DeepSpeedCPUAdam on large models, but with no build step).
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from radllm.errors import RadllmError
+from radllm.jsonl import read_json_file
 from radllm.training.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,10 +41,7 @@ def resolve_ds_path(path: str) -> Path:
 def load_ds_json(path: str | os.PathLike) -> dict[str, Any]:
     """Read a DeepSpeed JSON config; refuses sections the trainer provides itself."""
     path = resolve_ds_path(str(path))
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RadllmError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+    raw = read_json_file(path, "DeepSpeed config")
     if not isinstance(raw, dict):
         raise RadllmError(f"{path}: expected a JSON object")
     present = [key for key in FORBIDDEN_SECTIONS if key in raw]
