@@ -83,7 +83,7 @@ def test_ds_config_auto_fields_are_filled_from_run_and_model(artifacts, tmp_path
     assert filled["bf16"]["enabled"] is True and filled["gradient_clipping"] == 1.0
     assert filled["zero_optimization"]["reduce_bucket_size"] == 64 * 64
     assert filled["zero_optimization"]["stage3_param_persistence_threshold"] == 640
-    for name in ("zero2.json", "zero3.json"):
+    for name in ("zero2.json", "zero3.json", "zero3_small_model.json"):
         assert "auto" not in str(fill_ds_config(load_ds_json(f"ds_configs/{name}"), config, 2, 32, False))
     bad = tmp_path / "bad.json"
     bad.write_text('{"optimizer": {"type": "Adam"}, "zero_optimization": {"stage": 3}}')
