@@ -18,7 +18,7 @@ from radllm.packing import causal_lm_loss, pack_examples
 from radllm.tasks import TaskExample
 from radllm.train import main as train_main
 from radllm.training.anchor import PretrainedWeights
-from radllm.training.checkpoint import COMPLETE, complete_checkpoints, resolve_resume, rotate
+from radllm.training.checkpoint import COMPLETE, complete_checkpoints, mark_complete, prepare_save, resolve_resume, rotate
 from radllm.training.config import TrainConfig
 from radllm.training.data import LOSS_GROUPS, NO_GROUP, PROMPT_IMAGES, loss_groups
 from radllm.training.ds_config import fill_ds_config, load_ds_json
@@ -110,6 +110,40 @@ def test_resume_picks_the_newest_complete_checkpoint_and_rotation_keeps_k(tmp_pa
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_0000004", "step_0000006"]
     assert sorted(p.name for p in root.iterdir()) == ["step_0000004", "step_0000006", "step_0000008"]
     assert resolve_resume(tmp_path / "empty", "auto") is None
+
+
+def _save(run_dir: Path, step: int, payload: str) -> Path:
+    """What `Trainer.save` does to the directory tree, with `payload` standing in for DeepSpeed's shards."""
+    prepare_save(run_dir, step)
+    path = run_dir / "checkpoints" / f"step_{step:07d}"
+    path.mkdir(parents=True)
+    assert not (path / COMPLETE).exists()  # no old marker while the new files are written
+    (path / "shard").write_text(payload)
+    mark_complete(path)
+    rotate(run_dir, keep=2)
+    return path
+
+
+def test_rollback_then_resume_auto_continues_the_new_lineage(tmp_path):
+    """Keep 500 and 1000, resume from 500, save 600 and 700: auto must pick 700, not the discarded 1000,
+    and rotation must not delete the lineage being resumed."""
+    for step in (500, 1000):
+        _save(tmp_path, step, f"old {step}")
+    assert resolve_resume(tmp_path, "auto").name == "step_0001000"
+    (tmp_path / "checkpoints" / "step_0000600").mkdir()  # old run's save of 600, killed midway
+    _save(tmp_path, 600, "new 600")
+    _save(tmp_path, 700, "new 700")
+    assert resolve_resume(tmp_path, "auto").name == "step_0000700"
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_0000700"
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_0000600", "step_0000700"]
+    assert (tmp_path / "checkpoints" / "abandoned" / "step_0001000" / "shard").read_text() == "old 1000"  # kept, not lost
+
+    # Saving over an existing complete tag (rolled back again, to 600): the old copy is set aside first.
+    _save(tmp_path, 700, "newer 700")
+    assert (tmp_path / "checkpoints" / "step_0000700" / "shard").read_text() == "newer 700"
+    assert (tmp_path / "checkpoints" / "abandoned" / "step_0000700" / "shard").read_text() == "new 700"
+    _save(tmp_path, 700, "newest 700")
+    assert (tmp_path / "checkpoints" / "abandoned" / "step_0000700.1" / "shard").read_text() == "newer 700"
 
 
 def test_lr_schedule_warmup_then_cosine_hand_values():

@@ -11,10 +11,19 @@ Layout of `run_dir/checkpoints/`:
     latest                   the newest complete tag (DeepSpeed's own convention, so
                              `zero_to_fp32.py` finds it), replaced atomically after COMPLETE
 
+    abandoned/step_0001000/  checkpoints of a run that was rolled back (see below), kept, never
+                             picked by `--resume auto` or deleted by rotation
+
 A save killed midway leaves a directory without COMPLETE: `--resume auto` never picks it (it
 takes the newest directory that has the marker) and rotation deletes it. Per-rank JSON is used
 because DeepSpeed stores `client_state` from the data-parallel rank 0 only, while the reader
 position and pending rows differ per rank.
+
+Rollback: a run saves increasing steps, so when a run resumed from an older checkpoint (say
+step_500, with step_1000 on disk) saves step T, every checkpoint above T, and an existing
+step T itself, belongs to the discarded trajectory. `prepare_save` moves them to `abandoned/`
+before the new files are written: the new tag never carries an old COMPLETE marker while its
+files are rewritten, `--resume auto` continues the current lineage, and rotation counts only it.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from radllm.training.config import TrainConfig
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
+ABANDONED = "abandoned"
 TAG_PATTERN = re.compile(r"^step_(\d{7,})$")
 
 
@@ -84,10 +94,31 @@ def resolve_resume(run_dir: str | os.PathLike, resume: str) -> Path | None:
     return path
 
 
-def clear_incomplete(checkpoint: Path) -> None:
-    """Remove what a killed save of the same tag left behind, so no stale shard mixes into the new one."""
-    if checkpoint.is_dir() and not is_complete(checkpoint):
-        shutil.rmtree(checkpoint)
+def prepare_save(run_dir: str | os.PathLike, step: int) -> list[Path]:
+    """Rank 0, before any rank writes `tag_for(step)`: clear the way (see the module docstring).
+
+    An incomplete directory of this tag or a later one (a killed save) is deleted; a complete one
+    (a rolled-back trajectory) is moved to `abandoned/`. Returns the moved checkpoints' new paths.
+    """
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
+        return []
+    moved = []
+    for path in sorted(root.iterdir()):
+        match = TAG_PATTERN.match(path.name)
+        if not (path.is_dir() and match and int(match.group(1)) >= step):
+            continue
+        if not is_complete(path):
+            shutil.rmtree(path)
+            continue
+        target = root / ABANDONED / path.name
+        copy = 1
+        while target.exists():
+            target, copy = root / ABANDONED / f"{path.name}.{copy}", copy + 1
+        target.parent.mkdir(exist_ok=True)
+        path.rename(target)
+        moved.append(target)
+    return moved
 
 
 def mark_complete(checkpoint: Path) -> None:

@@ -305,7 +305,8 @@ class Trainer:
         root = ckpt.checkpoints_dir(self.config.run_dir)
         tag = ckpt.tag_for(self.state.step)
         if self.rank == 0:
-            ckpt.clear_incomplete(root / tag)
+            for path in ckpt.prepare_save(self.config.run_dir, self.state.step):
+                log.warning("checkpoint of a rolled-back trajectory moved to %s (this run resumed from an older step)", path)
         dist.barrier()
         self.engine.save_checkpoint(str(root), tag=tag, client_state={"step": self.state.step}, save_latest=False)
         ckpt.write_rank_state(root / tag, self.rank, {
