@@ -33,6 +33,7 @@ from radllm.tasks.config import IMAGE_CONDITION_KEY
 from radllm.training.checkpoint import is_complete
 from radllm.training.config import TrainConfig
 from radllm.training.model import compute_dtype, load_model_config
+from radllm.training.safe_checkpoint import check_checkpoint_files, weights_only_loading
 from radllm.vocab import load_tokenizer
 from radllm.vocab_spec import SPEC_FILENAME
 
@@ -106,10 +107,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         raise RadllmError(f"--checkpoint {checkpoint}: not a complete checkpoint directory")
     if lora_mode not in LORA_MODES:
         raise RadllmError(f"--lora {lora_mode!r}: expected one of {list(LORA_MODES)}")
+    check_checkpoint_files(checkpoint)  # before anything of the directory is trusted
     config = run_config_of(checkpoint)
     _, spec = load_tokenizer(config.tokenizer)
     dtype = compute_dtype(config.model.dtype, torch.cuda.is_available())
-    state_dict = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+    with weights_only_loading(checkpoint):  # zero_to_fp32 unpickles with weights_only=False otherwise
+        state_dict = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
     model_config = export_config(config, spec.vocab_size, dtype)
     if not config.lora.enabled:
         return write_hf_model(state_dict, model_config, config.tokenizer, out_dir)

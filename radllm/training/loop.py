@@ -46,6 +46,7 @@ from radllm.training.grounding import eval_grounding_studies, measure_grounding
 from radllm.training.metrics import MetricsLog
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
+from radllm.training.safe_checkpoint import safe_checkpoint
 from radllm.training.preflight import Preflight
 from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_table, write_samples
 
@@ -147,7 +148,8 @@ class Trainer:
 
     def _load(self, checkpoint: Path) -> None:
         state = ckpt.read_rank_state(checkpoint, self.rank, self.config, self.world_size)
-        path, _ = self.engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+        with safe_checkpoint(checkpoint):  # DeepSpeed unpickles with weights_only=False otherwise
+            path, _ = self.engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
         if path is None:
             raise RadllmError(f"{checkpoint}: DeepSpeed could not load it")
         self.data.load_state_dict(state["data"])
