@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script by the launcher: make `radllm` 
 from radllm.config import load_config  # noqa: E402
 from radllm.errors import RadllmError  # noqa: E402
 from radllm.training.config import TrainConfig  # noqa: E402
+from radllm.training.preemption import PREEMPTED_EXIT_CODE, Preempted  # noqa: E402
 from radllm.training.preflight import preflight  # noqa: E402
 
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except RadllmError as err:
         print(f"train.py (rank {rank}): error: {err}", file=sys.stderr)
         return 2
+    except Preempted as stop:
+        print(f"train.py (rank {rank}): {stop}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     if rank == 0:
         print(json.dumps(summary, indent=2))
     return 0

@@ -27,7 +27,8 @@ SLURM = REPO / "scripts" / "slurm"
 SBATCH_FILES = sorted(SLURM.glob("*.sbatch"))
 
 FAKE_SCONTROL = """#!/bin/bash
-# fake: scontrol show hostnames NODELIST -> the hosts in $FAKE_HOSTS
+# fake: scontrol show hostnames NODELIST -> the hosts in $FAKE_HOSTS; scontrol requeue JOB -> recorded
+if [[ "$1" == requeue ]]; then echo "$2" > "$RECORD_DIR/requeue"; exit 0; fi
 [[ "$1 $2" == "show hostnames" && "$3" == "$EXPECT_NODELIST" ]] || { echo "unexpected scontrol $*" >&2; exit 1; }
 printf '%s\\n' $FAKE_HOSTS
 """
@@ -43,7 +44,7 @@ done
 pids=()
 for ((i = 0; i < n; i++)); do SLURM_NODEID=$i "$@" & pids+=($!); done
 rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=1; done
+for p in "${pids[@]}"; do wait "$p" || { s=$?; (( s > rc )) && rc=$s; }; done  # like srun: the largest task exit code
 exit $rc
 """
 
@@ -240,3 +241,53 @@ def test_two_simulated_nodes_form_one_process_group(tmp_path):
         assert (record["MASTER_ADDR"], record["MASTER_PORT"]) == ("localhost", str(port))
         assert record["RADLLM_PROBE"] == "propagated"  # the batch environment reaches every rank
         assert record["sum"] == 3.0  # one process group across both "nodes"
+
+
+# A "rank" that waits for USR1 and then exits the way a pre-empted trainer does; fake pkill
+# delivers the signal to it by pid (a real pkill -f could reach real trainings on this machine).
+FAKE_RANK = """#!/bin/bash
+printf '%s\\n' "$@" > "$RECORD_DIR/deepspeed.node$SLURM_NODEID.args"
+trap 'exit 75' USR1
+echo $$ > "$RECORD_DIR/rank$SLURM_NODEID.pid"
+while :; do sleep 0.05; done
+"""
+FAKE_PKILL = """#!/bin/bash
+printf '%s\\n' "$@" > "$RECORD_DIR/pkill.args"
+kill "$1" "$(cat "$RECORD_DIR/rank$SLURM_NODEID.pid")"
+"""
+
+
+@pytest.mark.parametrize("exit_code", [75, 3])
+def test_train_sbatch_requeues_only_after_a_preemption_checkpoint(tmp_path, exit_code):
+    env = _slurm_env(tmp_path, ["gpu01"], SLURM_GPUS_ON_NODE="8", CONFIG="configs/train/x.yaml")
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "deepspeed").write_text(f"#!/bin/bash\nexit {exit_code}\n")
+    (bin_dir / "deepspeed").chmod(0o755)
+    out = subprocess.run(["bash", str(SLURM / "train.sbatch")], env=env, capture_output=True, text=True, timeout=60)
+    requeued = tmp_path / "record" / "requeue"
+    if exit_code == 75:
+        assert out.returncode == 0 and requeued.read_text().strip() == "123456", out.stderr
+    else:
+        assert out.returncode == exit_code and not requeued.exists()
+
+
+def test_train_sbatch_passes_the_preemption_notice_to_the_ranks(tmp_path):
+    import signal
+    import time
+
+    env = _slurm_env(tmp_path, ["gpu01", "gpu02"], SLURM_GPUS_ON_NODE="8", CONFIG="configs/train/x.yaml")
+    bin_dir = tmp_path / "bin"
+    for name, text in (("deepspeed", FAKE_RANK), ("pkill", FAKE_PKILL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    proc = subprocess.Popen(["bash", str(SLURM / "train.sbatch")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    record = tmp_path / "record"
+    deadline = time.monotonic() + 30
+    while not all((record / f"rank{n}.pid").exists() for n in (0, 1)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)  # what `#SBATCH --signal=B:USR1@300` does
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "pre-emption notice" in stderr and (record / "requeue").read_text().strip() == "123456"
+    assert (record / "pkill.args").read_text().splitlines() == ["-USR1", "-f", "--", "radllm/train.py --local_rank"]
+    assert "--overlap" in (record / "srun.args").read_text().splitlines()

@@ -296,6 +296,53 @@ def test_sigkill_then_resume_as_two_simulated_nodes_matches_the_uninterrupted_ru
     assert not (fake / "garbage").exists()  # the half-written directory was replaced by a real save
 
 
+def _logged_steps(run_dir: Path) -> set[int]:
+    """Train steps in metrics.jsonl so far (a line being written is skipped)."""
+    path = run_dir / "metrics.jsonl"
+    steps = set()
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("kind") == "train":
+            steps.add(record["step"])
+    return steps
+
+
+def test_preemption_signal_to_one_rank_checkpoints_both_and_resume_continues_identically(run_a, artifacts, tmp_path):
+    """SIGUSR1 (slurm's pre-emption notice) to rank 1 only: both ranks save the same step and exit 75;
+    `--resume auto` then logs run A's losses from the next step on."""
+    import psutil
+
+    from radllm.training.preemption import PREEMPTED_EXIT_CODE
+
+    run_dir = tmp_path / "run"
+    config = write_train_config(tmp_path / "p.yaml", artifacts, run_dir, tasks=CURRICULUM)  # run A's task options
+    cmd = [str(LAUNCHER), "--num_accelerators", "2", "--master_port", str(free_port()), str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while 1 not in _logged_steps(run_dir) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ranks = [p for p in psutil.Process(proc.pid).children(recursive=True) if any(a.startswith("--local_rank") for a in p.cmdline())]
+        rank1 = next(p for p in ranks if "--local_rank=1" in p.cmdline())
+        rank1.send_signal(signal.SIGUSR1)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, output[-4000:]
+    stopped = max(_logged_steps(run_dir))
+    assert 1 < stopped < 6 and "pre-empted: checkpoint" in output
+    assert complete_checkpoints(run_dir)[-1].name == f"step_{stopped:07d}"
+
+    launch(config, "--resume", "auto")
+    expected, resumed = read_metrics(run_a.run_dir), read_metrics(run_dir)
+    for step in range(stopped + 1, 7):
+        assert resumed[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-6), step
+
+
 def run_single(config: Path) -> None:
     """The entry point without a launcher: a world of one (ZeRO-3 on one process)."""
     env = ENV | {"MASTER_PORT": str(free_port())}

@@ -46,6 +46,7 @@ from radllm.training.grounding import eval_grounding_studies, measure_grounding
 from radllm.training.metrics import MetricsLog
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
+from radllm.training.preemption import Preempted, StopRequest
 from radllm.training.safe_checkpoint import safe_checkpoint
 from radllm.training.preflight import Preflight
 from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_table, write_samples
@@ -123,6 +124,9 @@ class Trainer:
         self.sample_studies = sample_studies(config, self.spec) if config.logging.sample_reports else []  # the same on every rank
         self.grounding_studies = eval_grounding_studies(config, self.spec)  # the same on every rank
         self.state = TrainState()
+        self.stop_request = StopRequest()  # SIGTERM/SIGUSR1: checkpoint at the next step boundary (radllm.training.preemption)
+        self.stop_request.install()
+        self.stop_agreed = False
         torch.manual_seed(config.seed + 1000 * (rank + 1))  # dropout etc.: distinct per rank, restored on resume
         resume_from = ckpt.resolve_resume(config.run_dir, config.resume)
         if resume_from is not None:
@@ -192,9 +196,11 @@ class Trainer:
         real_tokens = sum(int((b["loss_groups"] != NO_GROUP).sum()) for b in batches)
         local_distance = self.anchor.squared_distance() if self.anchor else torch.zeros((), dtype=torch.float64)
         finite = float(torch.isfinite(sums).all())
-        stats = self._all_reduce(torch.cat([sums, counts, torch.tensor([real_tokens, float(local_distance), 1.0 - finite], dtype=torch.float64)]))
+        signalled = float(self.stop_request.pending)  # rides on this all-reduce: every rank learns it at the same step
+        stats = self._all_reduce(torch.cat([sums, counts, torch.tensor([real_tokens, float(local_distance), 1.0 - finite, signalled], dtype=torch.float64)]))
         g_sums, g_counts = stats[: len(LOSS_GROUPS)], stats[len(LOSS_GROUPS) : 2 * len(LOSS_GROUPS)]
-        g_real, g_distance, g_nonfinite = (float(v) for v in stats[2 * len(LOSS_GROUPS) :])
+        g_real, g_distance, g_nonfinite, g_signalled = (float(v) for v in stats[2 * len(LOSS_GROUPS) :])
+        self.stop_agreed = g_signalled > 0
         lr = float(self.engine.get_lr()[0])
         loss = float(g_sums.sum() / max(float(g_counts.sum()), 1.0))
         if self.anchor and g_nonfinite == 0:
@@ -344,8 +350,10 @@ class Trainer:
                     if self.grounding_studies:
                         record["grounding"] = self.grounding()
                     self.metrics.eval(step, record)
-                if step % schedule.save_every == 0 or last:
-                    self.save()
+                if step % schedule.save_every == 0 or last or self.stop_agreed:
+                    saved = self.save()
+                    if self.stop_agreed and not last:
+                        raise Preempted(step, str(saved))
             export = None if self.config.lora.enabled else export_from_engine(self.engine, self.config, self.spec.vocab_size, self.dtype, self.rank)
         finally:
             self.metrics.close()

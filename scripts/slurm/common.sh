@@ -13,7 +13,7 @@
 #          (default $RADLLM_ROOT/runs/slurm/$SLURM_JOB_ID, must be on a shared file system),
 #          MASTER_PORT (default 10000 + SLURM_JOB_ID mod 20000).
 # Exports: RADLLM_ROOT, RADLLM_JOB_DIR, RADLLM_HOSTFILE, NNODES, GPUS_PER_NODE, MASTER_ADDR,
-#          MASTER_PORT, PYTHONPATH; defines radllm_deepspeed.
+#          MASTER_PORT, PYTHONPATH; defines radllm_deepspeed and radllm_signal_ranks.
 #
 # Environment propagation: every variable exported here or before `sbatch` (which exports the
 # submitting shell's environment by default) reaches every rank: `srun --export=ALL` hands the
@@ -73,4 +73,12 @@ radllm_deepspeed() {
         bash -c 'exec deepspeed --no_ssh --node_rank="$SLURM_NODEID" --num_nodes="$NNODES" \
             --num_gpus="$GPUS_PER_NODE" --hostfile="$RADLLM_HOSTFILE" \
             --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" "$@"' radllm-node-launcher "$@"
+}
+
+# radllm_signal_ranks SIG SCRIPT: send SIG to the ranks running SCRIPT on every node of the job (not
+# to their launchers: `deepspeed.launcher.launch` inserts `--local_rank` right after the script
+# in each rank's command line only).
+radllm_signal_ranks() {
+    srun --overlap --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 \
+        pkill "-$1" -f -- "$2 --local_rank" || true
 }
