@@ -139,7 +139,7 @@ def evaluated(tmp_path: Path) -> dict:
     shuffled_vqa = _write(tmp_path / "shuffled_vqa.jsonl", [{"task": "vqa", "study_id": s, "observation": "Cardiomegaly", "question": "q",
                                                              "answer": "yes", "p_yes": 0.5} for s in ids])
     out = tmp_path / "eval"
-    args = ["evaluate", "--ref", str(tmp_path / "refs.jsonl"), "--out", str(out), "--no-meteor", "--bootstrap", "300",
+    args = ["evaluate", "--ref", str(tmp_path / "refs.jsonl"), "--out", str(out), "--no-meteor", "--bootstrap", "300", "--ce-labels", "labels",
             "--pred", str(model), "--pred", str(vqa), "--pred", f"shuffled={shuffled}", "--pred", f"shuffled={shuffled_vqa}",
             "--pred", f"same={model}"]
     assert main(args) == 0

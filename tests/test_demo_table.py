@@ -56,7 +56,7 @@ def files(tmp_path: Path) -> Path:
 
 def test_unnamed_files_of_different_tasks_and_perplexity_share_one_metrics_file(files: Path) -> None:
     out = files / "eval"
-    args = ["evaluate", "--ref", str(files / "refs.jsonl"), "--out", str(out), "--no-meteor",
+    args = ["evaluate", "--ref", str(files / "refs.jsonl"), "--out", str(out), "--no-meteor", "--ce-labels", "labels",
             "--pred", str(files / "reports.jsonl"), "--pred", str(files / "vqa.jsonl"), "--perplexity", f"pretrained={files / 'ppl.json'}"]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())

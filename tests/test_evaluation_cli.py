@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def test_metrics_json_keys_and_policy(evaluated) -> None:
         assert key in metrics, key
     assert metrics["report/meteor_skipped"] == "disabled"
     assert metrics["eval/uncertain_policy"] == "negative"
-    assert metrics["eval/label_source"] == "labels"  # the manifest has labels for every study
+    assert metrics["eval/truth_labels"] == "labels"  # VQA/image truth: the manifest has labels for every study
+    assert metrics["eval/report_reference_labels"] == "labeler"  # reports: one labeler on both sides
+    assert re.fullmatch(r"radllm-rules-[0-9a-f]{12}", metrics["eval/labeler"])
     assert metrics["report/n_studies"] == len(studies)
     assert all("/" in key for key in metrics)
 
@@ -162,6 +165,28 @@ def test_plain_jsonl_references_use_the_labeler(tmp_path) -> None:
     out = tmp_path / "o"
     assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--no-meteor"]) == 0
     metrics = _strict_json(out / "metrics.json")
-    assert metrics["eval/label_source"] == "labeler"
+    assert metrics["eval/truth_labels"] == "labeler" and metrics["eval/report_reference_labels"] == "labeler"
     assert metrics["report/ce_precision/pleural_effusion"] == pytest.approx(0.5)  # tp a, fp b
     assert metrics["report/ce_recall/pleural_effusion"] == pytest.approx(1.0)
+
+
+def test_file_labels_for_reports_only_when_asked_and_then_with_a_warning(tmp_path, caplog) -> None:
+    """A reference whose file label disagrees with its text (as MIMIC's CSV labels can): by default
+    both sides go through the labeler; `--ce-labels labels` uses the file and says it mixes labelers."""
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text(json.dumps({"study_id": "a", "report": "No pleural effusion.", "labels": {"Pleural Effusion": 1}}) + "\n")
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text(json.dumps({"task": "report", "study_id": "a", "report": "Small left pleural effusion."}) + "\n")
+    same = tmp_path / "same"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(same), "--no-meteor", "--bootstrap", "0"]) == 0
+    metrics = _strict_json(same / "metrics.json")
+    assert metrics["report/ce_precision/pleural_effusion"] == 0.0  # the labeler reads the reference as negative: a false positive
+    mixed = tmp_path / "mixed"
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--out", str(mixed), "--no-meteor", "--bootstrap", "0", "--ce-labels", "labels"]) == 0
+    metrics = _strict_json(mixed / "metrics.json")
+    assert metrics["report/ce_precision/pleural_effusion"] == 1.0 and metrics["eval/report_reference_labels"] == "labels"
+    assert "mixes two labelers" in caplog.text and "reports: labels" in (mixed / "report.html").read_text()
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"study_id": "a", "report": "No pleural effusion."}) + "\n")
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(plain), "--out", str(tmp_path / "x"), "--ce-labels", "labels"]) == 2

@@ -74,7 +74,7 @@ def page(tmp_path: Path) -> str:
     _metrics_jsonl(tmp_path / "runs" / "stage1")
     _metrics_jsonl(tmp_path / "runs" / "s2")
     out = tmp_path / "eval"
-    assert main(["evaluate", "--ref", str(tmp_path / "refs.jsonl"), "--out", str(out), "--no-meteor", "--bootstrap", "50",
+    assert main(["evaluate", "--ref", str(tmp_path / "refs.jsonl"), "--out", str(out), "--no-meteor", "--bootstrap", "50", "--ce-labels", "labels",
                  "--pred", str(model), "--pred", f"baseline_normal={normal}", "--pred", f"shuffled={shuffled}",
                  "--run-dir", str(tmp_path / "runs" / "stage1"), "--run-dir", f"stage2={tmp_path / 'runs' / 's2'}"]) == 0
     return (out / "report.html").read_text()

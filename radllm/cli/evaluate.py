@@ -16,7 +16,7 @@ from radllm.evaluation import EvaluationOptions, evaluate
 from radllm.evaluation.bootstrap import RESAMPLES
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
 from radllm.evaluation.intervals import DIFF
-from radllm.evaluation.reports import LABEL_SOURCES
+from radllm.evaluation.reports import REPORT_LABEL_SOURCES
 
 NAME = "evaluate"
 HELP = "score generated reports (NLG + clinical efficacy), images (PSNR/SSIM, FID, agreement) and VQA"
@@ -42,9 +42,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--uncertain-policy", choices=UNCERTAIN_POLICIES, default="positive",
                         help="how uncertain (-1) labels count in clinical metrics (default positive)")
-    parser.add_argument("--ce-labels", choices=LABEL_SOURCES, default="auto",
-                        help="reference labels: the reference file's labels, the labeler on the reference "
-                             "text, or auto = file labels when every study has them (default auto)")
+    parser.add_argument("--ce-labels", choices=REPORT_LABEL_SOURCES, default="labeler",
+                        help="how reference reports are labelled for the clinical efficacy of generated reports: "
+                             "labeler = the labeler that labels the generated reports (default), labels = the reference "
+                             "file's labels (e.g. MIMIC's CheXpert CSV; mixes two labelers, with a warning)")
     parser.add_argument("--classifier", default=None, help="CXR encoder (dir or xrv safetensors) for clinical agreement of images")
     parser.add_argument("--feature-extractor", default=None, help="CXR encoder for FID features (default: --classifier)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
@@ -87,7 +88,7 @@ def run_directories(values: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(
         uncertain_policy=args.uncertain_policy,
-        label_source=args.ce_labels,
+        report_labels=args.ce_labels,
         meteor=not args.no_meteor,
         classifier=args.classifier,
         feature_extractor=args.feature_extractor,

@@ -49,20 +49,21 @@ class Outcomes:
 
 
 def set_outcomes(
-    predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], policy: str, source: str
+    predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], policy: str, report_source: str, truth_source: str
 ) -> Outcomes:
-    """Outcomes of one set's report and VQA records, scored as `radllm.evaluation.suite.compute_metrics` scores them."""
+    """Outcomes of one set's report and VQA records, scored as `radllm.evaluation.suite.compute_metrics` scores them
+    (reference labels of reports from `report_source`, VQA truth from `truth_source`)."""
     outcomes = Outcomes()
     reports = predictions.get("report", [])
     if reports:
         labeler = default_labeler()
-        truth = reference_labels([references[r["study_id"]] for r in reports], source)
+        truth = reference_labels([references[r["study_id"]] for r in reports], report_source)
         counts = pair_counts([labeler.label(r["report"]) for r in reports], truth, OBSERVATIONS, policy)
         outcomes.report = {r["study_id"]: c for r, c in zip(reports, counts)}
     questions = predictions.get("vqa", [])
     if questions:
         ids = sorted({r["study_id"] for r in questions})
-        truth = dict(zip(ids, reference_labels([references[i] for i in ids], source)))
+        truth = dict(zip(ids, reference_labels([references[i] for i in ids], truth_source)))
         for record, outcome in zip(questions, question_outcomes(questions, truth, policy)):
             outcomes.vqa[(record["study_id"], record["observation"], record.get("question"))] = outcome
     return outcomes

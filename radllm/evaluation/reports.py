@@ -13,23 +13,31 @@ from radllm.evaluation.nlg import nlg_metrics
 from radllm.labeler import default_labeler
 from radllm.labels import COMMON_FIVE, OBSERVATIONS, Labels
 
-LABEL_SOURCES = ("auto", "labels", "labeler")
+#: How the reference reports are labelled for the clinical efficacy of generated reports:
+#: "labeler", the labeler that labels the generated reports (the default: one labeler on both
+#: sides, so its own misses cancel instead of biasing precision or recall), or "labels", the
+#: reference file's labels (e.g. MIMIC-CXR's CheXpert CSV), which mixes two labelers.
+REPORT_LABEL_SOURCES = ("labeler", "labels")
 
 
-def resolve_label_source(references: Sequence[Reference], requested: str) -> str:
-    """"labels" (the reference file's ground-truth labels) or "labeler" (labeler on reference text).
+def check_report_label_source(references: Sequence[Reference], requested: str) -> str:
+    """`requested` if valid for these references.
 
-    "auto" takes the file's labels when every reference in `references` has them.
+    Raises:
+        RadllmError: an unknown source, or "labels" with references that carry none.
     """
-    if requested not in LABEL_SOURCES:
-        raise RadllmError(f"label source {requested!r} not one of {list(LABEL_SOURCES)}")
-    have_labels = all(ref.labels is not None for ref in references)
-    if requested == "labels" and not have_labels:
+    if requested not in REPORT_LABEL_SOURCES:
+        raise RadllmError(f"--ce-labels {requested!r}; expected one of {list(REPORT_LABEL_SOURCES)}")
+    if requested == "labels" and not all(ref.labels is not None for ref in references):
         missing = [ref.study_id for ref in references if ref.labels is None][:5]
         raise RadllmError(f"--ce-labels labels: the references carry no labels for study ids such as {missing}")
-    if requested == "auto":
-        return "labels" if have_labels and references else "labeler"
     return requested
+
+
+def truth_label_source(references: Sequence[Reference]) -> str:
+    """Ground truth for VQA answers and requested image findings, where no labeler reads a
+    prediction: the file's labels when every reference has them, else the labeler on the text."""
+    return "labels" if references and all(ref.labels is not None for ref in references) else "labeler"
 
 
 def reference_labels(references: Sequence[Reference], source: str) -> list[Labels]:
@@ -70,7 +78,7 @@ def report_metrics(
 ) -> dict[str, Any]:
     """Every ``report/`` key for `records` (report predictions) against `references`.
 
-    `label_source` is resolved ("labels" or "labeler", see `resolve_label_source`).
+    `label_source` is one of `REPORT_LABEL_SOURCES` (checked by `check_report_label_source`).
     """
     refs = [references[r["study_id"]] for r in records]
     predictions = {r["study_id"]: r["report"] for r in records}

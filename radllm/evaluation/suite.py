@@ -33,7 +33,7 @@ from radllm.evaluation.inputs import Reference, load_predictions, load_reference
 from radllm.evaluation.intervals import DIFF, Outcomes, own_intervals, paired_differences, set_outcomes
 from radllm.evaluation.page import Sample, render_page
 from radllm.evaluation.perplexity import Perplexity
-from radllm.evaluation.reports import reference_labels, report_metrics, resolve_label_source
+from radllm.evaluation.reports import check_report_label_source, reference_labels, report_metrics, truth_label_source
 from radllm.evaluation.vqa import vqa_metrics
 from radllm.labeler import default_labeler
 
@@ -49,7 +49,7 @@ class EvaluationOptions:
     """Everything `radllm evaluate` can be told besides its input and output paths."""
 
     uncertain_policy: str = "positive"
-    label_source: str = "auto"  # "auto" | "labels" | "labeler"
+    report_labels: str = "labeler"  # reference labels for report clinical efficacy: REPORT_LABEL_SOURCES
     meteor: bool = True
     classifier: str | None = None  # CXR encoder for clinical agreement (also the default FID extractor)
     feature_extractor: str | None = None  # CXR encoder for FID features
@@ -82,10 +82,16 @@ def compute_metrics(
     if options.uncertain_policy not in UNCERTAIN_POLICIES:
         raise RadllmError(f"uncertain policy {options.uncertain_policy!r} not one of {list(UNCERTAIN_POLICIES)}")
     all_records = [r for records in predictions.values() for r in records]
-    source = resolve_label_source([references[i] for i in sorted({r["study_id"] for r in all_records})], options.label_source)
-    metrics: dict[str, Any] = {"eval/label_source": source, "eval/uncertain_policy": options.uncertain_policy}
+    scored = [references[i] for i in sorted({r["study_id"] for r in all_records})]
+    source = truth_label_source(scored)
+    metrics: dict[str, Any] = {"eval/truth_labels": source, "eval/uncertain_policy": options.uncertain_policy, "eval/labeler": default_labeler().identity}
     if predictions.get("report"):
-        metrics.update(report_metrics(predictions["report"], references, options.uncertain_policy, source, options.meteor))
+        report_source = check_report_label_source(scored, options.report_labels)
+        metrics["eval/report_reference_labels"] = report_source
+        if report_source == "labels":
+            log.warning("clinical efficacy mixes two labelers: reference reports by the labels in the reference file, generated "
+                        "reports by %s; their disagreement biases precision and recall (default: --ce-labels labeler)", metrics["eval/labeler"])
+        metrics.update(report_metrics(predictions["report"], references, options.uncertain_policy, report_source, options.meteor))
     classifier = _encoder(options.classifier, options.device)
     extractor = _encoder(options.feature_extractor, options.device) if options.feature_extractor else classifier
     if predictions.get("reconstruction"):
@@ -242,11 +248,12 @@ def evaluate(
         _check_ids(predictions, references, ref_path)
         found = compute_metrics(predictions, references, options)
         if options.bootstrap:
-            outcomes[name] = set_outcomes(predictions, references, options.uncertain_policy, found["eval/label_source"])
+            outcomes[name] = set_outcomes(predictions, references, options.uncertain_policy, found.get("eval/report_reference_labels", options.report_labels), found["eval/truth_labels"])
             found.update(own_intervals(outcomes[name], options.bootstrap, options.bootstrap_seed))
         found = finite_or_null(found)
         found["eval/predictions"] = _describe(paths)
-        sources.add(found["eval/label_source"])
+        sources.add(f"reports: {found['eval/report_reference_labels']}" if "eval/report_reference_labels" in found else "")
+        sources.add(f"VQA/images: {found['eval/truth_labels']}")
         metrics.update(named_keys(found, name))
         loaded[name] = predictions
     if "" in outcomes:  # the model against every named set: baselines and controls
@@ -261,7 +268,8 @@ def evaluate(
     notes = [
         "predictions: " + ", ".join(f"{name}={_describe(paths)}" if name else _describe(paths) for name, paths in files.items()),
         f"references: {ref_path}",
-        f"uncertain labels counted as: {options.uncertain_policy}; reference labels from: {', '.join(sorted(sources))}",
+        f"uncertain labels counted as: {options.uncertain_policy}; reference labels ({default_labeler().identity} = the labeler, "
+        f"labels = the reference file's): {'; '.join(sorted(s for s in sources if s))}",
         "Research use only; not for clinical decisions.",
     ]
     shown = loaded.get("", next(iter(loaded.values())))

@@ -23,6 +23,7 @@ works on thousands of reports per second on one core (`benchmarks/labeler.py`).
 from __future__ import annotations
 
 import bisect
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -78,8 +79,23 @@ def _blocked(stops: list[int], start: int, end: int) -> bool:
     return i < len(stops) and stops[i] < end
 
 
+@lru_cache(maxsize=1)
+def rules_identity() -> str:
+    """`radllm-rules-<12 hex>`: a hash of every phrase list and cue the rules use, so metrics computed
+    with a different rule set (another radllm version, an extended vocabulary) say so."""
+    tables = {"mentions": MENTIONS, "anatomy": ANATOMY, "exclusions": EXCLUSIONS, "qualifiers": QUALIFIERS, "cues": C.CUES,
+              "stops": [C.FORWARD_STOPS, C.NARROW_STOPS, C.BACKWARD_STOPS]}
+    digest = hashlib.sha256(repr(tables).encode()).hexdigest()  # dicts of str/tuple: a stable repr
+    return f"radllm-rules-{digest[:12]}"
+
+
 class Labeler:
     """Compiled rules; `label` is a pure function of the report text."""
+
+    @property
+    def identity(self) -> str:
+        """Which rules label (`rules_identity`), recorded with every metric computed from them."""
+        return rules_identity()
 
     def __init__(self) -> None:
         mention_phrases: list[tuple[str, object]] = []
