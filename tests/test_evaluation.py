@@ -14,6 +14,7 @@ from radllm.evaluation.clinical import Confusion, averaged_scores, binarize, con
 from radllm.evaluation.images import frechet_distance, gaussian_statistics, generation_metrics
 from radllm.evaluation.inputs import Reference
 from radllm.evaluation.nlg import metric_tokens, nlg_metrics
+from radllm.labeler import default_labeler
 from radllm.evaluation.reports import clinical_efficacy, report_metrics
 from radllm.evaluation.vqa import vqa_metrics
 from radllm.imaging import save_png
@@ -127,7 +128,7 @@ def test_report_metrics_use_the_labeler_on_predictions() -> None:
         "b": Reference("b", "No pleural effusion.", _labels(Pleural_Effusion=0)),
     }
     records = [{"study_id": "a", "report": "Small right pleural effusion."}, {"study_id": "b", "report": "Moderate effusion."}]
-    metrics = report_metrics(records, refs, "positive", "labels", meteor=False)
+    metrics = report_metrics(records, refs, "positive", "labels", default_labeler(), meteor=False)
     # pred effusion 1, 1 vs ref 1, 0: tp 1, fp 1 -> P 1/2, R 1, F1 2/3; No Finding: ref b says 1, pred says blank -> fn.
     assert metrics["report/ce_f1/pleural_effusion"] == pytest.approx(2 / 3)
     assert metrics["report/ce_recall/no_finding"] == 0.0

@@ -46,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="how reference reports are labelled for the clinical efficacy of generated reports: "
                              "labeler = the labeler that labels the generated reports (default), labels = the reference "
                              "file's labels (e.g. MIMIC's CheXpert CSV; mixes two labelers, with a warning)")
+    parser.add_argument("--labeler", default=None, metavar="DIR",
+                        help="a local HF sequence-classification model directory (e.g. a CheXbert converted to HF, see "
+                             "radllm.labeler.model_labeler) that labels generated and reference reports instead of the rules")
     parser.add_argument("--classifier", default=None, help="CXR encoder (dir or xrv safetensors) for clinical agreement of images")
     parser.add_argument("--feature-extractor", default=None, help="CXR encoder for FID features (default: --classifier)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(
         uncertain_policy=args.uncertain_policy,
         report_labels=args.ce_labels,
+        labeler=args.labeler,
         meteor=not args.no_meteor,
         classifier=args.classifier,
         feature_extractor=args.feature_extractor,

@@ -31,7 +31,7 @@ from radllm.evaluation.clinical import pair_counts
 from radllm.evaluation.inputs import Reference
 from radllm.evaluation.reports import reference_labels
 from radllm.evaluation.vqa import QuestionOutcome, question_outcomes
-from radllm.labeler import default_labeler
+from radllm.labeler.model_labeler import ReportLabeler
 from radllm.labels import OBSERVATIONS
 
 #: (group, metric) pairs that get intervals; the metric names are those of the point values.
@@ -49,21 +49,21 @@ class Outcomes:
 
 
 def set_outcomes(
-    predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], policy: str, report_source: str, truth_source: str
+    predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], policy: str, report_source: str, truth_source: str,
+    labeler: ReportLabeler,
 ) -> Outcomes:
     """Outcomes of one set's report and VQA records, scored as `radllm.evaluation.suite.compute_metrics` scores them
     (reference labels of reports from `report_source`, VQA truth from `truth_source`)."""
     outcomes = Outcomes()
     reports = predictions.get("report", [])
     if reports:
-        labeler = default_labeler()
-        truth = reference_labels([references[r["study_id"]] for r in reports], report_source)
-        counts = pair_counts([labeler.label(r["report"]) for r in reports], truth, OBSERVATIONS, policy)
+        truth = reference_labels([references[r["study_id"]] for r in reports], report_source, labeler)
+        counts = pair_counts(labeler.label_many([r["report"] for r in reports]), truth, OBSERVATIONS, policy)
         outcomes.report = {r["study_id"]: c for r, c in zip(reports, counts)}
     questions = predictions.get("vqa", [])
     if questions:
         ids = sorted({r["study_id"] for r in questions})
-        truth = dict(zip(ids, reference_labels([references[i] for i in ids], truth_source)))
+        truth = dict(zip(ids, reference_labels([references[i] for i in ids], truth_source, labeler)))
         for record, outcome in zip(questions, question_outcomes(questions, truth, policy)):
             outcomes.vqa[(record["study_id"], record["observation"], record.get("question"))] = outcome
     return outcomes

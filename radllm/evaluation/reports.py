@@ -10,7 +10,7 @@ from radllm.evaluation.clinical import averaged_scores, confusion_tables
 from radllm.evaluation.inputs import Reference
 from radllm.evaluation.keys import slug
 from radllm.evaluation.nlg import nlg_metrics
-from radllm.labeler import default_labeler
+from radllm.labeler.model_labeler import ReportLabeler
 from radllm.labels import COMMON_FIVE, OBSERVATIONS, Labels
 
 #: How the reference reports are labelled for the clinical efficacy of generated reports:
@@ -40,12 +40,11 @@ def truth_label_source(references: Sequence[Reference]) -> str:
     return "labels" if references and all(ref.labels is not None for ref in references) else "labeler"
 
 
-def reference_labels(references: Sequence[Reference], source: str) -> list[Labels]:
-    """Labels of each reference from `source` ("labels" or "labeler")."""
+def reference_labels(references: Sequence[Reference], source: str, labeler: ReportLabeler) -> list[Labels]:
+    """Labels of each reference from `source` ("labels": the file's, or "labeler": `labeler` on the text)."""
     if source == "labels":
         return [dict(ref.labels) for ref in references]  # type: ignore[arg-type]
-    labeler = default_labeler()
-    return [labeler.label(ref.text) for ref in references]
+    return labeler.label_many([ref.text for ref in references])
 
 
 def clinical_efficacy(predicted: Sequence[Labels], reference: Sequence[Labels], policy: str) -> dict[str, float]:
@@ -74,6 +73,7 @@ def report_metrics(
     references: Mapping[str, Reference],
     policy: str,
     label_source: str,
+    labeler: ReportLabeler,
     meteor: bool = True,
 ) -> dict[str, Any]:
     """Every ``report/`` key for `records` (report predictions) against `references`.
@@ -83,9 +83,7 @@ def report_metrics(
     refs = [references[r["study_id"]] for r in records]
     predictions = {r["study_id"]: r["report"] for r in records}
     nlg = nlg_metrics(predictions, {ref.study_id: ref.text for ref in refs}, meteor=meteor)
-    source = label_source
-    labeler = default_labeler()
-    ce = clinical_efficacy([labeler.label(r["report"]) for r in records], reference_labels(refs, source), policy)
+    ce = clinical_efficacy(labeler.label_many([r["report"] for r in records]), reference_labels(refs, label_source, labeler), policy)
     metrics: dict[str, Any] = {"n_studies": len(records), **nlg.scores, **ce}
     metrics.update({f"{name}_skipped": reason for name, reason in nlg.skipped.items()})
     return {f"report/{key}": value for key, value in metrics.items()}

@@ -35,7 +35,7 @@ from radllm.evaluation.page import Sample, render_page
 from radllm.evaluation.perplexity import Perplexity
 from radllm.evaluation.reports import check_report_label_source, reference_labels, report_metrics, truth_label_source
 from radllm.evaluation.vqa import vqa_metrics
-from radllm.labeler import default_labeler
+from radllm.labeler.model_labeler import ReportLabeler, load_labeler
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class EvaluationOptions:
 
     uncertain_policy: str = "positive"
     report_labels: str = "labeler"  # reference labels for report clinical efficacy: REPORT_LABEL_SOURCES
+    labeler: str | None = None  # a model directory to label reports with (radllm.labeler.model_labeler); None = the rules
     meteor: bool = True
     classifier: str | None = None  # CXR encoder for clinical agreement (also the default FID extractor)
     feature_extractor: str | None = None  # CXR encoder for FID features
@@ -65,10 +66,10 @@ def _check_ids(predictions: Mapping[str, list[dict[str, Any]]], references: Mapp
         raise RadllmError(f"{len(unknown)} predicted study id(s) are not in the references {ref_path}, e.g. {unknown[:5]}")
 
 
-def _labels_for(records: list[dict[str, Any]], references: Mapping[str, Reference], source: str) -> dict[str, dict]:
+def _labels_for(records: list[dict[str, Any]], references: Mapping[str, Reference], source: str, labeler: ReportLabeler) -> dict[str, dict]:
     ids = sorted({r["study_id"] for r in records})
     refs = [references[i] for i in ids]
-    return dict(zip(ids, reference_labels(refs, source)))
+    return dict(zip(ids, reference_labels(refs, source, labeler)))
 
 
 def _encoder(path: str | None, device: str) -> CXREncoder | None:
@@ -84,14 +85,15 @@ def compute_metrics(
     all_records = [r for records in predictions.values() for r in records]
     scored = [references[i] for i in sorted({r["study_id"] for r in all_records})]
     source = truth_label_source(scored)
-    metrics: dict[str, Any] = {"eval/truth_labels": source, "eval/uncertain_policy": options.uncertain_policy, "eval/labeler": default_labeler().identity}
+    labeler = load_labeler(options.labeler, options.device)
+    metrics: dict[str, Any] = {"eval/truth_labels": source, "eval/uncertain_policy": options.uncertain_policy, "eval/labeler": labeler.identity}
     if predictions.get("report"):
         report_source = check_report_label_source(scored, options.report_labels)
         metrics["eval/report_reference_labels"] = report_source
         if report_source == "labels":
             log.warning("clinical efficacy mixes two labelers: reference reports by the labels in the reference file, generated "
                         "reports by %s; their disagreement biases precision and recall (default: --ce-labels labeler)", metrics["eval/labeler"])
-        metrics.update(report_metrics(predictions["report"], references, options.uncertain_policy, report_source, options.meteor))
+        metrics.update(report_metrics(predictions["report"], references, options.uncertain_policy, report_source, labeler, options.meteor))
     classifier = _encoder(options.classifier, options.device)
     extractor = _encoder(options.feature_extractor, options.device) if options.feature_extractor else classifier
     if predictions.get("reconstruction"):
@@ -99,14 +101,13 @@ def compute_metrics(
     if predictions.get("image"):
         records = predictions["image"]
         if source == "labels":
-            truth = _labels_for(records, references, source)
+            truth = _labels_for(records, references, source, labeler)
             requested = [truth[r["study_id"]] for r in records]
         else:  # the findings the prompt asked for, read by the labeler
-            labeler = default_labeler()
-            requested = [labeler.label(r.get("prompt") or references[r["study_id"]].text) for r in records]
+            requested = labeler.label_many([r.get("prompt") or references[r["study_id"]].text for r in records])
         metrics.update(generation_metrics(records, references, requested, options.uncertain_policy, extractor, classifier))
     if predictions.get("vqa"):
-        truth = _labels_for(predictions["vqa"], references, source)
+        truth = _labels_for(predictions["vqa"], references, source, labeler)
         metrics.update(vqa_metrics(predictions["vqa"], truth, options.uncertain_policy))
     return metrics
 
@@ -248,7 +249,8 @@ def evaluate(
         _check_ids(predictions, references, ref_path)
         found = compute_metrics(predictions, references, options)
         if options.bootstrap:
-            outcomes[name] = set_outcomes(predictions, references, options.uncertain_policy, found.get("eval/report_reference_labels", options.report_labels), found["eval/truth_labels"])
+            outcomes[name] = set_outcomes(predictions, references, options.uncertain_policy, found.get("eval/report_reference_labels", options.report_labels), found["eval/truth_labels"],
+                                           load_labeler(options.labeler, options.device))
             found.update(own_intervals(outcomes[name], options.bootstrap, options.bootstrap_seed))
         found = finite_or_null(found)
         found["eval/predictions"] = _describe(paths)
@@ -268,7 +270,7 @@ def evaluate(
     notes = [
         "predictions: " + ", ".join(f"{name}={_describe(paths)}" if name else _describe(paths) for name, paths in files.items()),
         f"references: {ref_path}",
-        f"uncertain labels counted as: {options.uncertain_policy}; reference labels ({default_labeler().identity} = the labeler, "
+        f"uncertain labels counted as: {options.uncertain_policy}; reference labels ({load_labeler(options.labeler, options.device).identity} = the labeler, "
         f"labels = the reference file's): {'; '.join(sorted(s for s in sources if s))}",
         "Research use only; not for clinical decisions.",
     ]
