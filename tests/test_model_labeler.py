@@ -90,3 +90,14 @@ def test_a_model_without_a_readable_layout_is_a_clear_error(tmp_path, capsys, sp
     import re
 
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_label_command_with_a_model_labeler(tmp_path):
+    directory = tiny_labeler_dir(tmp_path / "labeler")
+    reports = tmp_path / "reports.txt"
+    reports.write_text("\n".join(REPORTS) + "\n")
+    out = tmp_path / "labels.jsonl"
+    assert main(["label", str(reports), "--out", str(out), "--labeler", str(directory), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["labels"] for r in rows] == ModelLabeler(directory).label_many(REPORTS)

@@ -24,10 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("input", metavar="IN", help="JSONL of reports or a text file with one report per line")
     parser.add_argument("--out", required=True, help="output JSONL (written atomically)")
+    parser.add_argument("--labeler", default=None, metavar="DIR",
+                        help="a local HF model directory to label with instead of the rules (radllm.labeler.model_labeler)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    count = label_file(args.input, args.out, progress=not args.no_progress)
+    count = label_file(args.input, args.out, progress=not args.no_progress, labeler_dir=args.labeler)
     print(f"labelled {count} reports -> {args.out}")
     return 0

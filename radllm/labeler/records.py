@@ -12,6 +12,7 @@ plain text, the 1-based ``line`` number) and adds ``"labels": {observation: 1 | 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from radllm import atomic
 from radllm.errors import RadllmError
 from radllm.jsonl import iter_json_objects, text_lines
-from radllm.labeler.labeler import default_labeler
+from radllm.labeler.model_labeler import load_labeler
 from radllm.report_text import report_text
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -79,12 +80,18 @@ def read_reports(path: str | os.PathLike) -> Iterator[ReportRecord]:
             yield ReportRecord(ids or {"line": lineno}, report_from_json(obj, f"{path}:{lineno}"))
 
 
-def label_file(in_path: str | os.PathLike, out_path: str | os.PathLike, progress: bool = True) -> int:
-    """Label every report in `in_path` and write JSONL to `out_path` atomically; returns the count."""
-    labeler = default_labeler()
+def label_file(in_path: str | os.PathLike, out_path: str | os.PathLike, progress: bool = True, labeler_dir: str | None = None, chunk: int = 256) -> int:
+    """Label every report in `in_path` and write JSONL to `out_path` atomically; returns the count.
+
+    `labeler_dir`: a model directory (`radllm.labeler.model_labeler`) instead of the rules; reports
+    are labelled `chunk` at a time so a model labeler runs in batches.
+    """
+    labeler = load_labeler(labeler_dir)
     count = 0
     with atomic.atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        for record in tqdm(read_reports(in_path), desc="label", unit=" reports", disable=not progress):
-            out.write(json.dumps({**record.ids, "labels": labeler.label(record.text)}) + "\n")
-            count += 1
+        records = iter(tqdm(read_reports(in_path), desc="label", unit=" reports", disable=not progress))
+        while batch := list(itertools.islice(records, chunk)):
+            for record, labels in zip(batch, labeler.label_many([r.text for r in batch])):
+                out.write(json.dumps({**record.ids, "labels": labels}) + "\n")
+            count += len(batch)
     return count
