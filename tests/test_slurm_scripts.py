@@ -197,10 +197,20 @@ def test_sbatch_launches_one_deepspeed_per_node_with_valid_arguments(tmp_path, n
             assert str(args[option[2:].replace("-", "_")]) == value, option
 
 
+@pytest.mark.parametrize("name, config", [("train.sbatch", "configs/train/x.yaml"), ("vq_train.sbatch", "configs/vq/y.yaml")])
+def test_sbatch_takes_the_config_as_its_argument_too(tmp_path, name, config):
+    """`sbatch scripts/slurm/train.sbatch CONFIG` (as the configs' headers show) and `CONFIG=... sbatch ...` launch the same."""
+    env = _slurm_env(tmp_path, ["gpu01"], SLURM_GPUS_ON_NODE="8")
+    out = subprocess.run(["bash", str(SLURM / name), config], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    argv = (tmp_path / "record" / "deepspeed.node0.args").read_text().splitlines()
+    assert argv[argv.index("--config") + 1] == config
+
+
 def test_sbatch_requires_its_variables(tmp_path):
     env = _slurm_env(tmp_path, ["gpu01"], SLURM_GPUS_ON_NODE="8")
     out = subprocess.run(["bash", str(SLURM / "train.sbatch")], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0 and "set CONFIG" in out.stderr
+    assert out.returncode != 0 and "give a run config" in out.stderr
     assert not (tmp_path / "record" / "deepspeed.node0.args").exists()
 
 
