@@ -88,7 +88,7 @@ def test_malformed_input_is_a_clear_error_with_nothing_left_behind(tmp_path, cap
 def test_sigterm_during_label_removes_the_temporary_output(tmp_path):
     """`radllm label` killed mid-write: the atomic writer's temp file goes with it, no output appears."""
     reports = tmp_path / "reports.txt"
-    reports.write_text("Moderate cardiomegaly with a small left pleural effusion. No pneumothorax.\n" * 400_000)
+    reports.write_text("Moderate cardiomegaly with a small left pleural effusion. No pneumothorax.\n" * 200_000)
     out = tmp_path / "labels.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "radllm", "label", str(reports), "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -238,6 +238,7 @@ def evaluate(
     ref_path, out_dir = Path(ref_path), Path(out_dir)
     references = load_references(ref_path)
     runs = read_runs(run_dirs or {})  # before the slow part: a wrong --run-dir fails at once
+    perplexities = perplexity_metrics(perplexity or {})  # likewise a bad --perplexity file
     if options.bootstrap < 0:
         raise RadllmError(f"--bootstrap {options.bootstrap}; expected a number of resamples >= 0 (0 = off)")
     metrics: dict[str, Any] = {}
@@ -264,7 +265,7 @@ def evaluate(
             metrics.update(finite_or_null(found))
     if options.bootstrap:
         metrics.update({"eval/bootstrap": options.bootstrap, "eval/bootstrap_seed": options.bootstrap_seed})
-    metrics.update(perplexity_metrics(perplexity or {}))
+    metrics.update(perplexities)
     metrics["eval/references"] = str(ref_path)
     atomic.write_json(out_dir / METRICS_FILENAME, metrics)
     notes = [
