@@ -57,5 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_now(status: int) -> None:
+    """Leave without interpreter finalization once the work is done and every rank has met.
+
+    After the final barrier and `destroy_process_group`, the C++ destructors of process groups
+    and of the engine's communication objects still run at interpreter exit, and one of them can
+    abort a rank whose peer has already closed its sockets ("terminate called without an active
+    exception": a 2-rank CPU run that had finished and exported exited 250 this way in CI).
+    Nothing is left to finalize by then (metrics and tensorboard files are closed, the export and
+    checkpoints are written atomically), so flush the streams and logs and exit directly.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
