@@ -255,7 +255,8 @@ def evaluate(
             found.update(own_intervals(outcomes[name], options.bootstrap, options.bootstrap_seed))
         found = finite_or_null(found)
         found["eval/predictions"] = _describe(paths)
-        sources.add(f"reports: {found['eval/report_reference_labels']}" if "eval/report_reference_labels" in found else "")
+        if "eval/report_reference_labels" in found:
+            sources.add(f"reports: {found['eval/report_reference_labels']}")
         sources.add(f"VQA/images: {found['eval/truth_labels']}")
         metrics.update(named_keys(found, name))
         loaded[name] = predictions
@@ -272,7 +273,7 @@ def evaluate(
         "predictions: " + ", ".join(f"{name}={_describe(paths)}" if name else _describe(paths) for name, paths in files.items()),
         f"references: {ref_path}",
         f"uncertain labels counted as: {options.uncertain_policy}; reference labels ({load_labeler(options.labeler, options.device).identity} = the labeler, "
-        f"labels = the reference file's): {'; '.join(sorted(s for s in sources if s))}",
+        f"labels = the reference file's): {'; '.join(sorted(sources))}",
         "Research use only; not for clinical decisions.",
     ]
     shown = loaded.get("", next(iter(loaded.values())))

@@ -47,8 +47,8 @@ from radllm.training.metrics import MetricsLog
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
 from radllm.training.preemption import Preempted, StopRequest
-from radllm.training.safe_checkpoint import safe_checkpoint
 from radllm.training.preflight import Preflight
+from radllm.training.safe_checkpoint import safe_checkpoint
 from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_table, write_samples
 
 log = logging.getLogger(__name__)
