@@ -282,6 +282,26 @@ def test_cfg_greedy_matches_cache_free_reference(gen):
             u_ids.append(spec.token_offset + code)
 
 
+def test_identical_prompts_are_prefilled_once_and_decode_as_if_alone(gen):
+    """N drawings of one report and guidance's shared unconditional prompt: the prefill forward
+    sees each distinct prompt once, and every row still decodes exactly what it decodes alone."""
+    cond, uncond = image_prompts(gen, 2)
+    prompts = [cond[0], cond[1], cond[0], cond[0]]
+    keys = ["a", "b", "a#1", "a#2"]
+    config = DecodingConfig(strategy="sample", temperature=1.0, seed=3)
+    widths = []
+    hook = gen.model.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        together = run_images(gen, prompts, config, keys=keys, unconditional=[uncond[0]] * 4, scale=2.0)
+    finally:
+        hook.remove()
+    assert widths[0][0] == 3  # cond[0], cond[1] and the unconditional prompt; 8 rows afterwards
+    assert all(shape[0] == 8 for shape in widths[1:])
+    for row, (prompt, key) in enumerate(zip(prompts, keys)):
+        alone = run_images(gen, [prompt], config, keys=[key], unconditional=[uncond[0]], scale=2.0)
+        assert torch.equal(alone[0], together[row]), f"row {row}"
+
+
 def guided_text_reference(gen, cond, uncond, allowed, eos, scale, max_new_tokens):
     """Guided greedy report decoding with full forwards, one prompt and one branch at a time."""
     blocked = torch.where(allowed, 0.0, float("-inf"))

@@ -3,9 +3,9 @@
 Prompts of different lengths are left-padded into one [B, T] batch: every row's last prompt token
 sits in the last column, so one forward per step extends all rows. Padding is invisible to the
 model through `attention_mask`, and `position_ids` count only real tokens (cumsum of the mask), so
-a padded row computes what it would compute alone. The prompt is run once (prefill) into a
-`GrowingCache` sized for prompt + continuation (see `radllm.generation.kv_cache`: in-place
-writes, attention over the filled prefix only). Rows that finish (eos) are dropped from the batch
+a padded row computes what it would compute alone. The prompt is run once (prefill; identical
+prompts once between them) into a `GrowingCache` sized for prompt + continuation (see
+`radllm.generation.kv_cache`: in-place writes, attention over the filled prefix only). Rows that finish (eos) are dropped from the batch
 and the cache (`reorder_cache` with the surviving rows), so a batch costs what its longest rows
 need.
 
@@ -40,6 +40,13 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
     return input_ids.to(device), attention_mask.to(device)
 
 
+def distinct_prompts(prompts: Sequence[Sequence[int]]) -> tuple[list[tuple[int, ...]], Tensor]:
+    """The distinct prompts in first-seen order and, for each prompt, its index among them."""
+    index: dict[tuple[int, ...], int] = {}
+    rows = [index.setdefault(tuple(p), len(index)) for p in prompts]
+    return list(index), torch.tensor(rows, dtype=torch.long)
+
+
 def positions(attention_mask: Tensor) -> Tensor:
     """position_ids [B, T] counting real tokens from 0 (pad positions get 0; they are masked)."""
     return (attention_mask.cumsum(dim=-1) - 1).clamp_min(0)
@@ -55,7 +62,10 @@ class CachedBatch:
     def __init__(self, model: PreTrainedModel, prompts: Sequence[Sequence[int]], pad_id: int, new_tokens: int) -> None:
         self.model = model
         device = model.device
-        input_ids, self.attention_mask = left_pad(prompts, pad_id, device)
+        # Identical prompts (N drawings of one report, the one unconditional prompt of guidance)
+        # are prefilled once and their rows repeated: prefill costs the distinct prompts only.
+        distinct, rows = distinct_prompts(prompts)
+        input_ids, self.attention_mask = left_pad(distinct, pad_id, device)
         position_ids = positions(self.attention_mask)
         self.next_position = position_ids[:, -1] + 1  # [B]
         self.cache = GrowingCache(model.config, capacity=input_ids.shape[1] + new_tokens)
@@ -64,6 +74,8 @@ class CachedBatch:
             past_key_values=self.cache, use_cache=True, logits_to_keep=1,
         )
         self.logits = out.logits[:, -1, :].float()  # [B, V]
+        if len(distinct) < len(prompts):
+            self.select(rows.to(device))
 
     def step(self, tokens: Tensor) -> Tensor:
         """Feed one token per row ([B]); returns (and stores) the next logits [B, V]."""

@@ -25,6 +25,7 @@ from radllm.tasks import prompt_response_example, report_generation_prompt
 from radllm.vocab import encode_report
 
 TASK = "self_check"
+READING_TOKENS = 8192  # tokens per scoring forward
 
 
 def candidate_key(key: str, candidate: int) -> str:
@@ -47,7 +48,10 @@ def reading_nll(gen: Generator, codes: torch.Tensor, texts: Sequence[str], stage
         for index, (grid, text) in enumerate(zip(codes, texts))
     ]
     attention = getattr(gen.model.config, "_attn_implementation", None) or "sdpa"
-    scoring = PackedScoring(attention, gen.model.dtype, gen.device, rows_per_batch=4)
+    # Rows as long as the longest reading: packing several readings into long rows would make
+    # attention (a block-diagonal mask over the whole row) cost row length squared for nothing.
+    longest = max(len(example) for example in examples)
+    scoring = PackedScoring(attention, gen.model.dtype, gen.device, tokens_per_row=longest, rows_per_batch=max(1, READING_TOKENS // longest))
     sums, counts = per_example_nll(gen.model, examples, gen.pad_id, scoring)
     return (sums / counts.clamp_min(1)).float()
 
