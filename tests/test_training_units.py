@@ -18,9 +18,12 @@ from radllm.packing import causal_lm_loss, pack_examples
 from radllm.tasks import TaskExample
 from radllm.train import main as train_main
 from radllm.training.anchor import PretrainedWeights
-from radllm.training.checkpoint import COMPLETE, complete_checkpoints, mark_complete, prepare_save, resolve_resume, rotate
+from radllm.training.checkpoint import (
+    COMPLETE, Layout, complete_checkpoints, config_fingerprint, mark_complete, prepare_save, read_resume_state, resolve_resume, rotate,
+    saved_layout, write_rank_state,
+)
 from radllm.training.config import TrainConfig
-from radllm.training.data import LOSS_GROUPS, NO_GROUP, PROMPT_IMAGES, loss_groups
+from radllm.training.data import LOSS_GROUPS, NO_GROUP, PROMPT_IMAGES, loss_groups, owned_streams
 from radllm.training.ds_config import fill_ds_config, load_ds_json
 from radllm.training.loop import task_losses
 from radllm.training.model import add_visual_rows, new_row_values
@@ -93,6 +96,46 @@ def test_ds_config_auto_fields_are_filled_from_run_and_model(artifacts, tmp_path
     unknown.write_text('{"zero_optimization": {"stage": 3, "sub_group_size": "auto"}}')
     with pytest.raises(RadllmError, match="zero_optimization.sub_group_size"):
         fill_ds_config(load_ds_json(unknown), config, 2, 32, False)
+
+
+def test_streams_per_rank_set_the_accumulation_and_keep_the_global_batch(artifacts, tmp_path):
+    config = load_config(TrainConfig, write_train_config(tmp_path / "c.yaml", artifacts, tmp_path / "run"))  # micro 2, grad_accum 2
+    assert [owned_streams(r, 2, 4) for r in (0, 1)] == [[0, 2], [1, 3]]
+    assert owned_streams(0, 1, 2) == [0, 1]
+    with pytest.raises(RadllmError, match="data.streams = 3 is not a multiple of the 2 ranks"):
+        owned_streams(0, 2, 3)
+    two_ranks = fill_ds_config(load_ds_json("ds_configs/zero3.json"), config, world_size=2, hidden_size=32, bf16=False)
+    one_rank = fill_ds_config(load_ds_json("ds_configs/zero3.json"), config, world_size=1, hidden_size=32, bf16=False, streams_per_rank=2)
+    assert (two_ranks["gradient_accumulation_steps"], one_rank["gradient_accumulation_steps"]) == (2, 4)
+    assert two_ranks["train_batch_size"] == one_rank["train_batch_size"] == 2 * 2 * 2
+
+
+def test_resume_state_of_each_stream_comes_from_the_rank_that_saved_it(artifacts, tmp_path):
+    """A checkpoint of 2 ranks x 1 stream read by worlds of 1 and 4 ranks (4 streams: from 2 ranks x 2)."""
+    config = load_config(TrainConfig, write_train_config(tmp_path / "c.yaml", artifacts, tmp_path / "run"))
+    checkpoint = tmp_path / "step_0000004"
+    checkpoint.mkdir()
+
+    def write(world: int, streams: int, data_of) -> None:
+        for rank in range(world):
+            write_rank_state(checkpoint, rank, {
+                "train": {"step": 4}, "rng": f"rng{rank}", "world_size": world, "streams": streams,
+                "config_fingerprint": config_fingerprint(config), "data": data_of(rank),
+            })
+
+    write(2, 2, lambda rank: {"streams": {str(rank): {"position": f"s{rank}"}}})
+    assert saved_layout(checkpoint, config) == Layout(world_size=2, streams=2)
+    one = read_resume_state(checkpoint, config, rank=0, owned=[0, 1])
+    assert one == {"train": {"step": 4}, "rng": "rng0", "data": {0: {"position": "s0"}, 1: {"position": "s1"}}}
+    write(2, 4, lambda rank: {"streams": {str(s): {"position": f"s{s}"} for s in (rank, rank + 2)}})
+    fourth = read_resume_state(checkpoint, config, rank=3, owned=[3])
+    assert fourth == {"train": {"step": 4}, "rng": None, "data": {3: {"position": "s3"}}}  # rank 3 did not exist: no RNG state
+    # A checkpoint from before data streams: each rank's file holds its one stream's state.
+    write(2, 2, lambda rank: {"position": f"s{rank}"})
+    assert read_resume_state(checkpoint, config, rank=0, owned=[0, 1])["data"] == {0: {"position": "s0"}, 1: {"position": "s1"}}
+    other = load_config(TrainConfig, write_train_config(tmp_path / "d.yaml", artifacts, tmp_path / "run"), ["optim.lr=0.5"])
+    with pytest.raises(RadllmError, match="different model/data/tasks/optim/anchor config"):
+        read_resume_state(checkpoint, other, rank=0, owned=[0, 1])
 
 
 def test_resume_picks_the_newest_complete_checkpoint_and_rotation_keeps_k(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -343,11 +344,32 @@ def test_preemption_signal_to_one_rank_checkpoints_both_and_resume_continues_ide
         assert resumed[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-6), step
 
 
-def run_single(config: Path) -> None:
-    """The entry point without a launcher: a world of one (ZeRO-3 on one process)."""
+def run_single(config: Path, *extra: str) -> str:
+    """The entry point without a launcher: a world of one (ZeRO-3 on one process); returns its output."""
     env = ENV | {"MASTER_PORT": str(free_port())}
-    result = subprocess.run([sys.executable, str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress", *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_two_rank_checkpoint_resumes_on_one_rank_and_continues_run_a(run_a, artifacts, tmp_path):
+    """A requeued job that gets fewer ranks: run A's 2-rank ZeRO-3 checkpoint of step 4, resumed by a
+    world of one. The checkpoint is converted to DeepSpeed's universal form, the one rank trains on
+    both data streams (grad_accum micro-batches of each), and steps 5-6 repeat run A's losses and
+    L2 distances: same global batch, same rows, only the order of float sums differs."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(Path(run_a.run_dir) / "checkpoints" / "step_0000004", run_dir / "checkpoints" / "step_0000004")
+    config = write_train_config(tmp_path / "one.yaml", artifacts, run_dir, logging={"sample_reports": 2, "sample_max_new_tokens": 12}, tasks=CURRICULUM)
+    output = run_single(config, "--resume", "auto")
+    assert "universal checkpoint" in output and (run_dir / "checkpoints" / "step_0000004" / "universal" / "zero").is_dir()
+    expected, resumed = read_metrics(run_a.run_dir), read_metrics(run_dir)
+    assert sorted(resumed) == [5, 6]
+    for step in (5, 6):
+        assert resumed[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-6), step
+        assert resumed[step]["anchor_sq_dist"] == pytest.approx(expected[step]["anchor_sq_dist"], rel=1e-6), step
+    saved = json.loads((run_dir / "checkpoints" / "step_0000006" / "trainer_rank0.json").read_text())
+    assert (saved["world_size"], saved["streams"], sorted(saved["data"]["streams"])) == (1, 2, ["0", "1"])
 
 
 def old_row_distance(weights: dict[str, torch.Tensor], original: dict[str, torch.Tensor]) -> float:

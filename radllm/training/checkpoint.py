@@ -3,9 +3,11 @@
 Layout of `run_dir/checkpoints/`:
 
     step_0000200/            `engine.save_checkpoint(tag=...)`: model/optimizer shards of every rank
-    step_0000200/trainer_rank{r}.json   rank r's client state: step, tokens seen, data position
-                             (reader + rows packed but not yet trained on), RNG states, stage,
-                             config fingerprint
+    step_0000200/trainer_rank{r}.json   rank r's client state: step, tokens seen, the position
+                             of each data stream it trains on (reader + rows packed but not yet
+                             trained on), RNG states, stage, world size, streams, config fingerprint
+    step_0000200/universal/  made on demand when a run resumes on another number of ranks:
+                             DeepSpeed's world-size independent form (`radllm.training.universal`)
     step_0000200/COMPLETE    written by rank 0 after a barrier that every rank reaches only once
                              its files are on disk
     latest                   the newest complete tag (DeepSpeed's own convention, so
@@ -35,6 +37,7 @@ import os
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ import torch
 from radllm import atomic
 from radllm.config import config_to_dict
 from radllm.errors import RadllmError
+from radllm.jsonl import read_json_file
 from radllm.training.config import TrainConfig
 
 COMPLETE = "COMPLETE"
@@ -149,6 +153,7 @@ def config_fingerprint(config: TrainConfig) -> str:
     for key in ("run_dir", "export_dir", "resume", "schedule", "logging", "deepspeed"):
         data.pop(key, None)
     data["data"].pop("num_workers", None)
+    data["data"].pop("streams", None)  # checked against the checkpoint's layout instead (saved_layout)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -192,21 +197,60 @@ def write_rank_state(checkpoint: Path, rank: int, state: dict[str, Any]) -> None
     atomic.write_json(rank_state_path(checkpoint, rank), state)
 
 
-def read_rank_state(checkpoint: Path, rank: int, config: TrainConfig, world_size: int) -> dict[str, Any]:
-    """Rank `rank`'s state, after checking it belongs to this run layout.
+@dataclass(frozen=True)
+class Layout:
+    """How a checkpoint's run was laid out: its number of ranks and of data streams."""
+
+    world_size: int
+    streams: int
+
+
+def _state_file(checkpoint: Path, rank: int, config: TrainConfig) -> dict[str, Any]:
+    """Rank `rank`'s state file, after checking it belongs to this run's trajectory.
 
     Raises:
-        RadllmError: missing file (another world size), or a config that changes the trajectory.
+        RadllmError: missing file, or a config that changes the trajectory.
     """
     path = rank_state_path(checkpoint, rank)
     if not path.is_file():
-        raise RadllmError(f"{checkpoint}: no {path.name}; the checkpoint was written by a run with another number of ranks")
-    state = json.loads(path.read_text(encoding="utf-8"))
-    if state["world_size"] != world_size:
-        raise RadllmError(f"{checkpoint}: written by {state['world_size']} ranks, this run has {world_size}; resume with the same world size")
+        raise RadllmError(f"{checkpoint}: no {path.name}; the checkpoint is incomplete or not a radllm checkpoint")
+    state = read_json_file(path)
     if state["config_fingerprint"] != config_fingerprint(config):
         raise RadllmError(
             f"{checkpoint}: written with a different model/data/tasks/optim/anchor config (fingerprint "
             f"{state['config_fingerprint']} vs {config_fingerprint(config)}); compare with {checkpoint.parent.parent / 'config.yaml'}"
         )
     return state
+
+
+def saved_layout(checkpoint: Path, config: TrainConfig) -> Layout:
+    """The layout `checkpoint` was written with (checkpoints from before data streams: one per rank)."""
+    state = _state_file(checkpoint, 0, config)
+    return Layout(int(state["world_size"]), int(state.get("streams", state["world_size"])))
+
+
+def read_resume_state(checkpoint: Path, config: TrainConfig, rank: int, owned: list[int]) -> dict[str, Any]:
+    """What rank `rank` restores from a checkpoint written by any number of ranks.
+
+    Stream s was saved by rank s mod W of the W ranks that wrote the checkpoint, so its position
+    is read from that rank's file whatever the world size is now. The counters are the same on
+    every rank (rank 0's are taken); the RNG state is this rank's own when that rank existed,
+    else None (the rank keeps its seeded generators: nothing in the trajectory draws from them).
+
+    Returns:
+        {"train": TrainState fields, "rng": rng_state() or None, "data": {stream: its state}}.
+    """
+    layout = saved_layout(checkpoint, config)
+    files: dict[int, dict[str, Any]] = {}
+
+    def state_of(saved_rank: int) -> dict[str, Any]:
+        if saved_rank not in files:
+            files[saved_rank] = _state_file(checkpoint, saved_rank, config)
+        return files[saved_rank]
+
+    data = {}
+    for stream in owned:
+        saved = state_of(stream % layout.world_size)["data"]
+        data[stream] = saved["streams"][str(stream)] if "streams" in saved else saved  # before streams: the rank's one stream
+    own = state_of(rank)["rng"] if rank < layout.world_size else None
+    return {"train": state_of(0)["train"], "rng": own, "data": data}

@@ -54,6 +54,10 @@ class DataOptions:
     overflow: str = "drop"  # examples longer than seq_len: drop or truncate
     num_workers: int = 1  # reader DataLoader workers per rank
     shuffle_buffer: int = 256
+    # Data-parallel streams the split is read as (each its own reader, shuffle and packing; rank r
+    # trains on streams r, r+W, ...): null = the world size, or the checkpoint's on resume. Keeping
+    # it fixed keeps the global batch and sample order when a run resumes on fewer or more ranks.
+    streams: int | None = None
 
 
 @dataclass
@@ -142,6 +146,8 @@ class TrainConfig:
             "schedule.keep_checkpoints": self.schedule.keep_checkpoints, "schedule.max_nonfinite_steps": self.schedule.max_nonfinite_steps,
             "logging.sample_max_new_tokens": self.logging.sample_max_new_tokens,
         }
+        if self.data.streams is not None:
+            positive["data.streams"] = self.data.streams
         for key, value in positive.items():
             if value < 1:
                 raise RadllmError(f"{key} = {value}; expected a positive integer")

@@ -1,13 +1,19 @@
-"""Per-rank stream of packed micro-batches: shards → studies → task examples → packed rows → tensors.
+"""Streams of packed micro-batches: shards → studies → task examples → packed rows → tensors.
 
-Each rank reads its own part of the shards (`ShardLoader`), turns every loader batch of studies
-into task examples (`TaskMixer`, seeded per study and epoch) and packs that batch's examples into
-rows (`pack_examples`). Rows wait in a queue until a micro-batch is full. The queue is part of
-the checkpoint, together with the reader position, so a resumed run continues with exactly the
-rows an uninterrupted one would have seen (rows hold a few thousand ints; cheap to store).
+The training split is read as `data.streams` data-parallel streams. Each stream reads its own part
+of the shards (`ShardLoader`), turns every loader batch of studies into task examples
+(`TaskMixer`, seeded per study and epoch) and packs that batch's examples into rows
+(`pack_examples`). Rows wait in a queue until a micro-batch is full. The queue is part of the
+checkpoint, together with the reader position, so a resumed run continues with exactly the rows
+an uninterrupted one would have seen (rows hold a few thousand ints; cheap to store).
 
-Ranks pack different numbers of rows per study batch, so they reach epoch ends at different
-steps; the stream simply continues into the next epoch (the step count, not the epoch, ends a run).
+Streams, not ranks, define the data: rank r of W trains on streams r, r+W, ... (`RankBatches`),
+`grad_accum` micro-batches of each per optimizer step. With as many streams as ranks (the
+default) that is one stream per rank; a run resumed on fewer ranks keeps its streams and gives
+each rank several, so every step still trains on the same rows in the same global batch.
+
+Streams pack different numbers of rows per study batch, so they reach epoch ends at different
+steps; each simply continues into the next epoch (the step count, not the epoch, ends a run).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from radllm.data.reader import ShardLoader, ShardStream
 from radllm.data.sample import TokenizedStudy
+from radllm.errors import RadllmError
 from radllm.modeling.packed_attention import MASK_IMPLEMENTATIONS
 from radllm.packing import PackedRow, PackingStats, collate_packed, pack_examples
 from radllm.tasks import IMAGE_READING_TASKS, TASK_NAMES, TaskMixer
@@ -63,15 +70,15 @@ def collate_rows(rows: list[PackedRow], attn_implementation: str, spec: VisualVo
 
 
 class PackedBatches:
-    """Endless micro-batches of `micro_batch_size` packed rows for one rank, with a checkpointable position."""
+    """Endless micro-batches of `micro_batch_size` packed rows of stream `stream` of `streams`, with a checkpointable position."""
 
     def __init__(
         self,
         config: TrainConfig,
         tokenizer: PreTrainedTokenizerBase,
         spec: VisualVocabSpec,
-        rank: int,
-        world_size: int,
+        stream: int,
+        streams: int,
         attn_implementation: str,
     ) -> None:
         self.data = config.data
@@ -80,7 +87,7 @@ class PackedBatches:
         self.spec = spec
         self.pad_id = tokenizer.pad_token_id
         stream = ShardStream(
-            self.data.shards, self.data.split, rank=rank, world_size=world_size, seed=config.seed,
+            self.data.shards, self.data.split, rank=stream, world_size=streams, seed=config.seed,
             shuffle=True, shuffle_buffer=self.data.shuffle_buffer, expected_spec=spec,
         )
         self.loader = ShardLoader(stream, self.data.studies_per_batch, num_workers=self.data.num_workers)
@@ -128,6 +135,60 @@ class PackedBatches:
         self.mixer.counts.clear()
         self.mixer.counts.update(state["task_counts"])
         self.packing = PackingStats(**state["packing"])
+
+
+def owned_streams(rank: int, world_size: int, streams: int) -> list[int]:
+    """The streams rank `rank` of `world_size` trains on: rank, rank + world_size, ...
+
+    Raises:
+        RadllmError: `streams` is not a multiple of `world_size` (ranks would get unequal shares).
+    """
+    if streams % world_size:
+        raise RadllmError(
+            f"data.streams = {streams} is not a multiple of the {world_size} ranks of this run; every rank needs an equal "
+            f"share of the streams (use {world_size} or a multiple, or resume on a number of ranks that divides {streams})"
+        )
+    return list(range(rank, streams, world_size))
+
+
+class RankBatches:
+    """One rank's share of the streams (`owned_streams`) and its micro-batches of a step."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        spec: VisualVocabSpec,
+        rank: int,
+        world_size: int,
+        streams: int,
+        attn_implementation: str,
+    ) -> None:
+        self.grad_accum = config.optim.grad_accum
+        self.streams = {s: PackedBatches(config, tokenizer, spec, s, streams, attn_implementation) for s in owned_streams(rank, world_size, streams)}
+
+    @property
+    def micro_batches_per_step(self) -> int:
+        return self.grad_accum * len(self.streams)
+
+    def step_batches(self) -> list[dict[str, torch.Tensor]]:
+        """`grad_accum` micro-batches of each owned stream, stream by stream."""
+        return [batches.next_batch() for batches in self.streams.values() for _ in range(self.grad_accum)]
+
+    @property
+    def packing_efficiency(self) -> float:
+        real = sum(b.packing.real_tokens for b in self.streams.values())
+        total = sum(b.packing.row_tokens for b in self.streams.values())
+        return real / total if total else 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each owned stream's position, keyed by stream index (as a string: JSON)."""
+        return {"streams": {str(s): batches.state_dict() for s, batches in self.streams.items()}}
+
+    def load_state_dict(self, stream_states: dict[int, dict[str, Any]]) -> None:
+        """Restore every owned stream from `stream_states` (stream index -> `PackedBatches.state_dict()`)."""
+        for s, batches in self.streams.items():
+            batches.load_state_dict(stream_states[s])
 
 
 def eval_rows(config: TrainConfig, tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, rank: int, world_size: int) -> list[PackedRow]:

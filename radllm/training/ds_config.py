@@ -57,7 +57,9 @@ def zero_stage(ds_config: dict[str, Any]) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
 
-def fill_ds_config(raw: dict[str, Any], config: TrainConfig, world_size: int, hidden_size: int, bf16: bool, where: str = "DeepSpeed config") -> dict[str, Any]:
+def fill_ds_config(
+    raw: dict[str, Any], config: TrainConfig, world_size: int, hidden_size: int, bf16: bool, where: str = "DeepSpeed config", streams_per_rank: int = 1,
+) -> dict[str, Any]:
     """A copy of `raw` with every `"auto"` replaced.
 
     Args:
@@ -66,12 +68,14 @@ def fill_ds_config(raw: dict[str, Any], config: TrainConfig, world_size: int, hi
         world_size: data-parallel ranks.
         hidden_size: the model's hidden size (bucket sizes).
         bf16: train in bfloat16 (else fp32).
+        streams_per_rank: data streams each rank trains on (`radllm.training.data.owned_streams`):
+            DeepSpeed accumulates `grad_accum` micro-batches of each.
 
     Raises:
         RadllmError: an `"auto"` this function cannot fill, naming its key.
     """
     filled = copy.deepcopy(raw)
-    mbs, gas = config.optim.micro_batch_size, config.optim.grad_accum
+    mbs, gas = config.optim.micro_batch_size, config.optim.grad_accum * streams_per_rank
     top = {
         "train_micro_batch_size_per_gpu": mbs,
         "gradient_accumulation_steps": gas,

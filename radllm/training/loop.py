@@ -2,10 +2,11 @@
 
 One optimizer step on every rank:
 
-1. take `grad_accum` micro-batches of packed rows (timed: the data-wait fraction);
+1. take `grad_accum` micro-batches of packed rows from each data stream this rank trains on
+   (`radllm.training.data.RankBatches`; timed: the data-wait fraction);
 2. all-reduce the number of target tokens N of the whole step (all ranks, all micro-batches) so
    the gradient is that of Σ token losses / N, the same for any world size or accumulation: each
-   micro-batch backpropagates `sum_loss · world · grad_accum / N`, undoing DeepSpeed's averaging
+   micro-batch backpropagates `sum_loss · world · micro-batches / N`, undoing DeepSpeed's averaging
    over ranks and accumulation steps;
 3. forward/backward each micro-batch (ZeRO-3 reduce-scatters gradients during backward);
 4. one all-reduce of the step's statistics: per-task loss sums and counts, real tokens, the L2
@@ -39,8 +40,8 @@ from radllm.tasks import IGNORE_INDEX
 from radllm.training import checkpoint as ckpt
 from radllm.training.anchor import L2Anchor, PretrainedWeights, zeros_reference
 from radllm.training.config import TrainConfig
-from radllm.training.data import LOSS_GROUPS, NO_GROUP, PackedBatches, collate_rows, eval_rows
-from radllm.training.ds_config import fill_ds_config
+from radllm.training.data import LOSS_GROUPS, NO_GROUP, RankBatches, collate_rows, eval_rows, owned_streams
+from radllm.training.ds_config import fill_ds_config, zero_stage
 from radllm.training.export import export_from_engine
 from radllm.training.grounding import eval_grounding_studies, measure_grounding
 from radllm.training.metrics import MetricsLog
@@ -50,6 +51,7 @@ from radllm.training.preemption import Preempted, StopRequest
 from radllm.training.preflight import Preflight
 from radllm.training.safe_checkpoint import safe_checkpoint
 from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_table, write_samples
+from radllm.training.universal import optimizer_settings, repair_after_universal_load, universal_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +109,18 @@ class Trainer:
         self.tokenizer, self.spec = checked.tokenizer, checked.spec
         self.cuda = torch.cuda.is_available()
         self.dtype = compute_dtype(config.model.dtype, self.cuda)
+        resume_from = ckpt.resolve_resume(config.run_dir, config.resume)
+        saved = ckpt.saved_layout(resume_from, config) if resume_from is not None else None
+        self.streams = config.data.streams or (saved.streams if saved else world_size)
+        if saved is not None and saved.streams != self.streams:
+            raise RadllmError(f"{resume_from}: written with data.streams = {saved.streams}, this run has {self.streams}; a resumed run keeps its streams")
+        streams_per_rank = len(owned_streams(rank, world_size, self.streams))
         hidden = int(load_model_config(config.model).hidden_size)
-        self.ds_config = fill_ds_config(checked.ds_json, config, world_size, hidden, self.dtype == torch.bfloat16, config.deepspeed)
+        self.ds_config = fill_ds_config(checked.ds_json, config, world_size, hidden, self.dtype == torch.bfloat16, config.deepspeed, streams_per_rank)
+        # Another world size: ZeRO's per-rank slices are loaded from their universal form.
+        self.resume_universal = saved is not None and saved.world_size != world_size and zero_stage(self.ds_config) > 0
+        if self.resume_universal:
+            self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
         self.loaded = load_model(config.model, self.spec.vocab_size, self.ds_config, self.dtype, config.seed)
         model = self.loaded.model
         if config.lora.enabled:
@@ -119,7 +131,7 @@ class Trainer:
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config, dist_init_required=False)
         self.n_params = sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters())
         self.anchor = self._build_anchor() if config.anchor.lambda_reg > 0 else None
-        self.data = PackedBatches(config, self.tokenizer, self.spec, rank, world_size, self.loaded.attn_implementation)
+        self.data = RankBatches(config, self.tokenizer, self.spec, rank, world_size, self.streams, self.loaded.attn_implementation)
         self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.loaded.attn_implementation, self.spec) if config.data.eval_split else None
         self.sample_studies = sample_studies(config, self.spec) if config.logging.sample_reports else []  # the same on every rank
         self.grounding_studies = eval_grounding_studies(config, self.spec)  # the same on every rank
@@ -128,7 +140,6 @@ class Trainer:
         self.stop_request.install()
         self.stop_agreed = False
         torch.manual_seed(config.seed + 1000 * (rank + 1))  # dropout etc.: distinct per rank, restored on resume
-        resume_from = ckpt.resolve_resume(config.run_dir, config.resume)
         if resume_from is not None:
             self._load(resume_from)
         if rank == 0:
@@ -151,15 +162,24 @@ class Trainer:
         return anchor
 
     def _load(self, checkpoint: Path) -> None:
-        state = ckpt.read_rank_state(checkpoint, self.rank, self.config, self.world_size)
+        state = ckpt.read_resume_state(checkpoint, self.config, self.rank, list(self.data.streams))
+        load_dir, tag = checkpoint.parent, checkpoint.name
+        if self.resume_universal:
+            load_dir, tag = checkpoint, universal_checkpoint(checkpoint, self.rank).name
+        torch_optimizer = getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
+        settings = optimizer_settings(torch_optimizer)
         with safe_checkpoint(checkpoint):  # DeepSpeed unpickles with weights_only=False otherwise
-            path, _ = self.engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+            path, _ = self.engine.load_checkpoint(str(load_dir), tag=tag)
         if path is None:
             raise RadllmError(f"{checkpoint}: DeepSpeed could not load it")
+        if self.resume_universal:
+            repair_after_universal_load(torch_optimizer, settings)
         self.data.load_state_dict(state["data"])
         self.state = TrainState(**state["train"])
-        ckpt.set_rng_state(state["rng"])
-        log.info("rank %d: resumed from %s at step %d", self.rank, checkpoint, self.state.step)
+        if state["rng"] is not None:
+            ckpt.set_rng_state(state["rng"])
+        log.info("rank %d: resumed from %s at step %d%s", self.rank, checkpoint, self.state.step,
+                 " (universal checkpoint: written by another number of ranks)" if self.resume_universal else "")
 
     # ---------------------------------------------------------------- one step
     def _all_reduce(self, values: torch.Tensor) -> torch.Tensor:
@@ -179,8 +199,8 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (see the module docstring); returns its global metrics."""
         start = time.perf_counter()
-        gas = self.config.optim.grad_accum
-        batches = [self.data.next_batch() for _ in range(gas)]
+        batches = self.data.step_batches()
+        gas = len(batches)  # micro-batches of this rank: grad_accum per owned stream
         data_time = time.perf_counter() - start
         n_targets = float(self._all_reduce(torch.tensor([sum(count_targets(b) for b in batches)]))[0])
         scale = self.world_size * gas / max(n_targets, 1.0)
@@ -323,6 +343,7 @@ class Trainer:
             "rng": ckpt.rng_state(),
             "stage": self.config.tasks.stage,
             "world_size": self.world_size,
+            "streams": self.streams,
             "config_fingerprint": ckpt.config_fingerprint(self.config),
         })
         dist.barrier()
@@ -357,7 +378,7 @@ class Trainer:
             export = None if self.config.lora.enabled else export_from_engine(self.engine, self.config, self.spec.vocab_size, self.dtype, self.rank)
         finally:
             self.metrics.close()
-        return {"step": self.state.step, **asdict(self.state), "export": str(export) if export else None, "packing_efficiency": self.data.packing.efficiency}
+        return {"step": self.state.step, **asdict(self.state), "export": str(export) if export else None, "packing_efficiency": self.data.packing_efficiency}
 
 
 def _as_float(value: Any) -> float | None:
