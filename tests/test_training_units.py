@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from radllm.config import load_config
 from radllm.errors import RadllmError
-from radllm.packing import causal_lm_loss, pack_examples
+from radllm.packing import causal_lm_loss, pack_examples, token_nll
 from radllm.tasks import TaskExample
 from radllm.train import main as train_main
 from radllm.training.anchor import PretrainedWeights
@@ -203,7 +203,7 @@ def test_task_losses_split_causal_lm_loss_by_task():
     logits = torch.randn(2, 6, 11)
     labels = torch.tensor([[-100, 3, 4, -100, 5, 6], [-100, 1, -100, -100, -100, -100]])
     tasks = torch.tensor([[0, 0, 0, 1, 1, 1], [2, 2, -1, -1, -1, -1]])
-    sums, counts, objective = task_losses(logits, labels, tasks)
+    sums, counts, objective = task_losses(token_nll(logits, labels), labels, tasks)
     total, n = causal_lm_loss(logits, labels)
     assert float(sums.sum()) == pytest.approx(float(total), rel=1e-6) and float(counts.sum()) == int(n)
     assert float(objective) == pytest.approx(float(total), rel=1e-6)
@@ -214,7 +214,7 @@ def test_task_losses_split_causal_lm_loss_by_task():
     # Loss weights scale each target's NLL in the objective only; the logged sums stay plain NLL.
     weights = torch.ones(2, 6)
     weights[0, 5], weights[1, 1] = 4.0, 0.5
-    weighted_sums, _, weighted = task_losses(logits, labels, tasks, weights)
+    weighted_sums, _, weighted = task_losses(token_nll(logits, labels), labels, tasks, weights)
     nll_6 = -torch.log_softmax(logits[0, 4], -1)[6]
     nll_1 = -torch.log_softmax(logits[1, 0], -1)[1]
     assert torch.equal(weighted_sums, sums)

@@ -65,7 +65,7 @@ def train_config_dict(art: TrainingArtifacts, run_dir: str | Path, **overrides: 
         "run_dir": str(run_dir),
         "tokenizer": str(art.tokenizer),
         "deepspeed": "ds_configs/zero3.json",
-        "model": {"init": str(art.pretrained), "dtype": "float32", "attn_implementation": "sdpa"},
+        "model": {"init": str(art.pretrained), "dtype": "float32", "attn_implementation": "sdpa", "loss_chunk_tokens": 100},
         "data": {"shards": str(art.shards), "seq_len": 384, "studies_per_batch": 4, "num_workers": 0, "shuffle_buffer": 8, "eval_rows": 2},
         "tasks": {"stage": 1, "weights": {"report_generation": 1.0, "image_generation": 1.0, "vqa": 0.0, "text_lm": 0.0}},
         "optim": {"lr": 3e-3, "warmup_steps": 2, "weight_decay": 0.01, "micro_batch_size": 2, "grad_accum": 2, "grad_clip": 1.0},

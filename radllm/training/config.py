@@ -39,6 +39,9 @@ class ModelOptions:
     attn_implementation: str = "auto"  # auto = flash_attention_2 on CUDA when installed, else sdpa
     gradient_checkpointing: bool = False
     new_row_noise: float = 0.02  # std of the noise on new embedding rows, relative to the old rows' std
+    # The training loss from hidden states, this many positions at a time, so the [B, L, V] logits
+    # never exist whole (radllm.modeling.chunked_loss); 0 = whole logits. LoRA runs use whole logits.
+    loss_chunk_tokens: int = 1024
 
 
 @dataclass
@@ -151,7 +154,7 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise RadllmError(f"{key} = {value}; expected a positive integer")
-        non_negative = {"data.num_workers": self.data.num_workers, "optim.warmup_steps": self.optim.warmup_steps, "optim.weight_decay": self.optim.weight_decay,
+        non_negative = {"data.num_workers": self.data.num_workers, "model.loss_chunk_tokens": self.model.loss_chunk_tokens, "optim.warmup_steps": self.optim.warmup_steps, "optim.weight_decay": self.optim.weight_decay,
                         "optim.grad_clip": self.optim.grad_clip, "anchor.lambda_reg": self.anchor.lambda_reg, "model.new_row_noise": self.model.new_row_noise,
                         "logging.sample_reports": self.logging.sample_reports,
                         "logging.grounding_studies": self.logging.grounding_studies}

@@ -34,6 +34,7 @@ import torch
 from radllm.config import save_config
 from radllm.errors import RadllmError
 from radllm.modeling import model_inputs_for_packed_batch
+from radllm.modeling.chunked_loss import ChunkedLossHead
 from radllm.modeling.packed_nll import PackedScoring
 from radllm.packing import token_nll
 from radllm.tasks import IGNORE_INDEX
@@ -60,26 +61,27 @@ PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A
 
 
 def task_losses(
-    logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor | None = None
+    token_losses: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed next-token cross-entropy and target counts per loss group, and the training objective.
 
     Args:
-        logits: [B, L, V]; labels: [B, L] (IGNORE_INDEX = no loss); groups: [B, L] index into
-            `LOSS_GROUPS` of each token (`loss_groups` of a collated batch); weights: optional
-            [B, L] loss weight of each label (`loss_weights` of a collated batch).
+        token_losses: [B, L] NLL at each label's position (`token_nll` of the logits, or the
+            chunked output layer's); labels: [B, L] (IGNORE_INDEX = no loss); groups: [B, L]
+            index into `LOSS_GROUPS` of each token (`loss_groups` of a collated batch); weights:
+            optional [B, L] loss weight of each label (`loss_weights` of a collated batch).
 
     Returns:
         fp32 sums [G] and counts [G], G = len(LOSS_GROUPS) (plain NLL: what is logged, comparable
         across weightings), and the objective: Σ weight · NLL over all targets (the plain sum when
         `weights` is None). The target at position t+1 belongs to the group of token t+1.
     """
-    per_token = token_nll(logits, labels).reshape(-1)  # [B*L], at each label's position
+    per_token = token_losses.reshape(-1)  # [B*L], at each label's position
     group = groups.reshape(-1).clamp(min=0)  # ignored positions add 0 to group 0
     valid = (labels.reshape(-1) != IGNORE_INDEX).float()
     valid[:: labels.shape[1]] = 0.0  # position 0 of a row is never predicted (token_nll puts 0 there)
-    sums = torch.zeros(len(LOSS_GROUPS), device=logits.device).index_add(0, group, per_token)
-    counts = torch.zeros(len(LOSS_GROUPS), device=logits.device).index_add(0, group, valid)
+    sums = torch.zeros(len(LOSS_GROUPS), device=per_token.device).index_add(0, group, per_token)
+    counts = torch.zeros(len(LOSS_GROUPS), device=per_token.device).index_add(0, group, valid)
     objective = per_token.sum() if weights is None else (per_token * weights.reshape(-1).to(per_token.dtype)).sum()
     return sums, counts, objective
 
@@ -123,6 +125,11 @@ class Trainer:
             self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
         self.loaded = load_model(config.model, self.spec.vocab_size, self.ds_config, self.dtype, config.seed)
         model = self.loaded.model
+        # The loss from hidden states, a chunk at a time (radllm.modeling.chunked_loss). peft's
+        # trainable-token wrapper computes the head itself, so LoRA runs keep whole logits.
+        self.loss_head = None
+        if config.model.loss_chunk_tokens and not config.lora.enabled:
+            self.loss_head = ChunkedLossHead.convert(model.get_output_embeddings(), config.model.loss_chunk_tokens)
         if config.lora.enabled:
             from radllm.training.lora import apply_lora
 
@@ -193,8 +200,12 @@ class Trainer:
         """`task_losses` of one collated batch: per-group NLL sums and counts, and the weighted objective."""
         batch = {k: v.to(self.engine.device) for k, v in batch.items()}
         inputs = model_inputs_for_packed_batch(batch, self.loaded.attn_implementation, self.dtype)
-        logits = self.engine(**inputs).logits  # [B, L, V]
-        return task_losses(logits, batch["labels"], batch["loss_groups"], batch.get("loss_weights"))
+        if self.loss_head is not None:
+            with self.loss_head.targets(batch["labels"]):
+                token_losses = self.engine(**inputs).logits  # [B, L]: the chunked head's NLL, logits never whole
+        else:
+            token_losses = token_nll(self.engine(**inputs).logits, batch["labels"])
+        return task_losses(token_losses, batch["labels"], batch["loss_groups"], batch.get("loss_weights"))
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (see the module docstring); returns its global metrics."""
