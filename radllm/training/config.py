@@ -112,6 +112,9 @@ class LoggingOptions:
     # compared with their own vs another study's image (report, for image generation) at every
     # evaluation: grounding/<task>/gain_nats, frac_better (radllm.training.grounding); 0 = off
     grounding_studies: int = 64
+    # dense bf16 TFLOP/s of one GPU for the logged MFU (radllm.training.flops); null = look the
+    # device up by name (H100/H200/A100/L40S/L4/A10), no MFU for unknown devices
+    peak_tflops: float | None = None
 
 
 @dataclass
@@ -163,6 +166,8 @@ class TrainConfig:
                 raise RadllmError(f"{key} = {value}; expected a value >= 0")
         if self.logging.sample_reports and self.data.eval_split is None:
             raise RadllmError(f"logging.sample_reports = {self.logging.sample_reports} needs data.eval_split (the studies come from it); set it or use 0")
+        if self.logging.peak_tflops is not None and self.logging.peak_tflops <= 0:
+            raise RadllmError(f"logging.peak_tflops = {self.logging.peak_tflops}; expected TFLOP/s > 0 (or null)")
         if self.logging.grounding_studies == 1:
             raise RadllmError("logging.grounding_studies = 1; expected 0 (off) or at least 2 (each study is shown another study's image)")
         if self.optim.lr <= 0:

@@ -44,6 +44,7 @@ from radllm.training.config import TrainConfig
 from radllm.training.data import LOSS_GROUPS, NO_GROUP, RankBatches, collate_rows, eval_rows, owned_streams
 from radllm.training.ds_config import fill_ds_config, zero_stage
 from radllm.training.export import export_from_engine
+from radllm.training.flops import attended_pairs, flops_model, peak_flops
 from radllm.training.grounding import eval_grounding_studies, measure_grounding
 from radllm.training.metrics import MetricsLog
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
@@ -57,7 +58,6 @@ from radllm.training.universal import optimizer_settings, repair_after_universal
 log = logging.getLogger(__name__)
 
 #: bf16 dense peak FLOP/s per device, for the MFU estimate (substring of the CUDA device name).
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 
 
 def task_losses(
@@ -117,7 +117,8 @@ class Trainer:
         if saved is not None and saved.streams != self.streams:
             raise RadllmError(f"{resume_from}: written with data.streams = {saved.streams}, this run has {self.streams}; a resumed run keeps its streams")
         streams_per_rank = len(owned_streams(rank, world_size, self.streams))
-        hidden = int(load_model_config(config.model).hidden_size)
+        model_config = load_model_config(config.model)
+        hidden = int(model_config.hidden_size)
         self.ds_config = fill_ds_config(checked.ds_json, config, world_size, hidden, self.dtype == torch.bfloat16, config.deepspeed, streams_per_rank)
         # Another world size: ZeRO's per-rank slices are loaded from their universal form.
         self.resume_universal = saved is not None and saved.world_size != world_size and zero_stage(self.ds_config) > 0
@@ -136,7 +137,12 @@ class Trainer:
             model = apply_lora(model, config.lora, new_token_ids(self.spec))
         optimizer, schedule = build_optimizer(model, config.optim, config.schedule.max_steps, self.cuda)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config, dist_init_required=False)
-        self.n_params = sum(getattr(p, "ds_numel", p.numel()) for p in self.engine.module.parameters())
+        heads = int(model_config.num_attention_heads)
+        head_dim = int(getattr(model_config, "head_dim", None) or model_config.hidden_size // heads)
+        self.flops = flops_model(self.engine.module, int(model_config.num_hidden_layers), heads * head_dim)
+        self.peak_flops = peak_flops(torch.cuda.get_device_name(), config.logging.peak_tflops) if self.cuda else None
+        if self.cuda and self.peak_flops is None and rank == 0:
+            log.warning("MFU is not logged: no peak FLOP/s known for %r; set logging.peak_tflops (dense bf16 TFLOP/s per device)", torch.cuda.get_device_name())
         self.anchor = self._build_anchor() if config.anchor.lambda_reg > 0 else None
         self.data = RankBatches(config, self.tokenizer, self.spec, rank, world_size, self.streams, self.loaded.attn_implementation)
         self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.loaded.attn_implementation, self.spec) if config.data.eval_split else None
@@ -225,12 +231,13 @@ class Trainer:
             if index < gas - 1:
                 self.engine.step()  # accumulation micro-step: DeepSpeed only counts it
         real_tokens = sum(int((b["loss_groups"] != NO_GROUP).sum()) for b in batches)
+        pairs = sum(attended_pairs(b["cu_seqlens"], b["loss_groups"] != NO_GROUP) for b in batches)
         local_distance = self.anchor.squared_distance() if self.anchor else torch.zeros((), dtype=torch.float64)
         finite = float(torch.isfinite(sums).all())
         signalled = float(self.stop_request.pending)  # rides on this all-reduce: every rank learns it at the same step
-        stats = self._all_reduce(torch.cat([sums, counts, torch.tensor([real_tokens, float(local_distance), 1.0 - finite, signalled], dtype=torch.float64)]))
+        stats = self._all_reduce(torch.cat([sums, counts, torch.tensor([real_tokens, float(local_distance), 1.0 - finite, signalled, pairs], dtype=torch.float64)]))
         g_sums, g_counts = stats[: len(LOSS_GROUPS)], stats[len(LOSS_GROUPS) : 2 * len(LOSS_GROUPS)]
-        g_real, g_distance, g_nonfinite, g_signalled = (float(v) for v in stats[2 * len(LOSS_GROUPS) :])
+        g_real, g_distance, g_nonfinite, g_signalled, g_pairs = (float(v) for v in stats[2 * len(LOSS_GROUPS) :])
         self.stop_agreed = g_signalled > 0
         lr = float(self.engine.get_lr()[0])
         loss = float(g_sums.sum() / max(float(g_counts.sum()), 1.0))
@@ -254,9 +261,8 @@ class Trainer:
         if self.anchor:
             record["anchor_sq_dist"] = g_distance
             record["anchor_penalty"] = self.config.anchor.lambda_reg * g_distance
-        mfu = self._mfu(g_real / elapsed)
-        if mfu is not None:
-            record["mfu"] = mfu
+        if self.peak_flops is not None:
+            record["mfu"] = self.flops.step_flops(g_real, g_pairs) / (elapsed * self.peak_flops * self.world_size)
         self._count(applied, g_real, n_targets, loss)
         return record
 
@@ -276,14 +282,6 @@ class Trainer:
                 f"{self.state.step}); lower optim.lr, check the data, or resume from an earlier checkpoint "
                 f"(schedule.max_nonfinite_steps = {self.config.schedule.max_nonfinite_steps})"
             )
-
-    def _mfu(self, tokens_per_s: float) -> float | None:
-        """Model FLOPs utilisation: 6·params·tokens/s over the devices' bf16 peak (GPU only)."""
-        if not self.cuda:
-            return None
-        name = torch.cuda.get_device_name()
-        peak = next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
-        return None if peak is None else 6 * self.n_params * tokens_per_s / (peak * self.world_size)
 
     # ---------------------------------------------------------------- evaluation, saving
     @torch.no_grad()
