@@ -135,6 +135,9 @@ class TrainConfig:
     export_dir: str | None = None  # final HF model dir; default run_dir/model
     seed: int = 0
     resume: str = "never"  # never | auto | a checkpoint directory (the CLI's --resume overrides)
+    # model.init / model.architecture / anchor.pretrained may be Hugging Face Hub repo ids, fetched
+    # into the local HF cache (safetensors, configs, tokenizer files); off: local directories only
+    hub_download: bool = False
 
     def validate(self) -> "TrainConfig":
         """Raise `RadllmError` naming the first bad value; returns self."""

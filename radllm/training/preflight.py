@@ -18,6 +18,7 @@ from radllm.data.shards import load_index
 from radllm.errors import RadllmError
 from radllm.training.config import TrainConfig
 from radllm.training.ds_config import load_ds_json, zero_stage
+from radllm.training.model_source import resolve_model_sources
 from radllm.training.lora import check_lora_supported
 from radllm.training.model import load_model_config
 from radllm.vocab import load_tokenizer
@@ -34,12 +35,13 @@ class Preflight:
 
 
 def preflight(config: TrainConfig) -> Preflight:
-    """Validate `config` and every artifact it names.
+    """Validate `config` and every artifact it names; Hub repo ids (`hub_download`) become local snapshot directories in `config`.
 
     Raises:
         RadllmError: naming the config key and file that is wrong.
     """
     config.validate()
+    resolve_model_sources(config)
     tokenizer, spec = load_tokenizer(_existing_dir(config.tokenizer, "tokenizer"))
     if tokenizer.pad_token_id is None:
         raise RadllmError(f"tokenizer = {config.tokenizer!r} has no pad token; rebuild it with radllm build-tokenizer")
