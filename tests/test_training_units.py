@@ -22,12 +22,12 @@ from radllm.training.checkpoint import (
     COMPLETE, Layout, complete_checkpoints, config_fingerprint, mark_complete, prepare_save, read_resume_state, resolve_resume, rotate,
     saved_layout, write_rank_state,
 )
-from radllm.training.config import TrainConfig
+from radllm.training.config import OptimOptions, TrainConfig
 from radllm.training.data import LOSS_GROUPS, NO_GROUP, PROMPT_IMAGES, loss_groups, owned_streams
-from radllm.training.ds_config import fill_ds_config, load_ds_json
+from radllm.training.ds_config import fill_ds_config, load_ds_json, offloads_optimizer
 from radllm.training.loop import task_losses
 from radllm.training.model import add_visual_rows, new_row_values
-from radllm.training.optim import lr_factor
+from radllm.training.optim import build_optimizer, lr_factor
 from radllm.training.preflight import preflight
 from radllm.vocab_spec import VisualVocabSpec, load_spec, save_spec
 
@@ -96,6 +96,30 @@ def test_ds_config_auto_fields_are_filled_from_run_and_model(artifacts, tmp_path
     unknown.write_text('{"zero_optimization": {"stage": 3, "sub_group_size": "auto"}}')
     with pytest.raises(RadllmError, match="zero_optimization.sub_group_size"):
         fill_ds_config(load_ds_json(unknown), config, 2, 32, False)
+
+
+def test_offloaded_optimizer_is_deepspeed_cpu_adam_and_steps_like_torch_adamw():
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+    from radllm.training.comm_op import prepare_op_builds
+
+    assert offloads_optimizer(load_ds_json("ds_configs/zero3_offload.json"))
+    assert not any(offloads_optimizer(load_ds_json(f"ds_configs/{name}")) for name in ("zero3.json", "zero2.json", "zero3_small_model.json"))
+    prepare_op_builds()  # the op `radllm build-ops` compiled
+    options = OptimOptions(lr=1e-2, weight_decay=0.1)
+    results = []
+    for offload in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+        optimizer, _ = build_optimizer(model, options, max_steps=10, cuda=False, offload=offload)
+        assert isinstance(optimizer, DeepSpeedCPUAdam) == offload
+        assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]  # matrices decay, vectors do not
+        for step in range(3):
+            for param in model.parameters():
+                param.grad = torch.full_like(param, 0.1 * (step + 1))
+            optimizer.step()
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
 
 
 def test_streams_per_rank_set_the_accumulation_and_keep_the_global_batch(artifacts, tmp_path):

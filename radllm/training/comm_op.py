@@ -155,6 +155,18 @@ def build_shm_op() -> Path | None:
     return build_dir
 
 
+def build_cpu_adam_op() -> bool:
+    """Build (or find up to date) DeepSpeedCPUAdam's op, used when ZeRO offloads the optimizer; False where it cannot be built."""
+    prepare_op_builds()
+    from deepspeed.ops.op_builder import CPUAdamBuilder
+
+    builder = CPUAdamBuilder()
+    if not builder.is_compatible(verbose=False):
+        return False
+    builder.load(verbose=False)
+    return True
+
+
 def release_shm_segment(rank: int) -> bool:
     """Unlink this rank's segment name; call after a barrier that follows process-group init.
 

@@ -6,11 +6,9 @@ everything that follows from the run (batch sizes, clipping, precision) or from 
 `"auto"` and filled here, so one JSON serves every model size. A value left `"auto"` that this
 module does not know is an error naming its key, never passed through to DeepSpeed.
 
-The optimizer and LR schedule are not in the JSON: the trainer hands DeepSpeed a torch AdamW
-and a LambdaLR (radllm.training.optim), so no DeepSpeed op has to be compiled (DeepSpeedCPUAdam
-needs a ~60 s build). With optimizer offload this needs `"zero_force_ds_cpu_optimizer": false`
-(set in ds_configs/zero3_offload.json); the CPU step then runs torch's AdamW (slower than
-DeepSpeedCPUAdam on large models, but with no build step).
+The optimizer and LR schedule are not in the JSON: the trainer hands DeepSpeed its own AdamW
+and LambdaLR (radllm.training.optim), which is DeepSpeedCPUAdam when `offload_optimizer` puts the
+optimizer states on the CPU (`offloads_optimizer`), so one config file switches both.
 """
 
 from __future__ import annotations
@@ -55,6 +53,12 @@ def load_ds_json(path: str | os.PathLike) -> dict[str, Any]:
 
 def zero_stage(ds_config: dict[str, Any]) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def offloads_optimizer(ds_config: dict[str, Any]) -> bool:
+    """Whether ZeRO keeps the optimizer states on the CPU (or NVMe, stepped by the CPU)."""
+    device = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return zero_stage(ds_config) > 0 and device in ("cpu", "nvme")
 
 
 def fill_ds_config(

@@ -42,7 +42,7 @@ from radllm.training import checkpoint as ckpt
 from radllm.training.anchor import L2Anchor, PretrainedWeights, zeros_reference
 from radllm.training.config import TrainConfig
 from radllm.training.data import LOSS_GROUPS, NO_GROUP, RankBatches, collate_rows, eval_rows, owned_streams
-from radllm.training.ds_config import fill_ds_config, zero_stage
+from radllm.training.ds_config import fill_ds_config, offloads_optimizer, zero_stage
 from radllm.training.export import export_from_engine
 from radllm.training.flops import attended_pairs, flops_model, peak_flops
 from radllm.training.grounding import eval_grounding_studies, measure_grounding
@@ -135,7 +135,7 @@ class Trainer:
             from radllm.training.lora import apply_lora
 
             model = apply_lora(model, config.lora, new_token_ids(self.spec))
-        optimizer, schedule = build_optimizer(model, config.optim, config.schedule.max_steps, self.cuda)
+        optimizer, schedule = build_optimizer(model, config.optim, config.schedule.max_steps, self.cuda, offloads_optimizer(self.ds_config))
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config, dist_init_required=False)
         heads = int(model_config.num_attention_heads)
         head_dim = int(getattr(model_config, "head_dim", None) or model_config.hidden_size // heads)
