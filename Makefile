@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[dev,eval]"
+	$(PIP) install -q -e ".[dev,eval,qlora]"
 	# DeepSpeed's CPU comm op, built once here rather than raced by the first launches (README
 	# "Troubleshooting"); on a GPU machine there is nothing to build.
 	DS_ACCELERATOR=$(DEMO_ACCELERATOR) $(VENV)/bin/radllm build-ops

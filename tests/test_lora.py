@@ -199,7 +199,6 @@ def test_target_modules_subset():
 @pytest.mark.parametrize(
     ("kwargs", "zero_stage", "cuda", "match"),
     [
-        ({"quantize_4bit": True}, 2, False, r"lora\.quantize_4bit.*CUDA"),
         ({"quantize_4bit": True}, 3, True, r"lora\.quantize_4bit.*ZeRO stage 3.*zero2"),
         ({"quantize_4bit": True, "enabled": False}, 0, True, r"lora\.quantize_4bit=true needs lora\.enabled"),
         ({"r": 0}, 2, True, r"lora\.r=0"),
@@ -218,17 +217,26 @@ def test_unsupported_settings_are_clear_errors(kwargs, zero_stage, cuda, match):
 
 @pytest.mark.parametrize(
     ("kwargs", "zero_stage", "cuda"),
-    [({}, 0, False), ({}, 2, False), ({"train_new_token_rows": False}, 3, False), ({}, 3, True), ({"enabled": False}, 3, False)],
+    [({}, 0, False), ({}, 2, False), ({"train_new_token_rows": False}, 3, False), ({}, 3, True), ({"enabled": False}, 3, False),
+     pytest.param({"quantize_4bit": True}, 2, False, marks=pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes"))],
 )
 def test_supported_settings_pass(kwargs, zero_stage, cuda):
     values = {"enabled": True} | kwargs
     check_lora_supported(LoraSettings(**values), zero_stage=zero_stage, cuda_available=cuda)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes is installed")
-def test_qlora_without_bitsandbytes_is_clear_error():
-    with pytest.raises(RadllmError, match="bitsandbytes"):
+def test_qlora_without_bitsandbytes_or_with_one_lacking_cpu_kernels_is_clear_error(monkeypatch):
+    import importlib.metadata
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "bitsandbytes" else find_spec(name, *args))
+    with pytest.raises(RadllmError, match=r"needs bitsandbytes: pip install 'radllm\[qlora\]'"):
         check_lora_supported(settings(quantize_4bit=True), zero_stage=2, cuda_available=True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: object() if name == "bitsandbytes" else find_spec(name, *args))
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.45.1")
+    with pytest.raises(RadllmError, match=r"on CPU needs bitsandbytes >= 0\.50.*0\.45\.1 is installed"):
+        check_lora_supported(settings(quantize_4bit=True), zero_stage=2, cuda_available=False)
+    check_lora_supported(settings(quantize_4bit=True), zero_stage=2, cuda_available=True)  # CUDA kernels exist in older releases
 
 
 def test_qlora_needs_a_4bit_loaded_model():
@@ -260,18 +268,20 @@ def test_module_imports_without_bitsandbytes():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
-                    reason="QLoRA needs CUDA and bitsandbytes")
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="QLoRA needs bitsandbytes (the qlora extra)")
 def test_qlora_trains_adapters_over_4bit_base(tmp_path):
+    """bitsandbytes 0.50+ quantises to NF4 and runs 4-bit matmuls on CPU: QLoRA trains here."""
+    cuda = torch.cuda.is_available()
     tiny_llama(False).save_pretrained(tmp_path / "base")
     base = AutoModelForCausalLM.from_pretrained(
-        tmp_path / "base", quantization_config=quantization_config_4bit(torch.bfloat16), device_map={"": 0}
+        tmp_path / "base", quantization_config=quantization_config_4bit(torch.bfloat16 if cuda else torch.float32),
+        device_map={"": 0 if cuda else "cpu"},
     )
-    check_lora_supported(settings(quantize_4bit=True), zero_stage=2, cuda_available=True)
+    assert base.is_loaded_in_4bit and base.model.layers[0].self_attn.q_proj.weight.dtype == torch.uint8  # packed NF4
+    check_lora_supported(settings(quantize_4bit=True), zero_stage=2, cuda_available=cuda)
     model = apply_lora(base, settings(quantize_4bit=True), NEW_IDS)
     embed_before = model.get_input_embeddings().weight.detach().clone()
-    x = batch().cuda()
+    x = batch().to(base.device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=5e-2)
     losses = []
@@ -282,21 +292,29 @@ def test_qlora_trains_adapters_over_4bit_base(tmp_path):
         opt.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
-    assert torch.equal(model.get_input_embeddings().weight.detach(), embed_before)
+    embed_after = model.get_input_embeddings().weight.detach()  # the wrapper's view: base rows + trained delta
+    old_rows = [i for i in range(embed_before.shape[0]) if i not in NEW_IDS]
+    assert torch.equal(embed_after[old_rows], embed_before[old_rows])  # text rows frozen
+    assert not torch.equal(embed_after[NEW_IDS], embed_before[NEW_IDS])  # the new token rows trained
     with pytest.raises(RadllmError, match="4-bit"):
         export_lora(model, tmp_path / "merged", "merge")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("ds_config", "token_rows"), [("zero2", True), ("zero3", False)])
-def test_trainer_lora_run_exports_low_rank_updates_and_reloadable_adapter(tmp_path, ds_config, token_rows):
-    """`deepspeed radllm/train.py` with LoRA (2 CPU ranks, λ_reg > 0), then both exports.
+@pytest.mark.parametrize(
+    ("ds_config", "token_rows", "quantize_4bit"),
+    [("zero2", True, False), ("zero3", False, False),
+     pytest.param("zero2", True, True, marks=pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="QLoRA needs bitsandbytes"))],
+)
+def test_trainer_lora_run_exports_low_rank_updates_and_reloadable_adapter(tmp_path, ds_config, token_rows, quantize_4bit):
+    """`deepspeed radllm/train.py` with LoRA or QLoRA (2 CPU ranks, λ_reg > 0), then both exports.
 
     Checked against the pretrained model itself: text rows and norms bit-identical, every adapted
     projection moved by a matrix of rank <= r, the visual rows trained (or, without
     `train_new_token_rows`, exactly their initial values); the adapter export over the resized
     pretrained base gives the merged export's logits. ZeRO-3 runs without token rows on CPU
-    (see `check_lora_supported`).
+    (see `check_lora_supported`). QLoRA trains over the NF4-quantised base (bitsandbytes' CPU
+    kernels) and exports onto the full-precision base.
     """
     import os
     import socket
@@ -309,9 +327,10 @@ def test_trainer_lora_run_exports_low_rank_updates_and_reloadable_adapter(tmp_pa
     from radllm.training.model import add_visual_rows
     from radllm.vocab import load_tokenizer
 
-    art = make_training_artifacts(tmp_path / "art")
+    # bitsandbytes' CPU 4-bit kernels need layers at least one quantisation block (64) wide.
+    art = make_training_artifacts(tmp_path / "art", hidden=64 if quantize_4bit else 32)
     lora = {"enabled": True, "r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"],
-            "train_new_token_rows": token_rows}
+            "train_new_token_rows": token_rows, "quantize_4bit": quantize_4bit}
     config_path = write_train_config(
         tmp_path / "lora.yaml", art, tmp_path / "run", deepspeed=f"ds_configs/{ds_config}.json", lora=lora,
         schedule={"max_steps": 4, "log_every": 1, "eval_every": 4, "save_every": 4, "keep_checkpoints": 1},
@@ -325,6 +344,8 @@ def test_trainer_lora_run_exports_low_rank_updates_and_reloadable_adapter(tmp_pa
            str(REPO / "radllm" / "train.py"), "--config", str(config_path), "--no-progress"]
     result = run_group(cmd, cwd=REPO, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    if quantize_4bit:
+        assert "base weights in 4-bit NF4: 14 Linear4bit layers" in result.stdout + result.stderr  # 2 layers x 7 projections
     checkpoint = complete_checkpoints(tmp_path / "run")[-1]
     export_checkpoint(checkpoint, tmp_path / "merged", "merge")
     export_checkpoint(checkpoint, tmp_path / "adapter", "adapter")

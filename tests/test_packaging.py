@@ -46,3 +46,14 @@ def test_this_environment_satisfies_every_declared_range():
     for name, requirement in declared().items():
         installed = Version(version(name).split("+")[0])
         assert requirement.specifier.contains(installed, prereleases=True), f"{name} {installed} is outside {requirement}"
+
+
+def test_qlora_extra_installs_a_bitsandbytes_with_cpu_4bit_kernels():
+    from radllm.training.lora import CPU_4BIT_BITSANDBYTES
+
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    lines = [line.strip() for line in parser["options.extras_require"]["qlora"].splitlines()]
+    (requirement,) = [Requirement(line) for line in lines if line and not line.startswith("#")]
+    assert requirement.name == "bitsandbytes"
+    assert floor(requirement) >= Version(".".join(map(str, CPU_4BIT_BITSANDBYTES)))

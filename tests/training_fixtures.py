@@ -47,7 +47,7 @@ def make_pretrained(directory: Path, vocab_size: int, bos: int | None, eos: int 
     return directory
 
 
-def make_training_artifacts(root: str | Path, n_studies: int = 30) -> TrainingArtifacts:
+def make_training_artifacts(root: str | Path, n_studies: int = 30, hidden: int = 32) -> TrainingArtifacts:
     root = Path(root)
     tok_dir, vq_dir = make_visual_tokenizer(root / "vocab", family="llama", codebook_size=16, image_size=32)
     manifest = generate_phantoms(root / "phantoms", n=n_studies, size=64, seed=0, progress=False)
@@ -55,7 +55,7 @@ def make_training_artifacts(root: str | Path, n_studies: int = 30) -> TrainingAr
     tokenize_shards(manifest, vq_dir, tok_dir, shards, shard_size=4, batch_size=8, num_workers=0, progress=False)
     write_index(manifest, vq_dir, tok_dir, shards, shard_size=4)
     tokenizer, spec = load_tokenizer(tok_dir)
-    pretrained = make_pretrained(root / "pretrained", spec.text_vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    pretrained = make_pretrained(root / "pretrained", spec.text_vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id, hidden=hidden)
     return TrainingArtifacts(tok_dir, shards, pretrained, spec.text_vocab_size)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,13 @@ def _export_lora_checkpoint(config: TrainConfig, model_config: PretrainedConfig,
     else:
         model = AutoModelForCausalLM.from_config(load_model_config(config.model))
     add_visual_rows(model, spec.vocab_size, config.model.new_row_noise, config.seed)
-    model = apply_lora(model, config.lora, new_token_ids(spec))
+    # A QLoRA run's adapters go onto the full-precision base: the merge is a 16/32-bit model.
+    model = apply_lora(model, replace(config.lora, quantize_4bit=False), new_token_ids(spec))
+    trained_parts = ("lora_", "trainable_tokens")
+    if config.lora.quantize_4bit:  # the checkpoint's frozen base is packed NF4; the pretrained files hold it exactly
+        state_dict = {name: value for name, value in state_dict.items() if any(part in name for part in trained_parts)}
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    trained_missing = [name for name in missing if any(part in name for part in ("lora_", "trainable_tokens"))]
+    trained_missing = [name for name in missing if any(part in name for part in trained_parts)]
     if trained_missing or unexpected:
         raise RadllmError(f"checkpoint does not fit the LoRA model: missing {trained_missing[:5]}, unexpected {list(unexpected)[:5]}")
     setattr(model.config, IMAGE_CONDITION_KEY, getattr(model_config, IMAGE_CONDITION_KEY))  # the config a merge writes

@@ -124,7 +124,15 @@ class Trainer:
         self.resume_universal = saved is not None and saved.world_size != world_size and zero_stage(self.ds_config) > 0
         if self.resume_universal:
             self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
-        self.loaded = load_model(config.model, self.spec.vocab_size, self.ds_config, self.dtype, config.seed)
+        quantization = None
+        if config.lora.enabled and config.lora.quantize_4bit:
+            from radllm.training.lora import quantization_config_4bit
+
+            quantization = quantization_config_4bit(self.dtype)
+        self.loaded = load_model(config.model, self.spec.vocab_size, self.ds_config, self.dtype, config.seed, quantization)
+        if quantization is not None and rank == 0:
+            quantized = sum(type(m).__name__ == "Linear4bit" for m in self.loaded.model.modules())
+            log.info("QLoRA: base weights in 4-bit NF4: %d Linear4bit layers", quantized)
         model = self.loaded.model
         # The loss from hidden states, a chunk at a time (radllm.modeling.chunked_loss). peft's
         # trainable-token wrapper computes the head itself, so LoRA runs keep whole logits.

@@ -23,17 +23,21 @@ A and B matrix (cheap: adapters are tiny and local to each rank). The new token 
 pretrained value and are not pulled, as with the default for full fine-tuning.
 `lora_anchor_parameters` lists exactly the parameters the pull covers.
 
-QLoRA. The base must be *loaded* in 4 bit: pass `quantization_config_4bit(dtype)` to
-`from_pretrained` (bitsandbytes NF4, double quantisation, 16-bit compute), then `apply_lora`
-prepares it with peft's `prepare_model_for_kbit_training`. bitsandbytes is CUDA-only and its
-4-bit weights cannot be partitioned by ZeRO-3, hence `check_lora_supported`. This module imports
-without bitsandbytes installed.
+QLoRA. The base must be *loaded* in 4 bit: the trainer passes `quantization_config_4bit(dtype)`
+to `from_pretrained` (bitsandbytes NF4, double quantisation, compute in the run's dtype), then
+`apply_lora` prepares it with peft's `prepare_model_for_kbit_training`. bitsandbytes 0.50+ has
+CPU kernels for 4-bit (so QLoRA trains and is tested on CPU; older releases are CUDA-only), and
+its 4-bit weights cannot be partitioned by ZeRO-3, hence `check_lora_supported`. Exports rebuild
+the base at full precision and apply the trained adapters to it (`radllm.training.export`). This
+module imports without bitsandbytes installed.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +51,7 @@ from radllm.errors import RadllmError
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 EXPORT_MODES = ("merge", "adapter")
 ADAPTER_MATRICES = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
+CPU_4BIT_BITSANDBYTES = (0, 50)  # the first bitsandbytes release with CPU 4-bit kernels
 
 
 @dataclass
@@ -59,7 +64,7 @@ class LoraSettings:
         alpha: LoRA scaling numerator (the update is scaled by alpha / r).
         dropout: dropout on the adapter input.
         target_modules: names (last path component) of the Linear layers that get adapters.
-        quantize_4bit: QLoRA: base weights in 4-bit NF4 (CUDA, bitsandbytes, ZeRO stage <= 2).
+        quantize_4bit: QLoRA: base weights in 4-bit NF4 (bitsandbytes; 0.50+ on CPU; ZeRO stage <= 2).
         train_new_token_rows: train the new visual-token rows of the input embedding and output
             head (the old rows stay frozen).
     """
@@ -99,11 +104,6 @@ def check_lora_supported(settings: LoraSettings, zero_stage: int, cuda_available
     if zero_stage not in (0, 1, 2, 3):
         raise RadllmError(f"ZeRO stage {zero_stage}: expected 0 (no ZeRO), 1, 2 or 3")
     if settings.quantize_4bit:
-        if not cuda_available:
-            raise RadllmError(
-                "lora.quantize_4bit=true (QLoRA) needs CUDA GPUs: bitsandbytes 4-bit kernels do not run on CPU; "
-                "set lora.quantize_4bit=false to train plain LoRA here"
-            )
         if zero_stage > 2:
             raise RadllmError(
                 f"lora.quantize_4bit=true (QLoRA) cannot run under ZeRO stage {zero_stage}: 4-bit weights cannot be "
@@ -111,8 +111,14 @@ def check_lora_supported(settings: LoraSettings, zero_stage: int, cuda_available
             )
         if importlib.util.find_spec("bitsandbytes") is None:
             raise RadllmError(
-                "lora.quantize_4bit=true (QLoRA) needs bitsandbytes: pip install 'radllm[gpu]' "
+                "lora.quantize_4bit=true (QLoRA) needs bitsandbytes: pip install 'radllm[qlora]' "
                 "(or set lora.quantize_4bit=false)"
+            )
+        version = importlib.metadata.version("bitsandbytes")
+        if not cuda_available and tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < CPU_4BIT_BITSANDBYTES:
+            raise RadllmError(
+                f"lora.quantize_4bit=true (QLoRA) on CPU needs bitsandbytes >= 0.50 (CPU 4-bit kernels); {version} is "
+                "installed: pip install 'radllm[qlora]', or set lora.quantize_4bit=false"
             )
     if zero_stage == 3 and settings.train_new_token_rows and not cuda_available:
         raise RadllmError(
@@ -125,7 +131,7 @@ def quantization_config_4bit(compute_dtype: torch.dtype = torch.bfloat16):
     """The QLoRA `quantization_config` for `from_pretrained`: NF4, double quantisation, 16-bit compute.
 
     Returns a `transformers.BitsAndBytesConfig`; building it does not need bitsandbytes, loading
-    a model with it does (and CUDA).
+    a model with it does (0.50+ on CPU).
     """
     from transformers import BitsAndBytesConfig
 

@@ -134,10 +134,13 @@ class LoadedModel:
     dtype: torch.dtype
 
 
-def load_model(options: ModelOptions, vocab_size: int, ds_config: dict[str, Any], dtype: torch.dtype, seed: int) -> LoadedModel:
+def load_model(
+    options: ModelOptions, vocab_size: int, ds_config: dict[str, Any], dtype: torch.dtype, seed: int, quantization_config: Any = None
+) -> LoadedModel:
     """Load `model.init` (or build `model.architecture`) partitioned for `ds_config`, with `vocab_size` rows.
 
-    Call after the process group exists and before `deepspeed.initialize`.
+    Call after the process group exists and before `deepspeed.initialize`. `quantization_config`
+    (QLoRA: `radllm.training.lora.quantization_config_4bit`) loads the pretrained weights quantised.
     """
     from transformers.integrations import HfDeepSpeedConfig
 
@@ -147,8 +150,11 @@ def load_model(options: ModelOptions, vocab_size: int, ds_config: dict[str, Any]
     torch.manual_seed(seed)  # from-scratch init (zero.Init broadcasts rank 0's values anyway)
     if options.init:
         model = AutoModelForCausalLM.from_pretrained(
-            options.init, dtype=dtype, attn_implementation=implementation, trust_remote_code=False, local_files_only=True
+            options.init, dtype=dtype, attn_implementation=implementation, trust_remote_code=False, local_files_only=True,
+            quantization_config=quantization_config,
         )
+    elif quantization_config is not None:
+        raise RadllmError("lora.quantize_4bit=true quantises pretrained weights: set model.init (a new model from model.architecture has none)")
     else:
         config.vocab_size = vocab_size  # a new model is built with the full vocabulary: no rows to add
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=implementation, trust_remote_code=False)
