@@ -57,3 +57,39 @@ def test_qlora_extra_installs_a_bitsandbytes_with_cpu_4bit_kernels():
     (requirement,) = [Requirement(line) for line in lines if line and not line.startswith("#")]
     assert requirement.name == "bitsandbytes"
     assert floor(requirement) >= Version(".".join(map(str, CPU_4BIT_BITSANDBYTES)))
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_trains_from_anywhere_with_its_packaged_ds_configs(tmp_path):
+    """`pip install .` (a wheel, not the checkout) then `deepspeed --module radllm.train` from another
+    directory, 2 CPU ranks: the entry module and `ds_configs/zero3.json` come from the installed copy."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from launching import run_group
+    from training_fixtures import make_training_artifacts, write_train_config
+
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)], check=True)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), *map(str, wheels.glob("radllm-*.whl"))], check=True)
+    assert (site / "radllm" / "ds_configs" / "zero3.json").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = os.environ | {"PYTHONPATH": str(site), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    where = subprocess.run([sys.executable, "-c", "import radllm; print(radllm.__file__)"], cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.strip() == str(site / "radllm" / "__init__.py")
+
+    art = make_training_artifacts(tmp_path / "art")
+    config = write_train_config(elsewhere / "run.yaml", art, tmp_path / "run", deepspeed="ds_configs/zero3.json",
+                                schedule={"max_steps": 2, "log_every": 1, "eval_every": 2, "save_every": 2, "keep_checkpoints": 1})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_accelerators", "2", "--master_port", str(port),
+           "--module", "radllm.train", "--config", str(config), "--no-progress"]
+    result = run_group(cmd, cwd=elsewhere, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()  # `elsewhere` has no ds_configs/: the package's was used

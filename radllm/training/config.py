@@ -123,7 +123,7 @@ class TrainConfig:
 
     run_dir: str = MISSING  # config.yaml, metrics.jsonl, tb/, checkpoints/, model/
     tokenizer: str = MISSING  # tokenizer dir with radllm.json (radllm build-tokenizer)
-    deepspeed: str = "ds_configs/zero3.json"  # relative paths resolve against the repository root
+    deepspeed: str = "ds_configs/zero3.json"  # relative: the working directory, else the radllm package's ds_configs/
     model: ModelOptions = field(default_factory=ModelOptions)
     data: DataOptions = field(default_factory=DataOptions)
     tasks: TaskMixConfig = field(default_factory=TaskMixConfig)

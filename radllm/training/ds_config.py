@@ -22,18 +22,21 @@ from radllm.errors import RadllmError
 from radllm.jsonl import read_json_file
 from radllm.training.config import TrainConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The shipped configs live in the package (`radllm/ds_configs/`, package data; the checkout's
+#: top-level `ds_configs/` links to it), so `ds_configs/zero3.json` resolves in an installed
+#: radllm as in a checkout.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN_SECTIONS = ("optimizer", "scheduler", "fp16")
 
 
 def resolve_ds_path(path: str) -> Path:
-    """The JSON file: as given if it exists, else relative to the repository root (ds_configs/...)."""
+    """The JSON file: as given if it exists, else relative to the radllm package (ds_configs/...)."""
     candidate = Path(path)
     if candidate.is_file():
         return candidate
-    if not candidate.is_absolute() and (REPO_ROOT / candidate).is_file():
-        return REPO_ROOT / candidate
-    raise RadllmError(f"deepspeed = {path!r}: no such DeepSpeed config file (looked in the working directory and {REPO_ROOT})")
+    if not candidate.is_absolute() and (PACKAGE_ROOT / candidate).is_file():
+        return PACKAGE_ROOT / candidate
+    raise RadllmError(f"deepspeed = {path!r}: no such DeepSpeed config file (looked in the working directory and {PACKAGE_ROOT})")
 
 
 def load_ds_json(path: str | os.PathLike) -> dict[str, Any]:
