@@ -81,6 +81,8 @@ def test_a_non_editable_install_trains_from_anywhere_with_its_packaged_ds_config
     env = os.environ | {"PYTHONPATH": str(site), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     where = subprocess.run([sys.executable, "-c", "import radllm; print(radllm.__file__)"], cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     assert where.stdout.strip() == str(site / "radllm" / "__init__.py")
+    for launcher in ("generate", "tokenize_shards", "train_vqgan"):  # the multi-process jobs ship too
+        subprocess.run([sys.executable, "-m", f"radllm.launchers.{launcher}", "--help"], cwd=elsewhere, env=env, capture_output=True, check=True)
 
     art = make_training_artifacts(tmp_path / "art")
     config = write_train_config(elsewhere / "run.yaml", art, tmp_path / "run", deepspeed="ds_configs/zero3.json",

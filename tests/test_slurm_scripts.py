@@ -189,7 +189,8 @@ def test_sbatch_launches_one_deepspeed_per_node_with_valid_arguments(tmp_path, n
         assert launcher.user_args == expected_user_args
     # The entry point's own parser accepts the arguments, placed after the --local_rank that
     # deepspeed.launcher.launch inserts right after the script.
-    module = _load_entry_point(REPO / entry)
+    # tools/*.py forward to radllm.launchers.<name> (the installed form), whose parser is the one that runs.
+    module = importlib.import_module(f"radllm.launchers.{Path(entry).stem}") if entry.startswith("tools/") else _load_entry_point(REPO / entry)
     monkeypatch.setattr(sys, "argv", [entry, "--local_rank=0", *expected_user_args])
     args = vars(module.parse_args())
     for option, value in zip(expected_user_args, expected_user_args[1:]):
