@@ -57,8 +57,6 @@ from radllm.training.universal import optimizer_settings, repair_after_universal
 
 log = logging.getLogger(__name__)
 
-#: bf16 dense peak FLOP/s per device, for the MFU estimate (substring of the CUDA device name).
-
 
 def task_losses(
     token_losses: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor | None = None
