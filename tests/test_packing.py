@@ -231,7 +231,7 @@ def packed_rows():
     return rows
 
 
-@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager", "flex_attention"])  # flex: forward only on CPU
 @torch.no_grad()
 def test_packed_rows_give_the_same_per_sample_loss_as_samples_alone(attn_implementation, packed_rows):
     model = tiny_llama(attn_implementation)
@@ -330,8 +330,8 @@ def test_eager_mask_is_additive_in_the_model_dtype(packed_rows):
 
 def test_unsupported_implementation_and_inconsistent_batch_are_errors(packed_rows):
     batch = collate_packed(packed_rows)
-    with pytest.raises(RadllmError, match="flex_attention.*not supported"):
-        model_inputs_for_packed_batch(batch, "flex_attention")
+    with pytest.raises(RadllmError, match="paged_attention.*not supported"):
+        model_inputs_for_packed_batch(batch, "paged_attention")
     batch["cu_seqlens"] = batch["cu_seqlens"][:-1]
     with pytest.raises(ValueError, match="cu_seqlens ends at"):
         model_inputs_for_packed_batch(batch, "flash_attention_2")
@@ -339,10 +339,12 @@ def test_unsupported_implementation_and_inconsistent_batch_are_errors(packed_row
 
 def test_select_attention_implementation(monkeypatch):
     real_find_spec = packed_attention.importlib.util.find_spec
-    expected = "flash_attention_2" if real_find_spec("flash_attn") and torch.cuda.is_available() else "sdpa"
-    assert select_attention_implementation() == expected
-    monkeypatch.setattr(packed_attention.importlib.util, "find_spec", lambda n, *a: object() if n == "flash_attn" else real_find_spec(n, *a))
+    if not torch.cuda.is_available():
+        assert select_attention_implementation() == "sdpa"
     monkeypatch.setattr(packed_attention.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(packed_attention.importlib.util, "find_spec", lambda n, *a: None if n == "flash_attn" else real_find_spec(n, *a))
+    assert select_attention_implementation() == "flex_attention"  # CUDA without flash-attn: no dense mask
+    monkeypatch.setattr(packed_attention.importlib.util, "find_spec", lambda n, *a: object() if n == "flash_attn" else real_find_spec(n, *a))
     assert select_attention_implementation() == "flash_attention_2"
     monkeypatch.setattr(packed_attention.torch.cuda, "is_available", lambda: False)
     assert select_attention_implementation() == "sdpa"

@@ -53,6 +53,8 @@ def test_config_errors_name_the_key_or_file(artifacts, tmp_path):
     assert "anchor.lambda_reg" in error_of(good, "anchor.lambda_reg=1000")  # 2·lr·λ >= 1
     assert "data.eval_split" in error_of(good, "data.eval_split=test2")
     assert "no such DeepSpeed config" in error_of(good, "deepspeed=ds_configs/zero9.json")
+    if not torch.cuda.is_available():
+        assert "FlexAttention has no backward pass on CPU" in error_of(good, "model.attn_implementation=flex_attention")
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text(yaml.safe_dump(train_config_dict(artifacts, tmp_path / "run", model={"init": str(artifacts.pretrained), "architecture": "x"})))
     assert "exactly one" in error_of(bad_yaml)

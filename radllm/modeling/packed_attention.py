@@ -12,6 +12,8 @@ What transformers 5.x does with the inputs (read from `masking_utils.py`,
   `use_cache=True` creates a cache in `forward` unless told otherwise, and then the packed
   samples silently attend to each other. Hence `use_cache=False` here and the explicit mask for
   SDPA/eager, which does not depend on that inference.
+- A 4-D flex `BlockMask` is passed through the same way; the flex integration uses it as the
+  block mask of `flex_attention` (`document_block_mask`).
 - flash_attention_2/3 run the varlen kernel over the batch flattened to B*L tokens when
   `cu_seq_lens_q/k` and `max_length_q/k` are passed (and no 2D padding mask): exactly the
   `cu_seqlens` / `max_seqlen` that `collate_packed` produces, padding runs included as their own
@@ -32,15 +34,39 @@ from radllm.errors import RadllmError
 from radllm.packing.collate import block_causal_mask
 
 FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
+FLEX_IMPLEMENTATIONS = ("flex_attention",)
 MASK_IMPLEMENTATIONS = ("sdpa", "eager")
-SUPPORTED_IMPLEMENTATIONS = FLASH_IMPLEMENTATIONS + MASK_IMPLEMENTATIONS
+SUPPORTED_IMPLEMENTATIONS = FLASH_IMPLEMENTATIONS + FLEX_IMPLEMENTATIONS + MASK_IMPLEMENTATIONS
 
 
 def select_attention_implementation() -> str:
-    """Return "flash_attention_2" when flash-attn is installed and CUDA is available, else "sdpa"."""
-    if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
-        return "flash_attention_2"
-    return "sdpa"
+    """The fastest kernel that keeps packed samples apart here.
+
+    flash-attn 2's varlen kernel on CUDA when installed; else PyTorch's flex attention on CUDA,
+    with a document mask built from the packed boundaries (`document_block_mask`: no dense
+    [B, 1, L, L] mask, and fully masked blocks are skipped); else SDPA with a dense block mask
+    (CPU: FlexAttention has no backward there, and the CPU runs are small).
+    """
+    if not torch.cuda.is_available():
+        return "sdpa"
+    return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "flex_attention"
+
+
+def document_block_mask(cu_seqlens: torch.Tensor, batch: int, length: int, device: torch.device | str):
+    """Flex attention's `BlockMask` for packed rows: causal attention inside each run of `cu_seqlens`.
+
+    Every sample (and every padding run) of the flattened [batch, length] tokens is a document; a
+    query attends to the keys of its own document at or before its position.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long().to(device)
+    document = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths).view(batch, length)
+
+    def causal_within_document(b, h, q, kv):
+        return (document[b, q] == document[b, kv]) & (kv <= q)
+
+    return create_block_mask(causal_within_document, batch, None, length, length, device=device)
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -72,6 +98,8 @@ def model_inputs_for_packed_batch(
             raise ValueError(f"cu_seqlens ends at {int(cu_seqlens[-1])} but the batch holds {input_ids.numel()} tokens")
         max_seqlen = int(batch["max_seqlen"])
         kwargs.update(cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=max_seqlen, max_length_k=max_seqlen)
+    elif attn_implementation in FLEX_IMPLEMENTATIONS:
+        kwargs["attention_mask"] = document_block_mask(batch["cu_seqlens"], *input_ids.shape, input_ids.device)
     elif attn_implementation in MASK_IMPLEMENTATIONS:
         mask = batch.get("attention_mask")
         if mask is None or mask.ndim != 4:

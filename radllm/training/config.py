@@ -26,7 +26,7 @@ from radllm.tasks import TaskMixConfig
 from radllm.training.lora import LoraSettings
 
 DTYPES = ("auto", "bfloat16", "float32")
-ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ModelOptions:
     init: str | None = None  # local HF model directory to start from (pretrained LLM or stage-1 export)
     architecture: str | None = None  # config.json (or a dir with one) for a from-scratch model
     dtype: str = "auto"  # auto = bfloat16 on CUDA, float32 on CPU
-    attn_implementation: str = "auto"  # auto = flash_attention_2 on CUDA when installed, else sdpa
+    attn_implementation: str = "auto"  # auto: flash_attention_2 on CUDA when installed, else flex_attention on CUDA, else sdpa
     gradient_checkpointing: bool = False
     new_row_noise: float = 0.02  # std of the noise on new embedding rows, relative to the old rows' std
     # The training loss from hidden states, this many positions at a time, so the [B, L, V] logits

@@ -67,6 +67,8 @@ def preflight(config: TrainConfig) -> Preflight:
         anchor_vocab = load_model_config(type(config.model)(init=str(anchor_dir))).vocab_size
         if anchor_vocab > spec.vocab_size:
             raise RadllmError(f"anchor.pretrained = {str(anchor_dir)!r} has vocab_size {anchor_vocab} > the tokenizer's {spec.vocab_size}")
+    if config.model.attn_implementation == "flex_attention" and not torch.cuda.is_available():
+        raise RadllmError("model.attn_implementation = flex_attention trains on CUDA only (PyTorch's FlexAttention has no backward pass on CPU); use sdpa or auto")
     ds_json = load_ds_json(config.deepspeed)
     check_lora_supported(config.lora, zero_stage(ds_json), torch.cuda.is_available())
     if config.anchor.lambda_reg > 0 and zero_stage(ds_json) not in (1, 2, 3):
