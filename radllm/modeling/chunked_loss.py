@@ -61,11 +61,10 @@ class _ChunkedNLL(torch.autograd.Function):
             grad_logits = (hidden[rows] @ weight.t()).float().sub_(lse[rows, None]).exp_()
             grad_logits.scatter_add_(1, safe[rows, None], -torch.ones_like(lse[rows, None]))
             grad_logits.mul_(scale[rows, None])
-            grad_logits = grad_logits.to(hidden.dtype)
+            if grad_weight is not None:  # accumulated in fp32 from the fp32 chunk, before any cast
+                grad_weight.addmm_(grad_logits.t(), hidden[rows].float())
             if grad_hidden is not None:
-                grad_hidden[rows] = grad_logits @ weight
-            if grad_weight is not None:
-                grad_weight.addmm_(grad_logits.t().float(), hidden[rows].float())
+                grad_hidden[rows] = grad_logits.to(hidden.dtype) @ weight
             del grad_logits
         return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
 
