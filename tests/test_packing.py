@@ -157,14 +157,14 @@ def naive_mask(rows) -> torch.Tensor:
 
 def test_collate_packed_matches_transformers_varlen_layout_and_naive_mask():
     rows = pack_examples(random_examples(12, random.Random(3)), seq_len=48, pad_id=PAD)
-    batch = collate_packed(rows, attention_mask=True)
+    batch = collate_packed(rows)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["position_ids"].shape == (len(rows), 48)
     (cu_q, cu_k), (max_q, _) = prepare_fa_kwargs_from_position_ids(batch["position_ids"])
     assert torch.equal(batch["cu_seqlens"], cu_q) and torch.equal(cu_q, cu_k)
     assert batch["cu_seqlens"].dtype == torch.int32 and int(batch["max_seqlen"]) == int(max_q)
-    assert torch.equal(batch["attention_mask"], naive_mask(rows))
-    assert torch.equal(block_causal_mask(batch["position_ids"]), batch["attention_mask"])
-    assert "attention_mask" not in collate_packed(rows)
+    assert "attention_mask" not in batch  # how attention keeps to the boundaries is the model side's choice
+    assert torch.equal(block_causal_mask(batch["position_ids"]), naive_mask(rows))
+    assert torch.equal(model_inputs_for_packed_batch(batch, "sdpa")["attention_mask"], naive_mask(rows))
     with pytest.raises(ValueError, match="rows differ in length"):
         collate_packed([rows[0], *pack_examples(random_examples(2, random.Random(4)), seq_len=40, pad_id=PAD)])
 
@@ -235,7 +235,7 @@ def packed_rows():
 @torch.no_grad()
 def test_packed_rows_give_the_same_per_sample_loss_as_samples_alone(attn_implementation, packed_rows):
     model = tiny_llama(attn_implementation)
-    batch = collate_packed(packed_rows, attention_mask=True)
+    batch = collate_packed(packed_rows)
     logits = model(**model_inputs_for_packed_batch(batch, attn_implementation)).logits
     packed = per_sample_packed_losses(logits, batch, packed_rows)
     alone = alone_losses(model, packed_rows)
@@ -248,14 +248,33 @@ def test_packed_rows_give_the_same_per_sample_loss_as_samples_alone(attn_impleme
     assert hf_loss.item() == pytest.approx(sum_loss.item() / n_tokens.item(), abs=1e-5)
 
 
-@torch.no_grad()
-def test_sdpa_builds_the_block_mask_when_the_batch_has_none(packed_rows):
-    model = tiny_llama("sdpa")
-    batch = collate_packed(packed_rows)
-    inputs = model_inputs_for_packed_batch(batch, "sdpa")
-    assert torch.equal(inputs["attention_mask"], block_causal_mask(batch["position_ids"]))
-    packed = per_sample_packed_losses(model(**inputs).logits, batch, packed_rows)
-    assert packed == pytest.approx(alone_losses(model, packed_rows), abs=1e-5)
+def block_table(num_blocks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """BlockMask's ordered (count, indices) layout as a bool [B, H, q blocks, kv blocks] table."""
+    listed = torch.arange(indices.shape[-1]) < num_blocks[..., None]
+    return torch.zeros(indices.shape, dtype=torch.bool).scatter_(-1, indices.long(), listed)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_document_block_mask_equals_flex_own_block_mask_from_the_mask_function(seed):
+    """The block table worked out from block boundaries is the one `create_block_mask` finds by
+    evaluating the document mask at every (query, key) pair: same partial and same full blocks."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    rng, batch, length = random.Random(seed), 2, 1024
+    runs = []
+    for _ in range(batch):
+        left = length
+        while left:  # runs shorter, equal to and longer than a 128-token block, some one-token
+            runs.append(min(left, rng.choice([1, 7, 60, 127, 128, 129, 256, 300, 700])))
+            left -= runs[-1]
+    cu_seqlens = torch.tensor([0, *runs]).cumsum(0).to(torch.int32)
+    mine = packed_attention.document_block_mask(cu_seqlens, batch, length, "cpu")
+    document = torch.repeat_interleave(torch.arange(len(runs)), torch.tensor(runs)).view(batch, length)
+    reference = create_block_mask(lambda b, h, q, kv: (document[b, q] == document[b, kv]) & (kv <= q), batch, None, length, length, device="cpu")
+    assert torch.equal(block_table(mine.kv_num_blocks, mine.kv_indices), block_table(reference.kv_num_blocks, reference.kv_indices))
+    assert torch.equal(block_table(mine.full_kv_num_blocks, mine.full_kv_indices),
+                       block_table(reference.full_kv_num_blocks, reference.full_kv_indices))
+    assert int(mine.full_kv_num_blocks.sum()) > 0  # the test exercises fully visible blocks
 
 
 @torch.no_grad()
@@ -321,11 +340,12 @@ def test_flash_inputs_reach_attention_and_keep_samples_apart(monkeypatch, packed
 
 
 def test_eager_mask_is_additive_in_the_model_dtype(packed_rows):
-    batch = collate_packed(packed_rows, attention_mask=True)
+    batch = collate_packed(packed_rows)
     mask = model_inputs_for_packed_batch(batch, "eager", dtype=torch.bfloat16)["attention_mask"]
     assert mask.dtype == torch.bfloat16
-    assert torch.equal(mask == 0, batch["attention_mask"])
-    assert torch.all(mask[~batch["attention_mask"]] == torch.finfo(torch.bfloat16).min)
+    attend = block_causal_mask(batch["position_ids"])
+    assert torch.equal(mask == 0, attend)
+    assert torch.all(mask[~attend] == torch.finfo(torch.bfloat16).min)
 
 
 def test_unsupported_implementation_and_inconsistent_batch_are_errors(packed_rows):

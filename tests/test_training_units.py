@@ -14,6 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from radllm.config import load_config
 from radllm.errors import RadllmError
+from radllm.modeling import SUPPORTED_IMPLEMENTATIONS
 from radllm.packing import causal_lm_loss, pack_examples, token_nll
 from radllm.tasks import TaskExample
 from radllm.train import main as train_main
@@ -53,6 +54,9 @@ def test_config_errors_name_the_key_or_file(artifacts, tmp_path):
     assert "anchor.lambda_reg" in error_of(good, "anchor.lambda_reg=1000")  # 2·lr·λ >= 1
     assert "data.eval_split" in error_of(good, "data.eval_split=test2")
     assert "no such DeepSpeed config" in error_of(good, "deepspeed=ds_configs/zero9.json")
+    for kernel in SUPPORTED_IMPLEMENTATIONS:  # one list of kernels: the config takes every one the model side feeds
+        load_config(TrainConfig, good, [f"model.attn_implementation={kernel}"]).validate()
+    assert "model.attn_implementation" in error_of(good, "model.attn_implementation=paged_attention")
     if not torch.cuda.is_available():
         assert "FlexAttention has no backward pass on CPU" in error_of(good, "model.attn_implementation=flex_attention")
     bad_yaml = tmp_path / "bad.yaml"

@@ -129,7 +129,7 @@ def reference_run(config: TrainConfig, world_size: int = 2):
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     o = config.optim
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
-    streams = [PackedBatches(config, tokenizer, spec, rank, world_size, "sdpa") for rank in range(world_size)]
+    streams = [PackedBatches(config, tokenizer, spec, rank, world_size) for rank in range(world_size)]
     losses, distances = [], []
     for step in range(config.schedule.max_steps):
         batches = [s.next_batch() for s in streams for _ in range(o.grad_accum)]
@@ -193,7 +193,7 @@ def test_export_loads_in_plain_transformers_and_reproduces_the_engine_eval_loss(
     engine_eval = read_metrics(run_a.run_dir, "eval")[6]
     total = count = 0
     for rank in range(2):
-        batch = collate_rows(eval_rows(run_a, tokenizer, spec, rank, 2), "sdpa", spec)
+        batch = collate_rows(eval_rows(run_a, tokenizer, spec, rank, 2), spec)
         with torch.no_grad():
             logits = model(**model_inputs_for_packed_batch(batch, "sdpa")).logits
         sum_loss, n = causal_lm_loss(logits, batch["labels"])

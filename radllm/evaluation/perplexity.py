@@ -30,7 +30,7 @@ from radllm.data.sample import TokenizedStudy
 from radllm.data.split import read_split
 from radllm.errors import RadllmError
 from radllm.generation.model import load_generator
-from radllm.modeling.packed_attention import MASK_IMPLEMENTATIONS, model_inputs_for_packed_batch
+from radllm.modeling.packed_attention import model_inputs_for_packed_batch
 from radllm.packing import causal_lm_loss, collate_packed, pack_examples
 from radllm.tasks import TaskExample, TaskMixConfig, study_rng, text_lm
 from radllm.vocab_spec import VisualVocabSpec
@@ -80,7 +80,7 @@ def summed_nll(
     total, count = 0.0, 0
     batches = range(0, len(rows), rows_per_batch)
     for start in tqdm(batches, desc="perplexity", unit="batch", disable=not progress):
-        batch = collate_packed(rows[start : start + rows_per_batch], attention_mask=implementation in MASK_IMPLEMENTATIONS)
+        batch = collate_packed(rows[start : start + rows_per_batch])
         batch = {k: v.to(model.device) for k, v in batch.items()}
         logits = model(**model_inputs_for_packed_batch(batch, implementation, model.dtype)).logits  # [B, L, V]
         loss, n = causal_lm_loss(logits, batch["labels"])

@@ -52,21 +52,43 @@ def select_attention_implementation() -> str:
     return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "flex_attention"
 
 
-def document_block_mask(cu_seqlens: torch.Tensor, batch: int, length: int, device: torch.device | str):
+def document_block_mask(cu_seqlens: torch.Tensor, batch: int, length: int, device: torch.device | str, block_size: int = 128):
     """Flex attention's `BlockMask` for packed rows: causal attention inside each run of `cu_seqlens`.
 
     Every sample (and every padding run) of the flattened [batch, length] tokens is a document; a
-    query attends to the keys of its own document at or before its position.
+    query attends to the keys of its own document at or before its position. The block table is
+    worked out from each block's first and last document id (documents only grow along a row), so
+    nothing of size length² is ever made: `create_block_mask` would evaluate the mask function at
+    every (query, key) pair, holding [batch, length, length] int64 ids for a moment (268 MB for
+    two rows of 4,096), more than the dense boolean mask this replaces.
     """
-    from torch.nn.attention.flex_attention import create_block_mask
+    from torch.nn.attention.flex_attention import BlockMask
 
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long().to(device)
     document = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths).view(batch, length)
+    blocks = -(-length // block_size)
+    padded = torch.nn.functional.pad(document, (0, blocks * block_size - length), mode="replicate").view(batch, blocks, block_size)
+    first, last = padded[:, :, 0], padded[:, :, -1]  # [B, blocks]: smallest and largest document of each block
+    q_block = torch.arange(blocks, device=device)[:, None]
+    kv_block = torch.arange(blocks, device=device)[None, :]
+    # A key block at or before the query block shares a document with it iff its last document
+    # reaches the query block's first; it is fully visible iff it lies strictly before and both
+    # blocks hold one and the same document (a ragged tail block is always left to the mask).
+    visible = (kv_block <= q_block) & (last[:, None, :] >= first[:, :, None])  # [B, q blocks, kv blocks]
+    single = (first == last) & (torch.arange(blocks, device=device) * block_size + block_size <= length)
+    full = (kv_block < q_block) & single[:, :, None] & single[:, None, :] & (first[:, None, :] == first[:, :, None])
+    partial = visible & ~full
+
+    def ordered(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per query block: how many key blocks, and their indices first (BlockMask's layout, one head)."""
+        indices = torch.argsort(table.to(torch.int8), dim=-1, descending=True, stable=True)
+        return table.sum(-1, dtype=torch.int32)[:, None], indices.to(torch.int32)[:, None]
 
     def causal_within_document(b, h, q, kv):
         return (document[b, q] == document[b, kv]) & (kv <= q)
 
-    return create_block_mask(causal_within_document, batch, None, length, length, device=device)
+    return BlockMask.from_kv_blocks(*ordered(partial), *ordered(full), BLOCK_SIZE=block_size, mask_mod=causal_within_document,
+                                    seq_lengths=(length, length))
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -82,8 +104,8 @@ def model_inputs_for_packed_batch(
     """Keyword arguments for `model(**kwargs)` on a `collate_packed` batch.
 
     Args:
-        batch: output of `collate_packed` (already on the model's device). For SDPA/eager its
-            4D `attention_mask` is used when present, otherwise built from `position_ids`.
+        batch: output of `collate_packed` (already on the model's device). SDPA/eager get the
+            dense block mask built here from `position_ids` (the last-resort kernels).
         attn_implementation: the model's `config._attn_implementation`.
         dtype: the model's compute dtype (eager's additive mask is built in it).
 
@@ -101,9 +123,7 @@ def model_inputs_for_packed_batch(
     elif attn_implementation in FLEX_IMPLEMENTATIONS:
         kwargs["attention_mask"] = document_block_mask(batch["cu_seqlens"], *input_ids.shape, input_ids.device)
     elif attn_implementation in MASK_IMPLEMENTATIONS:
-        mask = batch.get("attention_mask")
-        if mask is None or mask.ndim != 4:
-            mask = block_causal_mask(position_ids)  # [B, 1, L, L]
+        mask = block_causal_mask(position_ids)  # [B, 1, L, L], built on the model's device
         kwargs["attention_mask"] = additive_mask(mask, dtype) if attn_implementation == "eager" else mask
     else:
         raise RadllmError(

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from radllm.errors import RadllmError
-from radllm.modeling.packed_attention import MASK_IMPLEMENTATIONS, model_inputs_for_packed_batch
+from radllm.modeling.packed_attention import model_inputs_for_packed_batch
 from radllm.packing import PackedRow, collate_packed, pack_examples, token_nll
 from radllm.tasks import IGNORE_INDEX, TaskExample
 
@@ -101,10 +101,9 @@ def per_example_nll(
     indexed = [replace(example, key=str(index)) for index, example in enumerate(examples)]
     rows = pack_examples(indexed, max(scoring.tokens_per_row, max(len(e) for e in examples)), pad_id)
     mine = rows[scoring.rank :: scoring.world_size]
-    mask = scoring.attn_implementation in MASK_IMPLEMENTATIONS
     for index in range(forwards_per_rank(len(rows), scoring)):
         chunk = mine[index * scoring.rows_per_batch : (index + 1) * scoring.rows_per_batch]
-        batch = collate_packed(chunk or rows[:1], attention_mask=mask)
+        batch = collate_packed(chunk or rows[:1])
         batch = {k: v.to(scoring.device) for k, v in batch.items()}
         logits = model(**model_inputs_for_packed_batch(batch, scoring.attn_implementation, scoring.dtype)).logits  # [B, L, V]
         if not chunk:

@@ -26,16 +26,19 @@ def block_causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
     return (same_segment & causal)[:, None]  # [B, 1, L, L]
 
 
-def collate_packed(rows: Sequence[PackedRow], attention_mask: bool = False) -> dict[str, torch.Tensor]:
+def collate_packed(rows: Sequence[PackedRow]) -> dict[str, torch.Tensor]:
     """Stack rows of equal length into a batch.
+
+    The batch describes sample boundaries only (`cu_seqlens`, `position_ids`); how attention is
+    kept inside them is the model side's choice (`radllm.modeling.model_inputs_for_packed_batch`
+    builds a flex block mask, flash-attn's varlen arguments or SDPA's dense mask on the device),
+    so the data code never needs to know the attention kernel.
 
     Returns:
         input_ids, labels, position_ids: int64 [B, L].
         cu_seqlens: int32 [S + 1], boundaries of every sample *and* padding run in the batch
             flattened to B*L tokens (the layout flash-attn's varlen kernels take).
         max_seqlen: int64 scalar, the longest of those S runs.
-        attention_mask: only with `attention_mask=True`, the bool [B, 1, L, L] block-diagonal
-            causal mask for SDPA/eager attention.
         loss_weights: only when some row carries weights, float32 [B, L], the loss weight of the
             label at each position (1.0 for the positions of unweighted rows).
     """
@@ -58,8 +61,6 @@ def collate_packed(rows: Sequence[PackedRow], attention_mask: bool = False) -> d
         "cu_seqlens": cu_seqlens,
         "max_seqlen": torch.tensor(max(runs), dtype=torch.long),
     }
-    if attention_mask:
-        batch["attention_mask"] = block_causal_mask(batch["position_ids"])
     if any(row.weights is not None for row in rows):
         weights = [row.weights if row.weights is not None else [1.0] * length for row in rows]
         batch["loss_weights"] = torch.tensor(weights, dtype=torch.float32)

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from radllm.errors import RadllmError
+from radllm.modeling import SUPPORTED_IMPLEMENTATIONS
 from radllm.packing import OVERFLOW_POLICIES
 from radllm.tasks import TaskMixConfig
 from radllm.training.lora import LoraSettings
 
 DTYPES = ("auto", "bfloat16", "float32")
-ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
+ATTENTION = ("auto", *SUPPORTED_IMPLEMENTATIONS)
 
 
 @dataclass

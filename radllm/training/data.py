@@ -29,7 +29,6 @@ from transformers import PreTrainedTokenizerBase
 from radllm.data.reader import ShardLoader, ShardStream
 from radllm.data.sample import TokenizedStudy
 from radllm.errors import RadllmError
-from radllm.modeling.packed_attention import MASK_IMPLEMENTATIONS
 from radllm.packing import PackedRow, PackingStats, collate_packed, pack_examples
 from radllm.tasks import IMAGE_READING_TASKS, TASK_NAMES, TaskMixer
 from radllm.training.config import TrainConfig
@@ -62,9 +61,9 @@ def loss_groups(rows: list[PackedRow], spec: VisualVocabSpec) -> torch.Tensor:
     return out
 
 
-def collate_rows(rows: list[PackedRow], attn_implementation: str, spec: VisualVocabSpec) -> dict[str, torch.Tensor]:
-    """`collate_packed` (with the 4D mask for SDPA/eager) plus per-token `loss_groups`."""
-    batch = collate_packed(rows, attention_mask=attn_implementation in MASK_IMPLEMENTATIONS)
+def collate_rows(rows: list[PackedRow], spec: VisualVocabSpec) -> dict[str, torch.Tensor]:
+    """`collate_packed` plus per-token `loss_groups`."""
+    batch = collate_packed(rows)
     batch["loss_groups"] = loss_groups(rows, spec)
     return batch
 
@@ -79,11 +78,9 @@ class PackedBatches:
         spec: VisualVocabSpec,
         stream: int,
         streams: int,
-        attn_implementation: str,
     ) -> None:
         self.data = config.data
         self.micro_batch_size = config.optim.micro_batch_size
-        self.attn_implementation = attn_implementation
         self.spec = spec
         self.pad_id = tokenizer.pad_token_id
         stream = ShardStream(
@@ -117,7 +114,7 @@ class PackedBatches:
         return [self.pending.popleft() for _ in range(self.micro_batch_size)]
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        return collate_rows(self.next_rows(), self.attn_implementation, self.spec)
+        return collate_rows(self.next_rows(), self.spec)
 
     def state_dict(self) -> dict[str, Any]:
         """Reader position, the rows packed but not yet trained on, and counters (JSON-serialisable)."""
@@ -162,10 +159,9 @@ class RankBatches:
         rank: int,
         world_size: int,
         streams: int,
-        attn_implementation: str,
     ) -> None:
         self.grad_accum = config.optim.grad_accum
-        self.streams = {s: PackedBatches(config, tokenizer, spec, s, streams, attn_implementation) for s in owned_streams(rank, world_size, streams)}
+        self.streams = {s: PackedBatches(config, tokenizer, spec, s, streams) for s in owned_streams(rank, world_size, streams)}
 
     @property
     def micro_batches_per_step(self) -> int:

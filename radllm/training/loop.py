@@ -150,8 +150,8 @@ class Trainer:
         if self.cuda and self.peak_flops is None and rank == 0:
             log.warning("MFU is not logged: no peak FLOP/s known for %r; set logging.peak_tflops (dense bf16 TFLOP/s per device)", torch.cuda.get_device_name())
         self.anchor = self._build_anchor() if config.anchor.lambda_reg > 0 else None
-        self.data = RankBatches(config, self.tokenizer, self.spec, rank, world_size, self.streams, self.loaded.attn_implementation)
-        self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.loaded.attn_implementation, self.spec) if config.data.eval_split else None
+        self.data = RankBatches(config, self.tokenizer, self.spec, rank, world_size, self.streams)
+        self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.spec) if config.data.eval_split else None
         self.sample_studies = sample_studies(config, self.spec) if config.logging.sample_reports else []  # the same on every rank
         self.grounding_studies = eval_grounding_studies(config, self.spec)  # the same on every rank
         self.state = TrainState()
