@@ -18,7 +18,8 @@ from radllm.cli import main as cli_main
 from radllm.config import load_config
 from radllm.errors import RadllmError
 from radllm.vq import load_vq
-from radllm.vq.data import epoch_batches, load_image_cache, manifest_images
+from radllm.imaging.png import to_uint8
+from radllm.vq.data import ImageStream, epoch_batches, load_image_cache, manifest_images
 from radllm.vq.train_config import VQTrainConfig
 from radllm.vq.training import VQTrainer, learning_rate, list_checkpoints, weights_checksum
 from tests.vq_fixtures import tiny_train_config, write_image_set
@@ -64,6 +65,45 @@ def test_image_cache_matches_load_image_to_one_grey_level(tmp_path: Path) -> Non
     assert (cache.batch([0, 1, 2]) - direct).abs().max() <= 0.5 / 255 + 1e-6
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_image_stream_follows_the_epoch_order_resumes_exactly_and_skips_unreadable_images(tmp_path: Path, workers: int) -> None:
+    from radllm.imaging import load_image
+
+    items = manifest_images(write_image_set(tmp_path, n_train=24, n_test=1), "train")
+    broken = epoch_batches(24, 4, seed=3, epoch=0, rank=1, world_size=2)[1][2]
+    items[broken].path.write_bytes(b"not a png")
+    stream = ImageStream(items, 16, batch_size=4, seed=3, rank=1, world_size=2, num_workers=workers)
+    taken = [next(batches) for batches in [stream.batches(0, 0)] for _ in range(7)]  # 3 batches per epoch
+    assert [position for position, _, _ in taken] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3), (2, 1)]
+    for (epoch, index), pixels, unreadable in taken:
+        indices = epoch_batches(24, 4, seed=3, epoch=epoch, rank=1, world_size=2)[index - 1]
+        expected = [torch.from_numpy(to_uint8(load_image(items[i].path, 16))).view(1, 16, 16) for i in indices if i != broken]
+        assert pixels.dtype == torch.uint8 and torch.equal(pixels, torch.stack(expected))
+        assert unreadable == (broken in indices)
+    assert taken[1][2] == 1 and taken[1][1].shape == (3, 1, 16, 16)  # the spoiled image's batch
+    resumed = next(stream.batches(1, 1))  # continue after the 4th batch, as a checkpoint there would
+    assert resumed[0] == taken[4][0] and torch.equal(resumed[1], taken[4][1])
+
+
+def test_training_images_are_read_as_their_batches_come_and_unreadable_ones_are_counted(tmp_path: Path) -> None:
+    """Nothing of the training set is decoded before the first step: an image spoiled after setup
+    is left out of its batch (and counted) when that batch comes."""
+    manifest = write_image_set(tmp_path / "data")
+    config = load_config(VQTrainConfig, tiny_train_config(manifest, tmp_path / "run", schedule={"max_steps": 3, "eval_every": 100, "save_every": 100}))
+    trainer = VQTrainer(config, progress=False)
+    trainer.setup()
+    items = manifest_images(manifest, "train")
+    items[epoch_batches(len(items), 4, seed=0, epoch=0)[1][0]].path.write_bytes(b"spoiled")
+    summary = trainer.train()
+    assert summary["step"] == 3 and summary["images_unreadable"] == 1 and summary["samples_seen"] == 3 * 4 - 1
+    for item in items:
+        item.path.write_bytes(b"gone")
+    trainer.config.schedule.max_steps = 20  # train on: every batch from here on is unreadable
+    with pytest.raises(RadllmError, match=r"10 batches in a row held no readable image .*manifest.jsonl"):
+        trainer.train()
+    assert trainer.state.step == 3
+
+
 def _poisoned_trainer(tmp_path: Path, poisoned_steps: set[int], **schedule: int) -> VQTrainer:
     """A tiny trainer whose generator loss is multiplied by NaN at `poisoned_steps` (a fault injected
     at the one place a real one, e.g. an overflowing image or loss term, would surface)."""
@@ -84,10 +124,10 @@ def _poisoned_trainer(tmp_path: Path, poisoned_steps: set[int], **schedule: int)
 def test_non_finite_gradient_skips_the_update_and_is_counted(tmp_path: Path) -> None:
     trainer = _poisoned_trainer(tmp_path, {2, 3})
     for _ in range(2):  # steps 0, 1: applied
-        trainer.train_step(trainer._next_batch())
+        trainer.train_step(trainer.next_batch())
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     for _ in range(2):  # steps 2, 3: NaN loss, skipped
-        trainer.train_step(trainer._next_batch())
+        trainer.train_step(trainer.next_batch())
     after = trainer.model.state_dict()
     for name, value in before.items():
         if name != "quantizer.usage_share":  # usage statistics follow the forward, not the update
@@ -109,12 +149,13 @@ def test_too_many_non_finite_steps_in_a_row_abort_clearly(tmp_path: Path) -> Non
 def test_resume_continues_from_saved_step_with_same_result(tmp_path: Path) -> None:
     manifest = write_image_set(tmp_path / "data")
     full = tmp_path / "full"
-    assert cli_main(["vq-train", "--config", str(tiny_train_config(manifest, full)), "--no-progress"]) == 0
+    workers = {"num_workers": 2}  # prefetching workers must not move the resume position
+    assert cli_main(["vq-train", "--config", str(tiny_train_config(manifest, full, data=workers)), "--no-progress"]) == 0
     assert [p.name for p in list_checkpoints(full)] == ["step_0000002", "step_0000004"]
 
     resumed = tmp_path / "resumed"
     shutil.copytree(full / "checkpoints" / "step_0000002", resumed / "checkpoints" / "step_0000002")
-    assert cli_main(["vq-train", "--config", str(tiny_train_config(manifest, resumed)), "--resume", "--no-progress"]) == 0
+    assert cli_main(["vq-train", "--config", str(tiny_train_config(manifest, resumed, data=workers)), "--resume", "--no-progress"]) == 0
 
     state = json.loads((resumed / "checkpoints" / "step_0000004" / "trainer_state.json").read_text())
     assert state["step"] == 4 and state["samples_seen"] == 4 * 4
@@ -138,7 +179,8 @@ def test_resume_continues_from_saved_step_with_same_result(tmp_path: Path) -> No
 def test_two_ranks_via_deepspeed_launcher_stay_in_sync(tmp_path: Path) -> None:
     manifest = write_image_set(tmp_path / "data")
     out = tmp_path / "ddp"
-    config = tiny_train_config(manifest, out, schedule={"rank_checksums": True, "max_steps": 3, "save_every": 10, "eval_every": 10, "revive_every": 1})
+    config = tiny_train_config(manifest, out, schedule={"rank_checksums": True, "max_steps": 3, "save_every": 10, "eval_every": 10, "revive_every": 1},
+                                data={"num_workers": 1})
     launcher = Path(sys.executable).parent / "deepspeed"
     env = os.environ | {"DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [str(launcher), "--num_accelerators", "2", "--master_port", "29731", str(REPO / "tools" / "train_vqgan.py"), "--config", str(config), "--no-progress"]

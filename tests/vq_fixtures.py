@@ -35,7 +35,7 @@ def tiny_train_config(manifest: Path, output_dir: Path, **sections: dict) -> Pat
     config = {
         "model": {"image_size": 32, "base_channels": 8, "channel_mult": [1, 2, 2], "num_res_blocks": 1, "z_channels": 16, "codebook_size": 32, "codebook_dim": 4},
         "loss": {"disc_start_step": 1, "disc_channels": 8, "disc_layers": 2},
-        "data": {"manifest": str(manifest), "eval_split": "test", "eval_images": 4},
+        "data": {"manifest": str(manifest), "eval_split": "test", "eval_images": 4, "num_workers": 0},
         "optim": {"batch_size": 4, "warmup_steps": 2},
         "schedule": {"max_steps": 4, "log_every": 1, "eval_every": 2, "save_every": 2, "revive_every": 2, "keep_checkpoints": 5},
         "output_dir": str(output_dir),

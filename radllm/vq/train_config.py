@@ -26,7 +26,7 @@ class VQTrainLossConfig(VQLossConfig):
 
 @dataclass
 class VQDataOptions:
-    """Which images train and evaluate the tokenizer (decoded once into a uint8 memory cache)."""
+    """Which images train and evaluate the tokenizer: training images stream, held-out ones are cached."""
 
     manifest: str = MISSING  # manifest JSONL (radllm.manifest); relative image paths resolve against its folder
     train_split: str = "train"
@@ -34,6 +34,7 @@ class VQDataOptions:
     views: list[str] = field(default_factory=list)  # e.g. [PA, AP]; empty = every image of every study
     limit: int | None = None  # at most this many training images (quick runs)
     eval_images: int = 64  # fixed held-out images for periodic evaluation and reconstruction grids
+    num_workers: int = 2  # DataLoader processes decoding training images per rank; 0 = decode in the training process
 
 
 @dataclass
@@ -100,6 +101,8 @@ class VQTrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise RadllmError(f"VQ train config: {key}={value}, expected a positive integer")
+        if self.data.num_workers < 0:
+            raise RadllmError(f"VQ train config: data.num_workers={self.data.num_workers}, expected >= 0")
         if self.schedule.revive_every < 0 or self.optim.warmup_steps < 0:
             raise RadllmError("VQ train config: schedule.revive_every and optim.warmup_steps must be >= 0")
         if self.optim.lr <= 0 or self.optim.disc_lr <= 0:

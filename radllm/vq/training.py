@@ -2,10 +2,13 @@
 
 One recipe serves a single process (`radllm vq-train`) and data-parallel ranks
 (`deepspeed tools/train_vqgan.py`): the entry point initialises `torch.distributed` and passes
-rank and world size in. Ranks stay bit-identical without DDP wrappers: parameters are broadcast
-from rank 0 at start, gradients of both models are averaged with one all-reduce each, the
-quantizer all-reduces its usage counts itself, and dead-code revival runs on rank 0 and is
-broadcast. Only rank 0 writes logs, TensorBoard events, checkpoints and the exported model.
+rank and world size in. Each rank streams its own batches (`radllm.vq.data.ImageStream`). Ranks
+stay bit-identical: both models train through `DistributedDataParallel` (weights broadcast from
+rank 0 when wrapped; gradients averaged in buckets that overlap the backward pass), the quantizer
+all-reduces its usage counts itself, and dead-code revival runs on rank 0 and is broadcast. The
+generator's loss runs the discriminator unwrapped, so the gradients it leaves there (zeroed before
+the discriminator's own update) cost no communication. Only rank 0 writes logs, TensorBoard
+events, checkpoints and the exported model.
 
 Checkpoint layout (`output_dir/checkpoints/step_0000200/`, written atomically, newest K kept):
 model.safetensors (VQ model), discriminator.safetensors, optimizer_g.pt / optimizer_d.pt
@@ -22,6 +25,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +35,14 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from radllm import atomic
 from radllm.config import save_config
 from radllm.errors import RadllmError
 from radllm.vq.checkpoint import save_vq
-from radllm.vq.data import ImageCache, epoch_batches, load_image_cache, manifest_images
+from radllm.vq.data import ImageCache, ImageStream, load_image_cache, manifest_images
 from radllm.vq.discriminator import PatchDiscriminator
 from radllm.vq.losses import ClinicalVQLoss
 from radllm.vq.metrics import code_perplexity, codebook_usage, gradient_magnitude_error, psnr, ssim
@@ -49,6 +54,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "step_"
 STATE_FILENAME = "trainer_state.json"
 GRID_IMAGES = 8
+#: Steps in a row without a readable image on some rank before the run stops: a manifest whose
+#: files are gone, not a few corrupt ones.
+MAX_UNREADABLE_BATCHES_IN_ROW = 10
 
 
 @dataclass
@@ -59,6 +67,7 @@ class TrainerState:
     epoch: int = 0
     batch_in_epoch: int = 0
     samples_seen: int = 0
+    images_unreadable: int = 0  # training images left out of their batch (all ranks)
     codes_revived: int = 0
     nonfinite_skipped: int = 0  # updates skipped because a gradient norm was NaN/inf, in all
     nonfinite_in_row: int = 0  # ... and since the last applied generator update
@@ -137,6 +146,8 @@ class VQTrainer:
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         self.state = TrainerState()
         self.writer: Any = None
+        self._batches: Iterator[tuple[tuple[int, int], Tensor, int]] | None = None
+        self._unreadable_batches_in_row = 0
 
     def _pick_device(self, local_rank: int) -> torch.device:
         if self.config.device == "cpu" or (self.config.device == "auto" and not torch.cuda.is_available()):
@@ -154,15 +165,14 @@ class VQTrainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.train_data, self.eval_data = self._load_data()
+        self.train_stream, self.eval_data = self._load_data()
         self.model = VQModel(cfg.model).to(self.device)
         self.disc = PatchDiscriminator(cfg.model.in_channels, cfg.loss.disc_channels, cfg.loss.disc_layers).to(self.device)
+        self.train_model, self.train_disc = self._data_parallel(self.model), self._data_parallel(self.disc)
         betas = (cfg.optim.beta1, cfg.optim.beta2)
         self.opt_g = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=betas, weight_decay=cfg.optim.weight_decay)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.optim.disc_lr, betas=betas, weight_decay=cfg.optim.weight_decay)
         self.loss_fn = ClinicalVQLoss(cfg.loss, self._feature_encoder())
-        self._broadcast_module(self.model)
-        self._broadcast_module(self.disc)
         if cfg.resume == "auto":
             self.resume_latest()
         if self.is_main:
@@ -172,7 +182,7 @@ class VQTrainer:
 
             self.writer = SummaryWriter(str(self.output_dir / "tb"), purge_step=self.state.step or None)
 
-    def _load_data(self) -> tuple[ImageCache, ImageCache]:
+    def _load_data(self) -> tuple[ImageStream, ImageCache]:
         cfg = self.config.data
         train_items = manifest_images(cfg.manifest, cfg.train_split, cfg.views)[: cfg.limit]
         eval_items = manifest_images(cfg.manifest, cfg.eval_split, cfg.views)[: cfg.eval_images]
@@ -180,10 +190,11 @@ class VQTrainer:
             if not items:
                 raise RadllmError(f"{cfg.manifest}: no images in split {split!r} (views {cfg.views or 'any'})")
         size = self.config.model.image_size
-        train = load_image_cache(train_items, size, self.progress, f"{cfg.train_split} images")
+        train = ImageStream(train_items, size, self.config.optim.batch_size, self.config.seed, self.rank, self.world_size, cfg.num_workers)
         held_out = load_image_cache(eval_items, size, self.progress, f"{cfg.eval_split} images")
         if self.is_main:
-            log.info("VQ data: %d %s images, %d %s images at %d px", len(train), cfg.train_split, len(held_out), cfg.eval_split, size)
+            log.info("VQ data: %d %s images (streamed, %d workers), %d %s images at %d px",
+                     len(train_items), cfg.train_split, cfg.num_workers, len(held_out), cfg.eval_split, size)
         return train, held_out
 
     def _feature_encoder(self) -> nn.Module | None:
@@ -202,33 +213,24 @@ class VQTrainer:
     def _distributed(self) -> bool:
         return self.world_size > 1 and dist.is_available() and dist.is_initialized()
 
-    def _broadcast_module(self, module: nn.Module) -> None:
-        if self._distributed():
-            for tensor in module.state_dict().values():
-                dist.broadcast(tensor, src=0)
+    def _data_parallel(self, module: nn.Module) -> nn.Module:
+        """`module` wrapped in DDP when several ranks train (its weights are then rank 0's), else itself.
 
-    def _average_gradients(self, module: nn.Module) -> None:
-        """Mean of every parameter gradient over ranks, in one flat all-reduce."""
+        Buffers are not re-broadcast at every forward: the quantizer's usage statistics are
+        all-reduced where they are computed, so they agree on every rank already.
+        """
         if not self._distributed():
-            return
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+            return module
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
 
-    def _any_rank(self, flag: bool) -> bool:
-        """True when `flag` holds on at least one rank (so all ranks take the same branch)."""
+    def _sum_over_ranks(self, *values: float) -> list[float]:
+        """Each value summed over ranks (one all-reduce), so that all ranks take the same branch."""
         if not self._distributed():
-            return flag
-        value = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+            return list(values)
+        total = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)
+        return total.tolist()
 
     def train(self) -> dict[str, Any]:
         """Run until `max_steps` or the wall-clock budget; save, evaluate and export at the end."""
@@ -239,11 +241,14 @@ class VQTrainer:
         last_metrics: dict[str, float] = {}
         stopped_early = False
         while self.state.step < sched.max_steps:
-            if self._any_rank(budget is not None and time.monotonic() - start >= budget):
+            if self._sum_over_ranks(budget is not None and time.monotonic() - start >= budget)[0]:
                 stopped_early = True
                 log.info("wall-clock budget of %g min reached at step %d", sched.max_minutes, self.state.step)
                 break
-            last_metrics = self.train_step(self._next_batch())
+            batch = self.next_batch()
+            if batch is None:
+                continue
+            last_metrics = self.train_step(batch)
             step = self.state.step
             bar.update(1)
             if self.is_main and step % sched.log_every == 0:
@@ -258,17 +263,33 @@ class VQTrainer:
         bar.close()
         return self.finish(last_metrics, stopped_early, time.monotonic() - start)
 
-    def _next_batch(self) -> Tensor:
-        """The next batch of this rank's (seed, epoch) order, advancing the epoch when exhausted."""
-        cfg = self.config
-        batches = epoch_batches(len(self.train_data), cfg.optim.batch_size, cfg.seed, self.state.epoch, self.rank, self.world_size)
-        if self.state.batch_in_epoch >= len(batches):
-            self.state.epoch += 1
-            self.state.batch_in_epoch = 0
-            batches = epoch_batches(len(self.train_data), cfg.optim.batch_size, cfg.seed, self.state.epoch, self.rank, self.world_size)
-        indices = batches[self.state.batch_in_epoch]
-        self.state.batch_in_epoch += 1
-        return self.train_data.batch(indices).to(self.device)  # [B, 1, S, S]
+    def next_batch(self) -> Tensor | None:
+        """This rank's next batch (float [B, 1, S, S] in [0, 1]), advancing the saved position.
+
+        None when some rank's batch held no readable image: every rank then passes over its batch
+        together (the data-parallel ranks must step together), and a run of them is an error.
+
+        Raises:
+            RadllmError: `MAX_UNREADABLE_BATCHES_IN_ROW` batches in a row without a readable image.
+        """
+        if self._batches is None:
+            self._batches = self.train_stream.batches(self.state.epoch, self.state.batch_in_epoch)
+        (self.state.epoch, self.state.batch_in_epoch), pixels, unreadable = next(self._batches)
+        empty_ranks, unreadable, images = self._sum_over_ranks(pixels.shape[0] == 0, unreadable, pixels.shape[0])
+        self.state.images_unreadable += int(unreadable)
+        if unreadable and self.is_main:
+            self.writer.add_scalar("train/images_unreadable", self.state.images_unreadable, self.state.step)
+        if not empty_ranks:
+            self._unreadable_batches_in_row = 0
+            self.state.samples_seen += int(images)
+            return pixels.to(self.device).float() / 255.0
+        self._unreadable_batches_in_row += 1
+        if self._unreadable_batches_in_row >= MAX_UNREADABLE_BATCHES_IN_ROW:
+            raise RadllmError(
+                f"vq-train: {self._unreadable_batches_in_row} batches in a row held no readable image on some rank "
+                f"({self.state.images_unreadable} unreadable so far); check the image paths of {self.config.data.manifest}"
+            )
+        return None
 
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:
@@ -284,7 +305,7 @@ class VQTrainer:
         self.disc.train()
         gan_on = self.loss_fn.gan_active(step)
         with self._autocast():
-            out = self.model(x)
+            out = self.train_model(x)
             loss, metrics = self.loss_fn.generator_loss(x, out.reconstruction, out.quantizer, step, self.model.last_decoder_layer, self.disc if gan_on else None)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -292,9 +313,10 @@ class VQTrainer:
         metrics["grad_norm_g"] = self._clip_and_step(self.model, self.opt_g)
         applied = math.isfinite(metrics["grad_norm_g"])
 
-        with self._autocast():
-            d_loss, d_metrics = self.loss_fn.discriminator_loss(x, out.reconstruction, step, self.disc)
-        if gan_on and applied:
+        update_disc = gan_on and applied
+        with self._autocast():  # through DDP only when its backward follows
+            d_loss, d_metrics = self.loss_fn.discriminator_loss(x, out.reconstruction, step, self.train_disc if update_disc else self.disc)
+        if update_disc:
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             d_metrics["grad_norm_d"] = self._clip_and_step(self.disc, self.opt_d)
@@ -302,7 +324,6 @@ class VQTrainer:
         if applied:
             self._latents = out.quantizer.latents  # revival seeds dead codes from these
         self.state.step += 1
-        self.state.samples_seen += x.shape[0] * self.world_size
         return metrics | d_metrics | {
             "usage": float(out.quantizer.usage),
             "perplexity": float(out.quantizer.perplexity),
@@ -318,12 +339,11 @@ class VQTrainer:
         return lr
 
     def _clip_and_step(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> float:
-        """Average, clip and apply the gradients; a NaN/inf global norm skips the update instead.
+        """Clip and apply the (DDP-averaged) gradients; a NaN/inf global norm skips the update instead.
 
         The norm is of the rank-averaged gradients, so every rank takes the same decision.
         Returns the norm before clipping.
         """
-        self._average_gradients(module)
         clip = self.config.optim.grad_clip
         norm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), clip if clip is not None else float("inf")))
         if math.isfinite(norm):
@@ -458,6 +478,7 @@ class VQTrainer:
         summary: dict[str, Any] = {
             "step": self.state.step,
             "samples_seen": self.state.samples_seen,
+            "images_unreadable": self.state.images_unreadable,
             "nonfinite_skipped": self.state.nonfinite_skipped,
             "stopped_by_time_budget": stopped_early,
             "train_seconds": round(seconds, 1),
