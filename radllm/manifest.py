@@ -30,6 +30,11 @@ FRONTAL_VIEWS = ("PA", "AP", "AP_SUPINE", "FRONTAL")
 LATERAL_VIEWS = ("LATERAL", "LL", "RL", "LAO", "RAO")
 
 
+def is_frontal_view(view: str) -> bool:
+    """Whether a view name (any case) is a frontal projection: the image a report is mainly written from."""
+    return view.upper() in FRONTAL_VIEWS
+
+
 @dataclass
 class ImageRef:
     """One image of a study and its view position (PA, AP, LATERAL, ... or UNKNOWN)."""
@@ -39,7 +44,7 @@ class ImageRef:
 
     @property
     def is_frontal(self) -> bool:
-        return self.view.upper() in FRONTAL_VIEWS
+        return is_frontal_view(self.view)
 
 
 @dataclass

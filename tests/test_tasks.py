@@ -39,8 +39,10 @@ from radllm.tasks import (
     vqa_prompt,
     vqa_questions,
 )
+from radllm.tasks.image_generation import IMAGE_INSTRUCTIONS, UNCONDITIONAL_IMAGE_INSTRUCTION
 from radllm.tasks.mix import NO_APPLICABLE_TASK, SKIPPED_INVALID
-from radllm.tasks.templates import IMAGE_INSTRUCTIONS, REPORT_INSTRUCTIONS, UNCONDITIONAL_IMAGE_INSTRUCTION, VQA_QUESTIONS
+from radllm.tasks.report_generation import REPORT_INSTRUCTIONS
+from radllm.tasks.vqa import VQA_QUESTIONS
 from radllm.vocab_spec import VisualVocabSpec, image_token
 
 GRID = (2, 3)

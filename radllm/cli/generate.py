@@ -16,7 +16,7 @@ from pathlib import Path
 
 from radllm.generation.sampling import STRATEGIES, DecodingConfig
 from radllm.labels import OBSERVATIONS
-from radllm.tasks.config import IMAGE_CONDITIONS
+from radllm.tasks.image_generation import IMAGE_CONDITIONS
 
 _INPUTS = {
     "reports": "manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images",

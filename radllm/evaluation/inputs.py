@@ -22,7 +22,7 @@ from radllm.jsonl import iter_json_objects
 from radllm.labels import OBSERVATIONS, Labels, validate_labels
 from radllm.manifest import iter_manifest, looks_like_manifest, manifest_root
 from radllm.report_text import report_text
-from radllm.tasks.templates import ANSWERS
+from radllm.tasks import ANSWERS
 
 TASKS = ("report", "image", "reconstruction", "vqa")
 _REQUIRED = {

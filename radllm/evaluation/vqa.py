@@ -21,7 +21,7 @@ from radllm.encoders.metrics import binary_auroc
 from radllm.evaluation.clinical import binarize
 from radllm.evaluation.keys import slug
 from radllm.labels import OBSERVATIONS, Labels
-from radllm.tasks.templates import ANSWERS
+from radllm.tasks import ANSWERS
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ from radllm.generation.records import KeyFn, existing_records, merge_parts
 from radllm.generation.sampling import DecodingConfig
 from radllm.generation.shuffle import shuffle_images, tag_records
 from radllm.labels import OBSERVATIONS
-from radllm.tasks.config import FULL_REPORT, IMAGE_CONDITION_KEY, IMAGE_CONDITIONS, STAGES
-from radllm.tasks.templates import IMAGE_INSTRUCTIONS, REPORT_INSTRUCTIONS
+from radllm.tasks.example import STAGES
+from radllm.tasks.image_generation import FULL_REPORT, IMAGE_CONDITION_KEY, IMAGE_CONDITIONS, IMAGE_INSTRUCTIONS
+from radllm.tasks.report_generation import REPORT_INSTRUCTIONS
 
 TASKS = ("reports", "images", "vqa")
 

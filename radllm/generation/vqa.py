@@ -29,7 +29,7 @@ from radllm.generation.views import prompt_codes
 from radllm.jsonl import iter_json_objects
 from radllm.labels import OBSERVATIONS
 from radllm.tasks import ANSWERS, answer_ids, vqa_prompt, vqa_questions
-from radllm.tasks.templates import pick_template
+from radllm.tasks.example import pick_template
 
 TASK = "vqa"
 

@@ -20,21 +20,64 @@ both branches see exactly the prompts the model was trained on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
 from radllm.report_text import report_text, split_report_text
-from radllm.tasks.config import FULL_REPORT, IMAGE_CONDITIONS, IMAGE_GENERATION, IMPRESSION, TaskMixConfig, check_stage
-from radllm.tasks.example import TaskExample, prompt_response_example
-from radllm.tasks.randomness import Rng, draw_unit
-from radllm.tasks.study import checked_views
-from radllm.tasks.templates import IMAGE_INSTRUCTIONS, UNCONDITIONAL_IMAGE_INSTRUCTION, pick_template, split_report_slot
-from radllm.tasks.tokens import image_block, report_token_ids, start_id
-from radllm.tasks.views import select_target_view
+from radllm.tasks.example import (
+    Rng,
+    TaskExample,
+    check_stage,
+    checked_views,
+    draw_unit,
+    image_block,
+    pick_template,
+    prompt_response_example,
+    report_token_ids,
+    select_target_view,
+    start_id,
+)
 from radllm.vocab import encode_report
 from radllm.vocab_spec import VisualVocabSpec
+
+if TYPE_CHECKING:  # mix, the task registry, imports this module: a run-time import back would be a cycle
+    from radllm.tasks.mix import TaskMixConfig
+
+IMAGE_GENERATION = "image_generation"
+
+FULL_REPORT = "report"
+IMPRESSION = "impression"
+IMAGE_CONDITIONS = (FULL_REPORT, IMPRESSION)  # values of tasks.image_condition
+#: Key of an exported model's config.json holding the `image_condition` it was trained with, so
+#: that `radllm generate images` builds the same prompts without being told (HF keeps unknown keys).
+IMAGE_CONDITION_KEY = "radllm_image_condition"
+
+#: Stage 2: `{report}` is replaced by the report's token ids (never re-tokenized together with
+#: the instruction, so the report tokens are identical to the shard's). The report sits between
+#: line breaks, not after a space, so no tokenizer has to encode a dangling space. Append new
+#: phrasings at the end (`pick_template`).
+IMAGE_INSTRUCTIONS: tuple[str, ...] = (
+    "Generate a chest X-ray that matches this report:\n{report}\n",
+    "Draw the chest radiograph described by the following report.\n{report}\n",
+    "Report:\n{report}\nCreate the corresponding chest X-ray.\n",
+    "Produce a frontal chest X-ray consistent with this report:\n{report}\n",
+)
+
+#: Stage 2, the unconditional image prompt used for classifier-free guidance (report dropped).
+UNCONDITIONAL_IMAGE_INSTRUCTION = "Generate a chest X-ray.\n"
+
+REPORT_SLOT = "{report}"
+
+
+def split_report_slot(template: str) -> tuple[str, str]:
+    """Text before and after `{report}` in an image-generation instruction."""
+    if template.count(REPORT_SLOT) != 1:
+        raise ValueError(f"image instruction {template!r} must contain {REPORT_SLOT} exactly once")
+    before, after = template.split(REPORT_SLOT)
+    return before, after
 
 
 def image_condition_text(report: str, condition: str) -> str:

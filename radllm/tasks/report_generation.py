@@ -18,28 +18,56 @@ report -> image, here in the image -> report direction.
 
 The response follows `tasks.report_format` (sections as written, or impression first), weighs the
 impression's tokens by `tasks.impression_weight` and corrupts a `tasks.word_dropout` fraction of
-its teacher-forced inputs (`report_response`); with the defaults it is exactly the shard's
+its teacher-forced inputs (`report_response`, `drop_words`); with the defaults it is exactly the shard's
 `report_ids` and eos, unweighted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
+from typing import TYPE_CHECKING
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
 from radllm.report_text import report_text, split_report_text
-from radllm.tasks.config import AS_WRITTEN, IMPRESSION_FIRST, REPORT_GENERATION, TaskMixConfig, check_stage
-from radllm.tasks.example import TaskExample, drop_words, prompt_response_example
-from radllm.tasks.randomness import Rng, draw_unit
-from radllm.tasks.study import checked_views
-from radllm.tasks.templates import REPORT_INSTRUCTIONS, pick_template
-from radllm.tasks.tokens import end_id, image_blocks, report_token_ids, start_id
-from radllm.tasks.views import select_input_views
+from radllm.tasks.example import (
+    Rng,
+    TaskExample,
+    check_stage,
+    checked_views,
+    draw_index,
+    draw_unit,
+    end_id,
+    image_blocks,
+    pick_template,
+    prompt_response_example,
+    report_token_ids,
+    select_input_views,
+    start_id,
+)
 from radllm.vocab import encode_report
 from radllm.vocab_spec import VisualVocabSpec
+
+if TYPE_CHECKING:  # mix, the task registry, imports this module: a run-time import back would be a cycle
+    from radllm.tasks.mix import TaskMixConfig
+
+REPORT_GENERATION = "report_generation"
+
+AS_WRITTEN = "as_written"
+IMPRESSION_FIRST = "impression_first"
+REPORT_FORMATS = (AS_WRITTEN, IMPRESSION_FIRST)  # values of tasks.report_format
+
+#: Stage 2: precedes the image block(s), then the report is the response. Append new phrasings at
+#: the end (`pick_template`).
+REPORT_INSTRUCTIONS: tuple[str, ...] = (
+    "Write the radiology report for this chest X-ray.\n",
+    "Describe the findings and impression of this chest radiograph.\n",
+    "Generate a report for the following chest X-ray.\n",
+    "What does this chest X-ray show? Write a full report.\n",
+    "Provide the findings and impression for this study.\n",
+)
 
 
 def report_generation_prompt(
@@ -111,6 +139,27 @@ def report_response(
     split = _common_prefix(encode_report(tokenizer, first), ids)
     first_weight, second_weight = (config.impression_weight, 1.0) if impression_first else (1.0, config.impression_weight)
     return [*ids, end_id(tokenizer)], [first_weight] * split + [second_weight] * (len(ids) - split) + [1.0]
+
+
+def drop_words(example: TaskExample, first: int, rate: float, rng: Rng, vocab_size: int, excluded: Set[int]) -> TaskExample:
+    """Word dropout on teacher-forced inputs: each input id at positions >= `first` is replaced,
+    with probability `rate`, by a uniform id of [0, vocab_size) outside `excluded` (special
+    tokens); labels stay the true tokens.
+
+    With part of its own previous words corrupted, the model cannot predict a report from the
+    report's beginning alone and has to take more of each next word from the image. The last
+    position is never replaced (its input predicts nothing inside the example).
+    """
+    if rate <= 0:
+        return example
+    ids = list(example.input_ids)
+    for position in range(first, len(ids) - 1):
+        if draw_unit(rng) < rate:
+            replacement = draw_index(rng, vocab_size)
+            while replacement in excluded:
+                replacement = draw_index(rng, vocab_size)
+            ids[position] = replacement
+    return TaskExample(input_ids=ids, labels=example.labels, task=example.task, key=example.key, weights=example.weights)
 
 
 def report_generation(

@@ -5,14 +5,18 @@ Sequence: start, report ids, eos; every token after the start token is a target.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
-from radllm.tasks.config import TEXT_LM, TaskMixConfig
-from radllm.tasks.example import TaskExample, prompt_response_example
-from radllm.tasks.randomness import Rng
-from radllm.tasks.tokens import end_id, report_token_ids, start_id
+from radllm.tasks.example import Rng, TaskExample, end_id, prompt_response_example, report_token_ids, start_id
 from radllm.vocab_spec import VisualVocabSpec
+
+if TYPE_CHECKING:  # mix, the task registry, imports this module: a run-time import back would be a cycle
+    from radllm.tasks.mix import TaskMixConfig
+
+TEXT_LM = "text_lm"
 
 
 def text_lm(

@@ -13,6 +13,7 @@ score all three by likelihood.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -20,15 +21,117 @@ from transformers import PreTrainedTokenizerBase
 from radllm.data.sample import TokenizedStudy
 from radllm.errors import RadllmError
 from radllm.labels import OBSERVATIONS
-from radllm.tasks.config import VQA, TaskMixConfig
-from radllm.tasks.example import TaskExample, prompt_response_example
-from radllm.tasks.randomness import Rng, draw_subset
-from radllm.tasks.study import checked_views
-from radllm.tasks.templates import ANSWERS, QUESTION_SUFFIX, pick_template, vqa_questions
-from radllm.tasks.tokens import end_id, image_blocks, start_id
-from radllm.tasks.views import select_input_views
+from radllm.tasks.example import (
+    Rng,
+    TaskExample,
+    checked_views,
+    draw_subset,
+    end_id,
+    image_blocks,
+    pick_template,
+    prompt_response_example,
+    select_input_views,
+    start_id,
+)
 from radllm.vocab import encode_report
 from radllm.vocab_spec import VisualVocabSpec
+
+if TYPE_CHECKING:  # mix, the task registry, imports this module: a run-time import back would be a cycle
+    from radllm.tasks.mix import TaskMixConfig
+
+VQA = "vqa"
+
+#: Several phrasings per CheXpert observation; a question is asked only when its label is not blank.
+#: Append new phrasings at the end (`pick_template`).
+VQA_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "No Finding": (
+        "Is this chest X-ray normal?",
+        "Is this a normal chest radiograph?",
+        "Is the study free of abnormal findings?",
+    ),
+    "Enlarged Cardiomediastinum": (
+        "Is the cardiomediastinal silhouette enlarged?",
+        "Is the mediastinum widened?",
+        "Does the patient have an enlarged cardiomediastinum?",
+    ),
+    "Cardiomegaly": (
+        "Is there cardiomegaly?",
+        "Is the heart enlarged?",
+        "Does the patient have cardiomegaly?",
+    ),
+    "Lung Opacity": (
+        "Is there a lung opacity?",
+        "Are there any opacities in the lungs?",
+        "Is an airspace opacity present?",
+    ),
+    "Lung Lesion": (
+        "Is there a lung lesion?",
+        "Is a pulmonary nodule or mass present?",
+        "Does the patient have a lung lesion?",
+    ),
+    "Edema": (
+        "Is there pulmonary edema?",
+        "Are there signs of pulmonary edema?",
+        "Does the patient have edema?",
+    ),
+    "Consolidation": (
+        "Is there consolidation?",
+        "Is any lung consolidation present?",
+        "Does the image show consolidation?",
+    ),
+    "Pneumonia": (
+        "Is there evidence of pneumonia?",
+        "Does the patient have pneumonia?",
+        "Are there findings of pneumonia?",
+    ),
+    "Atelectasis": (
+        "Is there atelectasis?",
+        "Is any atelectasis present?",
+        "Does the patient have atelectasis?",
+    ),
+    "Pneumothorax": (
+        "Is there a pneumothorax?",
+        "Is a pneumothorax present?",
+        "Does the patient have a pneumothorax?",
+    ),
+    "Pleural Effusion": (
+        "Is there a pleural effusion?",
+        "Is there fluid in the pleural space?",
+        "Does the patient have a pleural effusion?",
+    ),
+    "Pleural Other": (
+        "Is there any other pleural abnormality?",
+        "Is there pleural thickening or another pleural finding?",
+        "Are there pleural abnormalities other than effusion?",
+    ),
+    "Fracture": (
+        "Is there a fracture?",
+        "Is a rib or other bone fracture visible?",
+        "Does the patient have a fracture?",
+    ),
+    "Support Devices": (
+        "Are support devices present?",
+        "Are there any lines, tubes or devices?",
+        "Is there a support device such as a tube or catheter?",
+    ),
+}
+
+#: A VQA question is followed by this separator; the answer is the response.
+QUESTION_SUFFIX = "\n"
+
+#: Label value → answer text. Blank labels (None) produce no question.
+ANSWERS: dict[int, str] = {1: "yes", 0: "no", -1: "uncertain"}
+
+#: Answer text → label value (inverse of `ANSWERS`), for evaluation.
+LABEL_OF_ANSWER: dict[str, int] = {text: label for label, text in ANSWERS.items()}
+
+
+def vqa_questions(observation: str) -> tuple[str, ...]:
+    """The question phrasings for one CheXpert observation."""
+    try:
+        return VQA_QUESTIONS[observation]
+    except KeyError:
+        raise ValueError(f"unknown observation {observation!r}; expected one of {list(OBSERVATIONS)}") from None
 
 
 def vqa_prompt(

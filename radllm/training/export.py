@@ -30,7 +30,7 @@ from transformers import PretrainedConfig
 from radllm.atomic import atomic_directory
 from radllm.config import load_config
 from radllm.errors import RadllmError
-from radllm.tasks.config import IMAGE_CONDITION_KEY
+from radllm.tasks.image_generation import IMAGE_CONDITION_KEY
 from radllm.training.checkpoint import is_complete
 from radllm.training.config import TrainConfig
 from radllm.training.model import compute_dtype, load_model_config
