@@ -39,7 +39,8 @@ def setup(tmp_path_factory):
     tokenizer, spec = load_tokenizer(config.tokenizer)
     model = LlamaForCausalLM.from_pretrained(art.pretrained, dtype=torch.float32)
     add_visual_rows(model, spec.vocab_size, config.model.new_row_noise, config.seed)
-    export = write_hf_model(model.state_dict(), export_config(config, spec.vocab_size, torch.float32), config.tokenizer, root / "model")
+    model_config = export_config(config.model, config.tokenizer, config.tasks.image_condition, torch.float32)
+    export = write_hf_model(model.state_dict(), model_config, config.tokenizer, root / "model")
     return config, tokenizer, spec, export, path
 
 
@@ -57,13 +58,16 @@ def generate_cli(config: TrainConfig, model_dir, out) -> dict[str, str]:
 def test_samples_are_the_first_eval_studies_and_equal_radllm_generate(setup, tmp_path, stage):
     _, tokenizer, spec, export, path = setup
     config = load_config(TrainConfig, path, [f"tasks.stage={stage}"])  # stage 2 adds the instruction to the prompt
-    studies = sample_studies(config, spec)
+    studies = sample_studies(config.data.shards, config.data.eval_split, config.logging.sample_reports, spec)
     every = shard_inputs(config.data.shards, spec, config.data.eval_split)
     assert len(every) > N_SAMPLES and [s.study_id for s in studies] == [s.study_id for s in every[:N_SAMPLES]]
     expected = generate_cli(config, export, tmp_path / "reports.jsonl")
     model = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32).eval()
     for rule in (None, lambda done: done):  # rows leave the batch / rows kept until the (one-rank) rule agrees
-        records = sample_reports(model, tokenizer, spec, studies, config, stop_together=rule)
+        records = sample_reports(
+            model, tokenizer, spec, studies, stage=config.tasks.stage, max_views=config.tasks.max_views,
+            max_new_tokens=config.logging.sample_max_new_tokens, stop_together=rule,
+        )
         assert [r["study_id"] for r in records] == [s.study_id for s in studies]
         assert {r["study_id"]: r["report"] for r in records} == {k: expected[k] for k in (s.study_id for s in studies)}
         assert [r["reference"] for r in records] == [s.report for s in studies] and all(r["reference"] for r in records)

@@ -20,7 +20,7 @@ from radllm.tasks import TaskExample
 from radllm.train import main as train_main
 from radllm.training.anchor import PretrainedWeights
 from radllm.training.checkpoint import (
-    COMPLETE, Layout, complete_checkpoints, config_fingerprint, mark_complete, prepare_save, read_resume_state, resolve_resume, rotate,
+    COMPLETE, Layout, complete_checkpoints, mark_complete, prepare_save, read_resume_state, resolve_resume, rotate,
     saved_layout, write_rank_state,
 )
 from radllm.training.config import OptimOptions, TrainConfig
@@ -28,7 +28,7 @@ from radllm.training.data import LOSS_GROUPS, NO_GROUP, PROMPT_IMAGES, loss_grou
 from radllm.training.ds_config import fill_ds_config, load_ds_json, offloads_optimizer
 from radllm.training.loop import task_losses
 from radllm.training.model import add_visual_rows, new_row_values
-from radllm.training.optim import build_optimizer, lr_factor
+from radllm.training.optim import build_optimizer
 from radllm.training.preflight import preflight
 from radllm.vocab_spec import VisualVocabSpec, load_spec, save_spec
 
@@ -87,13 +87,13 @@ def test_vocab_spec_mismatch_between_tokenizer_shards_and_model_is_refused(artif
 
 def test_ds_config_auto_fields_are_filled_from_run_and_model(artifacts, tmp_path):
     config = load_config(TrainConfig, write_train_config(tmp_path / "c.yaml", artifacts, tmp_path / "run"))
-    filled = fill_ds_config(load_ds_json("ds_configs/zero3_offload.json"), config, world_size=4, hidden_size=64, bf16=True)
+    filled = fill_ds_config(load_ds_json("ds_configs/zero3_offload.json"), config.optim, world_size=4, hidden_size=64, bf16=True)
     assert filled["train_batch_size"] == 2 * 2 * 4 and filled["gradient_accumulation_steps"] == 2
     assert filled["bf16"]["enabled"] is True and filled["gradient_clipping"] == 1.0
     assert filled["zero_optimization"]["reduce_bucket_size"] == 64 * 64
     assert filled["zero_optimization"]["stage3_param_persistence_threshold"] == 640
     for name in ("zero2.json", "zero3.json", "zero3_small_model.json"):
-        assert "auto" not in str(fill_ds_config(load_ds_json(f"ds_configs/{name}"), config, 2, 32, False))
+        assert "auto" not in str(fill_ds_config(load_ds_json(f"ds_configs/{name}"), config.optim, 2, 32, False))
     bad = tmp_path / "bad.json"
     bad.write_text('{"optimizer": {"type": "Adam"}, "zero_optimization": {"stage": 3}}')
     with pytest.raises(RadllmError, match="optimizer"):
@@ -101,7 +101,7 @@ def test_ds_config_auto_fields_are_filled_from_run_and_model(artifacts, tmp_path
     unknown = tmp_path / "unknown.json"
     unknown.write_text('{"zero_optimization": {"stage": 3, "sub_group_size": "auto"}}')
     with pytest.raises(RadllmError, match="zero_optimization.sub_group_size"):
-        fill_ds_config(load_ds_json(unknown), config, 2, 32, False)
+        fill_ds_config(load_ds_json(unknown), config.optim, 2, 32, False)
 
 
 def test_offloaded_optimizer_is_deepspeed_cpu_adam_and_steps_like_torch_adamw():
@@ -134,8 +134,10 @@ def test_streams_per_rank_set_the_accumulation_and_keep_the_global_batch(artifac
     assert owned_streams(0, 1, 2) == [0, 1]
     with pytest.raises(RadllmError, match="data.streams = 3 is not a multiple of the 2 ranks"):
         owned_streams(0, 2, 3)
-    two_ranks = fill_ds_config(load_ds_json("ds_configs/zero3.json"), config, world_size=2, hidden_size=32, bf16=False)
-    one_rank = fill_ds_config(load_ds_json("ds_configs/zero3.json"), config, world_size=1, hidden_size=32, bf16=False, streams_per_rank=2)
+    two_ranks = fill_ds_config(load_ds_json("ds_configs/zero3.json"), config.optim, world_size=2, hidden_size=32, bf16=False)
+    one_rank = fill_ds_config(
+        load_ds_json("ds_configs/zero3.json"), config.optim, world_size=1, hidden_size=32, bf16=False, streams_per_rank=2
+    )
     assert (two_ranks["gradient_accumulation_steps"], one_rank["gradient_accumulation_steps"]) == (2, 4)
     assert two_ranks["train_batch_size"] == one_rank["train_batch_size"] == 2 * 2 * 2
 
@@ -150,22 +152,23 @@ def test_resume_state_of_each_stream_comes_from_the_rank_that_saved_it(artifacts
         for rank in range(world):
             write_rank_state(checkpoint, rank, {
                 "train": {"step": 4}, "rng": f"rng{rank}", "world_size": world, "streams": streams,
-                "config_fingerprint": config_fingerprint(config), "data": data_of(rank),
+                "config_fingerprint": config.fingerprint(), "data": data_of(rank),
             })
 
     write(2, 2, lambda rank: {"streams": {str(rank): {"position": f"s{rank}"}}})
-    assert saved_layout(checkpoint, config) == Layout(world_size=2, streams=2)
-    one = read_resume_state(checkpoint, config, rank=0, owned=[0, 1])
+    assert saved_layout(checkpoint, config.fingerprint()) == Layout(world_size=2, streams=2)
+    one = read_resume_state(checkpoint, config.fingerprint(), rank=0, owned=[0, 1])
     assert one == {"train": {"step": 4}, "rng": "rng0", "data": {0: {"position": "s0"}, 1: {"position": "s1"}}}
     write(2, 4, lambda rank: {"streams": {str(s): {"position": f"s{s}"} for s in (rank, rank + 2)}})
-    fourth = read_resume_state(checkpoint, config, rank=3, owned=[3])
+    fourth = read_resume_state(checkpoint, config.fingerprint(), rank=3, owned=[3])
     assert fourth == {"train": {"step": 4}, "rng": None, "data": {3: {"position": "s3"}}}  # rank 3 did not exist: no RNG state
     # A checkpoint from before data streams: each rank's file holds its one stream's state.
     write(2, 2, lambda rank: {"position": f"s{rank}"})
-    assert read_resume_state(checkpoint, config, rank=0, owned=[0, 1])["data"] == {0: {"position": "s0"}, 1: {"position": "s1"}}
+    old_style = read_resume_state(checkpoint, config.fingerprint(), rank=0, owned=[0, 1])
+    assert old_style["data"] == {0: {"position": "s0"}, 1: {"position": "s1"}}
     other = load_config(TrainConfig, write_train_config(tmp_path / "d.yaml", artifacts, tmp_path / "run"), ["optim.lr=0.5"])
     with pytest.raises(RadllmError, match="different model/data/tasks/optim/anchor config"):
-        read_resume_state(checkpoint, other, rank=0, owned=[0, 1])
+        read_resume_state(checkpoint, other.fingerprint(), rank=0, owned=[0, 1])
 
 
 def test_resume_picks_the_newest_complete_checkpoint_and_rotation_keeps_k(tmp_path):
@@ -220,12 +223,14 @@ def test_rollback_then_resume_auto_continues_the_new_lineage(tmp_path):
 
 
 def test_lr_schedule_warmup_then_cosine_hand_values():
-    assert lr_factor(0, 4, 104, 0.1) == pytest.approx(0.25)
-    assert lr_factor(3, 4, 104, 0.1) == pytest.approx(1.0)
-    assert lr_factor(4, 4, 104, 0.1) == pytest.approx(1.0)
-    assert lr_factor(54, 4, 104, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert lr_factor(104, 4, 104, 0.1) == pytest.approx(0.1)
-    assert lr_factor(500, 4, 104, 0.1) == pytest.approx(0.1)
+    _, schedule = build_optimizer(torch.nn.Linear(2, 2), OptimOptions(warmup_steps=4, min_lr_ratio=0.1), max_steps=104, cuda=False)
+    lr_factor = schedule.lr_lambdas[0]  # the multiplier of the base lr, radllm.recipe.schedule.warmup_cosine
+    assert lr_factor(0) == pytest.approx(0.25)
+    assert lr_factor(3) == pytest.approx(1.0)
+    assert lr_factor(4) == pytest.approx(1.0)
+    assert lr_factor(54) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(104) == pytest.approx(0.1)
+    assert lr_factor(500) == pytest.approx(0.1)
 
 
 def test_task_losses_split_causal_lm_loss_by_task():
@@ -285,7 +290,7 @@ def test_pretrained_weights_rebuild_resized_rows(tmp_path):
         value = reference(name, param)
         torch.testing.assert_close(value, param.detach(), msg=name)
         assert reference.pulled_elements(name, value) == (50 * 16 if name in names else param.numel())
-    with_new_rows = PretrainedWeights(tmp_path / "pre", names, 0.02, 3, include_new_rows=True)
+    with_new_rows = PretrainedWeights(tmp_path / "pre", names, noise=0.02, seed=3, include_new_rows=True)
     head = model.get_output_embeddings().weight
     assert with_new_rows.pulled_elements("lm_head.weight", with_new_rows("lm_head.weight", head)) == 128 * 16
 
@@ -296,11 +301,11 @@ def test_rows_the_extended_tokenizer_added_are_not_pulled_even_when_pretrained_h
     config = LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, tie_word_embeddings=False)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "pre")
     names = {"model.embed_tokens.weight", "lm_head.weight"}
-    reference = PretrainedWeights(tmp_path / "pre", names, 0.02, 3, include_new_rows=False, text_vocab_size=50)
+    reference = PretrainedWeights(tmp_path / "pre", names, noise=0.02, seed=3, include_new_rows=False, text_vocab_size=50)
     model = LlamaForCausalLM.from_pretrained(tmp_path / "pre")
     for name, param in model.named_parameters():
         assert reference.pulled_elements(name, reference(name, param)) == (50 * 16 if name in names else param.numel())
-    everything = PretrainedWeights(tmp_path / "pre", names, 0.02, 3, include_new_rows=True, text_vocab_size=50)
+    everything = PretrainedWeights(tmp_path / "pre", names, noise=0.02, seed=3, include_new_rows=True, text_vocab_size=50)
     assert everything.pulled_elements("lm_head.weight", model.lm_head.weight) == 128 * 16
 
 

@@ -129,7 +129,13 @@ def reference_run(config: TrainConfig, world_size: int = 2):
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     o = config.optim
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
-    streams = [PackedBatches(config, tokenizer, spec, rank, world_size) for rank in range(world_size)]
+    streams = [
+        PackedBatches(
+            config.data, config.tasks, tokenizer, spec,
+            seed=config.seed, micro_batch_size=o.micro_batch_size, stream=rank, streams=world_size,
+        )
+        for rank in range(world_size)
+    ]
     losses, distances = [], []
     for step in range(config.schedule.max_steps):
         batches = [s.next_batch() for s in streams for _ in range(o.grad_accum)]
@@ -193,7 +199,7 @@ def test_export_loads_in_plain_transformers_and_reproduces_the_engine_eval_loss(
     engine_eval = read_metrics(run_a.run_dir, "eval")[6]
     total = count = 0
     for rank in range(2):
-        batch = collate_rows(eval_rows(run_a, tokenizer, spec, rank, 2), spec)
+        batch = collate_rows(eval_rows(run_a.data, run_a.tasks, tokenizer, spec, seed=run_a.seed, rank=rank, world_size=2), spec)
         with torch.no_grad():
             logits = model(**model_inputs_for_packed_batch(batch, "sdpa")).logits
         sum_loss, n = causal_lm_loss(logits, batch["labels"])
@@ -217,9 +223,12 @@ def test_report_samples_at_eval_steps_equal_single_process_generation_from_the_e
     from tensorboard.util.tensor_util import make_ndarray
 
     tokenizer, spec = load_tokenizer(run_a.tokenizer)
-    studies = sample_studies(run_a, spec)
+    studies = sample_studies(run_a.data.shards, run_a.data.eval_split, run_a.logging.sample_reports, spec)
     model = AutoModelForCausalLM.from_pretrained(run_a.export_path, dtype=torch.float32, attn_implementation="sdpa").eval()
-    expected = sample_reports(model, tokenizer, spec, studies, run_a)  # one process, rows leave the batch as they end
+    expected = sample_reports(  # one process, rows leave the batch as they end
+        model, tokenizer, spec, studies, stage=run_a.tasks.stage, max_views=run_a.tasks.max_views,
+        max_new_tokens=run_a.logging.sample_max_new_tokens,
+    )
     assert len(expected) == 2 and any(r["report"] for r in expected)
     files = sorted(samples_path(run_a.run_dir, 0).parent.iterdir())
     assert [f.name for f in files] == ["step_0000003.jsonl", "step_0000006.jsonl"]  # the eval steps
@@ -238,7 +247,8 @@ def test_grounding_at_eval_steps_equals_a_single_process_measurement_on_the_expo
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tokenizer, spec = load_tokenizer(run_a.tokenizer)
-    studies = eval_grounding_studies(run_a, spec)  # the default logging.grounding_studies covers the whole val split
+    # The default logging.grounding_studies covers the whole val split.
+    studies = eval_grounding_studies(run_a.data.shards, run_a.data.eval_split, run_a.logging.grounding_studies, run_a.tasks, spec)
     model = AutoModelForCausalLM.from_pretrained(run_a.export_path, dtype=torch.float32, attn_implementation="sdpa").eval()
     scoring = PackedScoring("sdpa", tokens_per_row=run_a.data.seq_len, rows_per_batch=3)  # one process, other batches
     expected = measure_grounding(model, studies, tokenizer, spec, run_a.tasks, run_a.seed, scoring)

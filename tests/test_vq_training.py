@@ -1,9 +1,8 @@
-"""VQ-GAN training recipe: data order, LR schedule, resume exactness, 2-rank sync via the deepspeed launcher."""
+"""VQ-GAN training recipe: data order, resume exactness, 2-rank sync via the deepspeed launcher (its LR schedule: test_recipe)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -17,11 +16,12 @@ from safetensors.torch import load_file
 from radllm.cli import main as cli_main
 from radllm.config import load_config
 from radllm.errors import RadllmError
+from radllm.recipe.checkpoint_dirs import complete_checkpoints
 from radllm.vq import load_vq
 from radllm.imaging.png import to_uint8
 from radllm.vq.data import ImageStream, epoch_batches, load_image_cache, manifest_images
 from radllm.vq.train_config import VQTrainConfig
-from radllm.vq.training import VQTrainer, learning_rate, list_checkpoints, weights_checksum
+from radllm.vq.training import STATE_FILENAME, VQTrainer, weights_checksum
 from tests.vq_fixtures import tiny_train_config, write_image_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,14 +44,6 @@ def test_epoch_batches_too_few_images_is_a_clear_error() -> None:
 
     with pytest.raises(RadllmError, match="fewer than one batch of 8"):
         epoch_batches(10, 8, 0, 0, 0, 2)
-
-
-def test_learning_rate_warmup_then_cosine() -> None:
-    assert learning_rate(0, 1.0, 4, 20, 0.1) == pytest.approx(0.25)
-    assert learning_rate(3, 1.0, 4, 20, 0.1) == pytest.approx(1.0)
-    assert learning_rate(4, 1.0, 4, 20, 0.1) == pytest.approx(1.0)
-    assert learning_rate(12, 1.0, 4, 20, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert learning_rate(20, 1.0, 4, 20, 0.1) == pytest.approx(0.1)
 
 
 def test_image_cache_matches_load_image_to_one_grey_level(tmp_path: Path) -> None:
@@ -151,7 +143,7 @@ def test_resume_continues_from_saved_step_with_same_result(tmp_path: Path) -> No
     full = tmp_path / "full"
     workers = {"num_workers": 2}  # prefetching workers must not move the resume position
     assert cli_main(["vq-train", "--config", str(tiny_train_config(manifest, full, data=workers)), "--no-progress"]) == 0
-    assert [p.name for p in list_checkpoints(full)] == ["step_0000002", "step_0000004"]
+    assert [p.name for p in complete_checkpoints(full, STATE_FILENAME)] == ["step_0000002", "step_0000004"]
 
     resumed = tmp_path / "resumed"
     shutil.copytree(full / "checkpoints" / "step_0000002", resumed / "checkpoints" / "step_0000002")

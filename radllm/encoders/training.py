@@ -27,6 +27,7 @@ from radllm.encoders.storage import save_cxr_encoder
 from radllm.encoders.train_config import CXREncoderTrainConfig
 from radllm.errors import RadllmError
 from radllm.manifest import manifest_root, read_manifest
+from radllm.recipe.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -157,17 +158,8 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
-def learning_rate(step: int, total: int, config: CXREncoderTrainConfig) -> float:
-    """Linear warmup to `optim.lr`, then cosine decay to zero at `total` steps."""
-    warmup = config.optim.warmup_steps
-    if step < warmup:
-        return config.optim.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return config.optim.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def fit(encoder: CXREncoder, data: LabelledImages, config: CXREncoderTrainConfig, progress: bool) -> list[float]:
-    """Run `optim.epochs` epochs of masked multi-label BCE; returns the per-step losses."""
+    """Run `optim.epochs` epochs of masked multi-label BCE (lr: warmup, then cosine decay to zero); returns the per-step losses."""
     encoder.train()
     optim = config.optim
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
@@ -185,7 +177,7 @@ def fit(encoder: CXREncoder, data: LabelledImages, config: CXREncoderTrainConfig
             if config.data.augment_flip:
                 images = random_flip(images, generator)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(len(losses), total, config)
+                group["lr"] = warmup_cosine(len(losses), optim.lr, optim.warmup_steps, total, 0.0)
             loss = masked_bce(encoder(images), targets, mask, pos_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -36,6 +36,11 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.pad(per_token.view(batch, length - 1), (1, 0))  # [B, L]
 
 
+def count_targets(labels: torch.Tensor) -> torch.Tensor:
+    """int64 scalar: the labels a causal LM is scored on, i.e. not IGNORE_INDEX and not at t = 0 (nothing predicts it)."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum()
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy of predicting labels[:, t+1] from logits[:, t], and the target count.
 
@@ -46,6 +51,4 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     Returns:
         sum_loss: float32 scalar; n_tokens: int64 scalar (number of non-ignored shifted labels).
     """
-    sum_loss = token_nll(logits, labels).sum()
-    n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
-    return sum_loss, n_tokens
+    return token_nll(logits, labels).sum(), count_targets(labels)

@@ -9,7 +9,7 @@ import numpy as np
 from radllm.errors import RadllmError
 from radllm.phantoms.anatomy import paint_anatomy
 from radllm.phantoms.bones import paint_bones
-from radllm.phantoms.devices import paint_devices
+from radllm.phantoms.support_devices import paint_devices
 from radllm.phantoms.exposure import expose
 from radllm.phantoms.findings import paint_findings
 from radllm.phantoms.geometry import ChestGeometry

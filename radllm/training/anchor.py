@@ -9,7 +9,7 @@ i.e. exactly an SGD step on the penalty with the current learning rate, kept out
 moment estimates. As a gradient term it would be divided by Adam's √v: parameters with small
 loss gradients would be yanked back at full speed and those with large ones barely held, the
 same reason AdamW decouples its decay. (torch's AdamW also decays before its Adam update, so
-with θ₀ = 0 this is AdamW's decay with weight_decay = 2λ.) `TrainConfig.validate` requires
+with θ₀ = 0 this is AdamW's decay with weight_decay = 2λ.) The run config's `validate()` requires
 2·lr·λ < 1 so the pull never overshoots θ₀.
 
 No communication: under ZeRO-3 every rank holds a 1/world slice of each parameter's fp32 master
@@ -25,8 +25,8 @@ vocabulary added to the embedding and an untied head (they have no pretrained va
 exclusion is a suffix of each fragment and needs no mask. Under LoRA the pull covers only the
 adapters with θ₀ = 0 (`radllm.training.lora.lora_anchor_parameters`).
 
-The logged `‖θ − θ₀‖²` (measured before the pull) sums the local slices and is all-reduced by the
-caller together with the loss statistics, so it costs no extra collective.
+The logged `‖θ − θ₀‖²` (`squared_distance`, measured before the pull) sums the local slices and is
+all-reduced by the caller together with the loss statistics, so it costs no extra collective.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ class PretrainedWeights:
         self,
         directory: str | os.PathLike,
         vocab_names: set[str],
+        *,
         noise: float,
         seed: int,
         include_new_rows: bool,
@@ -215,18 +216,15 @@ class L2Anchor:
         return _sum_on_cpu(parts)
 
     @torch.no_grad()
-    def pull(self, lr: float) -> torch.Tensor:
-        """Apply θ ← θ − lr·2λ(θ − θ₀) on the local slices; returns the local `Σ (θ − θ₀)²` before the pull."""
-        parts = []
+    def pull(self, lr: float) -> None:
+        """Apply θ ← θ − lr·2λ(θ − θ₀) on the local slices (the distance is `squared_distance`'s, taken before)."""
         coefficient = 2.0 * lr * self.lambda_reg
+        if not coefficient:
+            return
         for piece in self.slices:
             master = get_master(piece.param, self.zero_stage)
-            diff = master[: piece.length] - piece.target
-            parts.append(diff.double().square().sum())
-            if coefficient:
-                master[: piece.length] -= coefficient * diff
-                set_master(piece.param, master, self.zero_stage)
-        return _sum_on_cpu(parts)
+            master[: piece.length] -= coefficient * (master[: piece.length] - piece.target)
+            set_master(piece.param, master, self.zero_stage)
 
 
 def _sum_on_cpu(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -5,7 +5,8 @@ Layout of `run_dir/checkpoints/`:
     step_0000200/            `engine.save_checkpoint(tag=...)`: model/optimizer shards of every rank
     step_0000200/trainer_rank{r}.json   rank r's client state: step, tokens seen, the position
                              of each data stream it trains on (reader + rows packed but not yet
-                             trained on), RNG states, stage, world size, streams, config fingerprint
+                             trained on), RNG states (`radllm.recipe.rng`), stage, world size,
+                             streams, config fingerprint
     step_0000200/universal/  made on demand when a run resumes on another number of ranks:
                              DeepSpeed's world-size independent form (`radllm.training.universal`)
     step_0000200/COMPLETE    written by rank 0 after a barrier that every rank reaches only once
@@ -30,38 +31,20 @@ files are rewritten, `--resume auto` continues the current lineage, and rotation
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
-import random
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from radllm import atomic
-from radllm.config import config_to_dict
 from radllm.errors import RadllmError
 from radllm.jsonl import read_json_file
-from radllm.training.config import TrainConfig
+from radllm.recipe import checkpoint_dirs
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
 ABANDONED = "abandoned"
-TAG_PATTERN = re.compile(r"^step_(\d{7,})$")
-
-
-def tag_for(step: int) -> str:
-    return f"step_{step:07d}"
-
-
-def checkpoints_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "checkpoints"
 
 
 def rank_state_path(checkpoint: Path, rank: int) -> Path:
@@ -73,12 +56,8 @@ def is_complete(checkpoint: Path) -> bool:
 
 
 def complete_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoint directories, oldest first."""
-    root = checkpoints_dir(run_dir)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := TAG_PATTERN.match(p.name)) and is_complete(p)]
-    return [p for _, p in sorted(found)]
+    """Complete checkpoint directories (holding the `COMPLETE` marker), oldest first."""
+    return checkpoint_dirs.complete_checkpoints(run_dir, COMPLETE)
 
 
 def resolve_resume(run_dir: str | os.PathLike, resume: str) -> Path | None:
@@ -99,18 +78,15 @@ def resolve_resume(run_dir: str | os.PathLike, resume: str) -> Path | None:
 
 
 def prepare_save(run_dir: str | os.PathLike, step: int) -> list[Path]:
-    """Rank 0, before any rank writes `tag_for(step)`: clear the way (see the module docstring).
+    """Rank 0, before any rank writes the step directory of `step`: clear the way (see the module docstring).
 
     An incomplete directory of this tag or a later one (a killed save) is deleted; a complete one
     (a rolled-back trajectory) is moved to `abandoned/`. Returns the moved checkpoints' new paths.
     """
-    root = checkpoints_dir(run_dir)
-    if not root.is_dir():
-        return []
+    root = checkpoint_dirs.checkpoints_dir(run_dir)
     moved = []
-    for path in sorted(root.iterdir()):
-        match = TAG_PATTERN.match(path.name)
-        if not (path.is_dir() and match and int(match.group(1)) >= step):
+    for path in checkpoint_dirs.step_dirs(run_dir):
+        if checkpoint_dirs.step_of(path) < step:
             continue
         if not is_complete(path):
             shutil.rmtree(path)
@@ -132,65 +108,11 @@ def mark_complete(checkpoint: Path) -> None:
 
 
 def rotate(run_dir: str | os.PathLike, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` complete checkpoints and any incomplete one older than the newest; returns deleted dirs."""
-    complete = complete_checkpoints(run_dir)
-    if not complete:
-        return []
-    newest = int(TAG_PATTERN.match(complete[-1].name).group(1))
-    doomed = complete[:-keep] if keep < len(complete) else []
-    for path in checkpoints_dir(run_dir).iterdir():
-        match = TAG_PATTERN.match(path.name)
-        if path.is_dir() and match and not is_complete(path) and int(match.group(1)) < newest:
-            doomed.append(path)
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
-    return doomed
+    """Delete all but the newest `keep` complete checkpoints and any incomplete one older than the newest; returns deleted dirs.
 
-
-def config_fingerprint(config: TrainConfig) -> str:
-    """Hash of what defines the training trajectory (not schedule lengths, logging or paths of outputs)."""
-    data = config_to_dict(config)
-    for key in ("run_dir", "export_dir", "resume", "schedule", "logging", "deepspeed"):
-        data.pop(key, None)
-    data["data"].pop("num_workers", None)
-    data["data"].pop("streams", None)  # checked against the checkpoint's layout instead (saved_layout)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, numpy and torch (CPU and CUDA) generator states as JSON-friendly values."""
-    state: dict[str, Any] = {
-        "python": _encode(random.getstate()),
-        "numpy": _encode(np.random.get_state()),
-        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = base64.b64encode(torch.cuda.get_rng_state().numpy().tobytes()).decode()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_decode_python(state["python"]))
-    np.random.set_state(_decode_numpy(state["numpy"]))
-    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["cuda"])), dtype=torch.uint8))
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return {"ndarray": value.tolist(), "dtype": str(value.dtype)}
-    if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode_python(value: list) -> tuple:
-    return (value[0], tuple(value[1]), value[2])
-
-
-def _decode_numpy(value: list) -> tuple:
-    return (value[0], np.asarray(value[1]["ndarray"], dtype=value[1]["dtype"]), *value[2:])
+    Abandoned checkpoints (a subdirectory) are never counted or deleted.
+    """
+    return checkpoint_dirs.rotate(run_dir, keep, COMPLETE)
 
 
 def write_rank_state(checkpoint: Path, rank: int, state: dict[str, Any]) -> None:
@@ -205,8 +127,8 @@ class Layout:
     streams: int
 
 
-def _state_file(checkpoint: Path, rank: int, config: TrainConfig) -> dict[str, Any]:
-    """Rank `rank`'s state file, after checking it belongs to this run's trajectory.
+def _state_file(checkpoint: Path, rank: int, fingerprint: str) -> dict[str, Any]:
+    """Rank `rank`'s state file, after checking it belongs to this run's trajectory (the run config's `fingerprint()`).
 
     Raises:
         RadllmError: missing file, or a config that changes the trajectory.
@@ -215,21 +137,21 @@ def _state_file(checkpoint: Path, rank: int, config: TrainConfig) -> dict[str, A
     if not path.is_file():
         raise RadllmError(f"{checkpoint}: no {path.name}; the checkpoint is incomplete or not a radllm checkpoint")
     state = read_json_file(path)
-    if state["config_fingerprint"] != config_fingerprint(config):
+    if state["config_fingerprint"] != fingerprint:
         raise RadllmError(
             f"{checkpoint}: written with a different model/data/tasks/optim/anchor config (fingerprint "
-            f"{state['config_fingerprint']} vs {config_fingerprint(config)}); compare with {checkpoint.parent.parent / 'config.yaml'}"
+            f"{state['config_fingerprint']} vs {fingerprint}); compare with {checkpoint.parent.parent / 'config.yaml'}"
         )
     return state
 
 
-def saved_layout(checkpoint: Path, config: TrainConfig) -> Layout:
+def saved_layout(checkpoint: Path, fingerprint: str) -> Layout:
     """The layout `checkpoint` was written with (checkpoints from before data streams: one per rank)."""
-    state = _state_file(checkpoint, 0, config)
+    state = _state_file(checkpoint, 0, fingerprint)
     return Layout(int(state["world_size"]), int(state.get("streams", state["world_size"])))
 
 
-def read_resume_state(checkpoint: Path, config: TrainConfig, rank: int, owned: list[int]) -> dict[str, Any]:
+def read_resume_state(checkpoint: Path, fingerprint: str, rank: int, owned: list[int]) -> dict[str, Any]:
     """What rank `rank` restores from a checkpoint written by any number of ranks.
 
     Stream s was saved by rank s mod W of the W ranks that wrote the checkpoint, so its position
@@ -238,14 +160,14 @@ def read_resume_state(checkpoint: Path, config: TrainConfig, rank: int, owned: l
     else None (the rank keeps its seeded generators: nothing in the trajectory draws from them).
 
     Returns:
-        {"train": TrainState fields, "rng": rng_state() or None, "data": {stream: its state}}.
+        {"train": TrainState fields, "rng": `radllm.recipe.rng.rng_state()` or None, "data": {stream: its state}}.
     """
-    layout = saved_layout(checkpoint, config)
+    layout = saved_layout(checkpoint, fingerprint)
     files: dict[int, dict[str, Any]] = {}
 
     def state_of(saved_rank: int) -> dict[str, Any]:
         if saved_rank not in files:
-            files[saved_rank] = _state_file(checkpoint, saved_rank, config)
+            files[saved_rank] = _state_file(checkpoint, saved_rank, fingerprint)
         return files[saved_rank]
 
     data = {}

@@ -3,9 +3,13 @@
     deepspeed radllm/train.py --config configs/train/tiny_stage1.yaml --set optim.lr=1e-4
 
 Loaded with `radllm.config.load_config(TrainConfig, path, overrides)` (unknown keys and wrong types
-fail), then `TrainConfig.validate()` checks values and `check_artifacts` (radllm.training.artifacts)
+fail), then `TrainConfig.validate()` checks values and `preflight` (radllm.training.preflight)
 checks every path and the visual-vocabulary agreement between tokenizer, shards and model, all
 before any process group or model exists. The merged config is written to `run_dir/config.yaml`.
+
+Only the recipe (radllm.training.loop, with its entry checks in preflight and launch) holds the
+whole `TrainConfig`; every component it builds gets its own section (`config.data`, `config.optim`,
+...) or plain values, so a component's signature says what it depends on.
 
 Models: `model.init` is the local HF directory the weights start from (the pretrained LLM in
 stage 1, the stage-1 export in stage 2); `model.architecture` (a config.json, or a directory
@@ -16,10 +20,14 @@ stage-2 config names it explicitly.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf import MISSING
 
+from radllm.config import config_to_dict, load_config
 from radllm.errors import RadllmError
 from radllm.modeling import SUPPORTED_IMPLEMENTATIONS
 from radllm.packing import OVERFLOW_POLICIES
@@ -203,3 +211,23 @@ class TrainConfig:
     @property
     def export_path(self) -> str:
         return self.export_dir or f"{self.run_dir}/model"
+
+    def fingerprint(self) -> str:
+        """Hash of what defines the training trajectory (not schedule lengths, logging or paths of outputs).
+
+        Every checkpoint stores it, so a resume under a config that would train differently is refused.
+        """
+        data = config_to_dict(self)
+        for key in ("run_dir", "export_dir", "resume", "schedule", "logging", "deepspeed"):
+            data.pop(key, None)
+        data["data"].pop("num_workers", None)
+        data["data"].pop("streams", None)  # checked against the checkpoint's layout instead (radllm.training.checkpoint.saved_layout)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_config_of(checkpoint: Path) -> TrainConfig:
+    """The merged config a checkpoint's run wrote (`run_dir/config.yaml`; checkpoints are in `run_dir/checkpoints/`)."""
+    path = checkpoint.parent.parent / "config.yaml"
+    if not path.is_file():
+        raise RadllmError(f"{checkpoint}: no {path} next to its checkpoints/ directory; export needs the run's config")
+    return load_config(TrainConfig, path)

@@ -30,8 +30,8 @@ from radllm.data.reader import ShardLoader, ShardStream
 from radllm.data.sample import TokenizedStudy
 from radllm.errors import RadllmError
 from radllm.packing import PackedRow, PackingStats, collate_packed, pack_examples
-from radllm.tasks import IMAGE_READING_TASKS, TASK_NAMES, TaskMixer
-from radllm.training.config import TrainConfig
+from radllm.tasks import IMAGE_READING_TASKS, TASK_NAMES, TaskMixConfig, TaskMixer
+from radllm.training.config import DataOptions
 from radllm.vocab_spec import VisualVocabSpec
 
 NO_GROUP = -1  # loss group of padding positions
@@ -69,26 +69,33 @@ def collate_rows(rows: list[PackedRow], spec: VisualVocabSpec) -> dict[str, torc
 
 
 class PackedBatches:
-    """Endless micro-batches of `micro_batch_size` packed rows of stream `stream` of `streams`, with a checkpointable position."""
+    """Endless micro-batches of `micro_batch_size` packed rows of stream `stream` of `streams`, with a checkpointable position.
+
+    `data` and `tasks` are the run config's sections; `seed` seeds the shard shuffle and the task draws.
+    """
 
     def __init__(
         self,
-        config: TrainConfig,
+        data: DataOptions,
+        tasks: TaskMixConfig,
         tokenizer: PreTrainedTokenizerBase,
         spec: VisualVocabSpec,
+        *,
+        seed: int,
+        micro_batch_size: int,
         stream: int,
         streams: int,
     ) -> None:
-        self.data = config.data
-        self.micro_batch_size = config.optim.micro_batch_size
+        self.data = data
+        self.micro_batch_size = micro_batch_size
         self.spec = spec
         self.pad_id = tokenizer.pad_token_id
-        stream = ShardStream(
-            self.data.shards, self.data.split, rank=stream, world_size=streams, seed=config.seed,
-            shuffle=True, shuffle_buffer=self.data.shuffle_buffer, expected_spec=spec,
+        reader = ShardStream(
+            data.shards, data.split, rank=stream, world_size=streams, seed=seed,
+            shuffle=True, shuffle_buffer=data.shuffle_buffer, expected_spec=spec,
         )
-        self.loader = ShardLoader(stream, self.data.studies_per_batch, num_workers=self.data.num_workers)
-        self.mixer = TaskMixer(tokenizer, spec, config.tasks, config.seed)
+        self.loader = ShardLoader(reader, data.studies_per_batch, num_workers=data.num_workers)
+        self.mixer = TaskMixer(tokenizer, spec, tasks, seed)
         self.packing = PackingStats()
         self.pending: deque[PackedRow] = deque()
         self._studies: Iterator[list[TokenizedStudy]] | None = None
@@ -149,19 +156,27 @@ def owned_streams(rank: int, world_size: int, streams: int) -> list[int]:
 
 
 class RankBatches:
-    """One rank's share of the streams (`owned_streams`) and its micro-batches of a step."""
+    """One rank's share of the streams (`owned_streams`) and its micro-batches of a step (`PackedBatches` of each)."""
 
     def __init__(
         self,
-        config: TrainConfig,
+        data: DataOptions,
+        tasks: TaskMixConfig,
         tokenizer: PreTrainedTokenizerBase,
         spec: VisualVocabSpec,
+        *,
+        seed: int,
+        micro_batch_size: int,
+        grad_accum: int,
         rank: int,
         world_size: int,
         streams: int,
     ) -> None:
-        self.grad_accum = config.optim.grad_accum
-        self.streams = {s: PackedBatches(config, tokenizer, spec, s, streams) for s in owned_streams(rank, world_size, streams)}
+        self.grad_accum = grad_accum
+        self.streams = {
+            s: PackedBatches(data, tasks, tokenizer, spec, seed=seed, micro_batch_size=micro_batch_size, stream=s, streams=streams)
+            for s in owned_streams(rank, world_size, streams)
+        }
 
     @property
     def micro_batches_per_step(self) -> int:
@@ -187,17 +202,26 @@ class RankBatches:
             batches.load_state_dict(stream_states[s])
 
 
-def eval_rows(config: TrainConfig, tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, rank: int, world_size: int) -> list[PackedRow]:
+def eval_rows(
+    data: DataOptions,
+    tasks: TaskMixConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: VisualVocabSpec,
+    *,
+    seed: int,
+    rank: int,
+    world_size: int,
+) -> list[PackedRow]:
     """The fixed evaluation rows of one rank: `data.eval_rows` rows packed from the eval split, unshuffled.
 
     Epoch 0's tasks (seeded per study) make the eval set the same in every evaluation and run.
     """
-    assert config.data.eval_split is not None
-    stream = ShardStream(config.data.shards, config.data.eval_split, rank=rank, world_size=world_size, seed=config.seed, shuffle=False, expected_spec=spec)
-    mixer = TaskMixer(tokenizer, spec, config.tasks, config.seed)
+    assert data.eval_split is not None
+    stream = ShardStream(data.shards, data.eval_split, rank=rank, world_size=world_size, seed=seed, shuffle=False, expected_spec=spec)
+    mixer = TaskMixer(tokenizer, spec, tasks, seed)
     rows: list[PackedRow] = []
-    for studies in ShardLoader(stream, config.data.studies_per_batch):
-        rows.extend(pack_examples(mixer.examples(studies, 0), config.data.seq_len, tokenizer.pad_token_id, config.data.overflow))
-        if len(rows) >= config.data.eval_rows:
+    for studies in ShardLoader(stream, data.studies_per_batch):
+        rows.extend(pack_examples(mixer.examples(studies, 0), data.seq_len, tokenizer.pad_token_id, data.overflow))
+        if len(rows) >= data.eval_rows:
             break
-    return rows[: config.data.eval_rows]
+    return rows[: data.eval_rows]

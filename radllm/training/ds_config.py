@@ -20,7 +20,7 @@ from typing import Any
 
 from radllm.errors import RadllmError
 from radllm.jsonl import read_json_file
-from radllm.training.config import TrainConfig
+from radllm.training.config import OptimOptions
 
 #: The shipped configs live in the package (`radllm/ds_configs/`, package data; the checkout's
 #: top-level `ds_configs/` links to it), so `ds_configs/zero3.json` resolves in an installed
@@ -65,13 +65,19 @@ def offloads_optimizer(ds_config: dict[str, Any]) -> bool:
 
 
 def fill_ds_config(
-    raw: dict[str, Any], config: TrainConfig, world_size: int, hidden_size: int, bf16: bool, where: str = "DeepSpeed config", streams_per_rank: int = 1,
+    raw: dict[str, Any],
+    optim: OptimOptions,
+    world_size: int,
+    hidden_size: int,
+    bf16: bool,
+    where: str = "DeepSpeed config",
+    streams_per_rank: int = 1,
 ) -> dict[str, Any]:
     """A copy of `raw` with every `"auto"` replaced.
 
     Args:
         raw: the JSON as loaded by `load_ds_json`.
-        config: the run config (batch sizes, clipping).
+        optim: the run config's optim section (batch sizes, clipping).
         world_size: data-parallel ranks.
         hidden_size: the model's hidden size (bucket sizes).
         bf16: train in bfloat16 (else fp32).
@@ -82,12 +88,12 @@ def fill_ds_config(
         RadllmError: an `"auto"` this function cannot fill, naming its key.
     """
     filled = copy.deepcopy(raw)
-    mbs, gas = config.optim.micro_batch_size, config.optim.grad_accum * streams_per_rank
+    mbs, gas = optim.micro_batch_size, optim.grad_accum * streams_per_rank
     top = {
         "train_micro_batch_size_per_gpu": mbs,
         "gradient_accumulation_steps": gas,
         "train_batch_size": mbs * gas * world_size,
-        "gradient_clipping": float(config.optim.grad_clip),
+        "gradient_clipping": float(optim.grad_clip),
     }
     zero = {
         "reduce_bucket_size": hidden_size * hidden_size,

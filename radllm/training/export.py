@@ -28,30 +28,33 @@ from safetensors.torch import save_file
 from transformers import PretrainedConfig
 
 from radllm.atomic import atomic_directory
-from radllm.config import load_config
 from radllm.errors import RadllmError
 from radllm.tasks.image_generation import IMAGE_CONDITION_KEY
 from radllm.training.checkpoint import is_complete
-from radllm.training.config import TrainConfig
+from radllm.training.config import ModelOptions, run_config_of
+from radllm.training.lora import LoraSettings
 from radllm.training.model import compute_dtype, load_model_config
 from radllm.training.safe_checkpoint import check_checkpoint_files, weights_only_loading
 from radllm.vocab import load_tokenizer
-from radllm.vocab_spec import SPEC_FILENAME
+from radllm.vocab_spec import SPEC_FILENAME, VisualVocabSpec
 
 LORA_MODES = ("merge", "adapter")
 
 
-def export_config(config: TrainConfig, vocab_size: int, dtype: torch.dtype) -> PretrainedConfig:
-    """The trained model's HF config: the source config with the extended vocabulary and ids."""
-    model_config = load_model_config(config.model)
-    tokenizer, _ = load_tokenizer(config.tokenizer)
-    model_config.vocab_size = vocab_size
+def export_config(model: ModelOptions, tokenizer_dir: str | os.PathLike, image_condition: str, dtype: torch.dtype) -> PretrainedConfig:
+    """The trained model's HF config: the source config (`model`) with the tokenizer's extended vocabulary and ids.
+
+    `image_condition` (`tasks.image_condition`) is stored as generation's default image prompt.
+    """
+    model_config = load_model_config(model)
+    tokenizer, spec = load_tokenizer(tokenizer_dir)
+    model_config.vocab_size = spec.vocab_size
     model_config.pad_token_id = tokenizer.pad_token_id
     model_config.bos_token_id = tokenizer.bos_token_id
     model_config.eos_token_id = tokenizer.eos_token_id
     model_config.dtype = dtype
     model_config.use_cache = True  # for generation; the trainer turns it off itself
-    setattr(model_config, IMAGE_CONDITION_KEY, config.tasks.image_condition)  # generation's default image prompt
+    setattr(model_config, IMAGE_CONDITION_KEY, image_condition)
     return model_config
 
 
@@ -74,25 +77,21 @@ def write_hf_model(state_dict: dict[str, torch.Tensor], model_config: Pretrained
     return Path(out_dir)
 
 
-def export_from_engine(engine: Any, config: TrainConfig, vocab_size: int, dtype: torch.dtype, rank: int) -> Path | None:
-    """Gather the engine's weights and write them (rank 0). Call on every rank (ZeRO-3 gathers are collective)."""
-    if config.lora.enabled:
-        raise RadllmError("LoRA runs are exported from their checkpoint: radllm export --checkpoint DIR --lora merge|adapter")
+def export_from_engine(
+    engine: Any, model_config: PretrainedConfig, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, rank: int
+) -> Path | None:
+    """Gather the engine's weights and write them with `write_hf_model` (rank 0; returns None elsewhere).
+
+    Call on every rank (ZeRO-3 gathers are collective). A full fine-tune only: LoRA runs are
+    exported from their checkpoint (`export_checkpoint`), where the peft model is rebuilt.
+    """
     if engine.zero_optimization_stage() == 3:
         state_dict = engine._zero3_consolidated_16bit_state_dict()
     else:
         state_dict = engine.module.state_dict()
     if rank != 0:
         return None
-    return write_hf_model(state_dict, export_config(config, vocab_size, dtype), config.tokenizer, config.export_path)
-
-
-def run_config_of(checkpoint: Path) -> TrainConfig:
-    """The merged config a checkpoint's run wrote (`run_dir/config.yaml`)."""
-    path = checkpoint.parent.parent / "config.yaml"
-    if not path.is_file():
-        raise RadllmError(f"{checkpoint}: no {path} next to its checkpoints/ directory; export needs the run's config")
-    return load_config(TrainConfig, path)
+    return write_hf_model(state_dict, model_config, tokenizer_dir, out_dir)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, lora_mode: str = "merge") -> Path:
@@ -114,35 +113,42 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     dtype = compute_dtype(config.model.dtype, torch.cuda.is_available())
     with weights_only_loading(checkpoint):  # zero_to_fp32 unpickles with weights_only=False otherwise
         state_dict = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
-    model_config = export_config(config, spec.vocab_size, dtype)
+    model_config = export_config(config.model, config.tokenizer, config.tasks.image_condition, dtype)
     if not config.lora.enabled:
         return write_hf_model(state_dict, model_config, config.tokenizer, out_dir)
-    return _export_lora_checkpoint(config, model_config, state_dict, spec, out_dir, lora_mode)
+    from radllm.training.lora import export_lora
+
+    model = _trained_lora_model(config.model, config.lora, config.seed, spec, state_dict)
+    setattr(model.config, IMAGE_CONDITION_KEY, getattr(model_config, IMAGE_CONDITION_KEY))  # the config a merge writes
+    with atomic_directory(out_dir) as tmp:
+        export_lora(model, tmp, lora_mode)
+        _add_tokenizer(config.tokenizer, tmp)
+    return Path(out_dir)
 
 
-def _export_lora_checkpoint(config: TrainConfig, model_config: PretrainedConfig, state_dict: dict, spec: Any, out_dir: str | os.PathLike, mode: str) -> Path:
-    """Rebuild the peft model on CPU, load the trained weights and hand it to `export_lora`."""
+def _trained_lora_model(
+    model_options: ModelOptions, lora: LoraSettings, seed: int, spec: VisualVocabSpec, state_dict: dict[str, torch.Tensor]
+) -> torch.nn.Module:
+    """The run's peft model rebuilt on CPU (base, visual rows, adapters) with the checkpoint's trained weights loaded."""
     from transformers import AutoModelForCausalLM
 
-    from radllm.training.lora import apply_lora, export_lora
+    from radllm.training.lora import apply_lora
     from radllm.training.model import add_visual_rows, new_token_ids
 
-    if config.model.init:
-        model = AutoModelForCausalLM.from_pretrained(config.model.init, dtype=torch.float32, local_files_only=True, trust_remote_code=False)
+    if model_options.init:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_options.init, dtype=torch.float32, local_files_only=True, trust_remote_code=False
+        )
     else:
-        model = AutoModelForCausalLM.from_config(load_model_config(config.model))
-    add_visual_rows(model, spec.vocab_size, config.model.new_row_noise, config.seed)
+        model = AutoModelForCausalLM.from_config(load_model_config(model_options))
+    add_visual_rows(model, spec.vocab_size, model_options.new_row_noise, seed)
     # A QLoRA run's adapters go onto the full-precision base: the merge is a 16/32-bit model.
-    model = apply_lora(model, replace(config.lora, quantize_4bit=False), new_token_ids(spec))
+    model = apply_lora(model, replace(lora, quantize_4bit=False), new_token_ids(spec))
     trained_parts = ("lora_", "trainable_tokens")
-    if config.lora.quantize_4bit:  # the checkpoint's frozen base is packed NF4; the pretrained files hold it exactly
+    if lora.quantize_4bit:  # the checkpoint's frozen base is packed NF4; the pretrained files hold it exactly
         state_dict = {name: value for name, value in state_dict.items() if any(part in name for part in trained_parts)}
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     trained_missing = [name for name in missing if any(part in name for part in trained_parts)]
     if trained_missing or unexpected:
         raise RadllmError(f"checkpoint does not fit the LoRA model: missing {trained_missing[:5]}, unexpected {list(unexpected)[:5]}")
-    setattr(model.config, IMAGE_CONDITION_KEY, getattr(model_config, IMAGE_CONDITION_KEY))  # the config a merge writes
-    with atomic_directory(out_dir) as tmp:
-        export_lora(model, tmp, mode)
-        _add_tokenizer(config.tokenizer, tmp)
-    return Path(out_dir)
+    return model

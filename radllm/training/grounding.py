@@ -45,7 +45,6 @@ from radllm.errors import RadllmError
 from radllm.generation.shuffle import derangement
 from radllm.modeling.packed_nll import PackedScoring, per_example_nll
 from radllm.tasks import IGNORE_INDEX, IMAGE_GENERATION, REPORT_GENERATION, TASK_NAMES, TASKS, VQA, TaskExample, TaskMixConfig, study_rng
-from radllm.training.config import TrainConfig
 from radllm.vocab_spec import VisualVocabSpec
 
 log = logging.getLogger(__name__)
@@ -218,14 +217,13 @@ def measure_grounding(
     return result
 
 
-def eval_grounding_studies(config: TrainConfig, spec: VisualVocabSpec) -> list[TokenizedStudy]:
-    """The trainer's diagnostic studies (`logging.grounding_studies` of `data.eval_split`): none when
-    off, without an eval split, for a text-only task mix, or when the split has fewer than 2 usable
-    studies (with a warning)."""
-    split, n = config.data.eval_split, config.logging.grounding_studies
-    if not n or split is None or not grounded_tasks(config.tasks):
+def eval_grounding_studies(shards: str, split: str | None, n: int, tasks: TaskMixConfig, spec: VisualVocabSpec) -> list[TokenizedStudy]:
+    """The trainer's diagnostic studies (`n` = `logging.grounding_studies` of `split` = `data.eval_split`):
+    none when off, without an eval split, for a text-only task mix, or when the split has fewer than 2
+    usable studies (with a warning)."""
+    if not n or split is None or not grounded_tasks(tasks):
         return []
-    studies = grounding_studies(config.data.shards, split, spec, n)
+    studies = grounding_studies(shards, split, spec, n)
     if len(studies) < 2:
         log.warning("grounding diagnostic off: eval split %r has %d studies with images and a report, it needs 2", split, len(studies))
         return []

@@ -9,8 +9,8 @@ One optimizer step on every rank:
    micro-batch backpropagates `sum_loss · world · micro-batches / N`, undoing DeepSpeed's averaging
    over ranks and accumulation steps;
 3. forward/backward each micro-batch (ZeRO-3 reduce-scatters gradients during backward);
-4. one all-reduce of the step's statistics: per-task loss sums and counts, real tokens, the L2
-   anchor's local ‖θ − θ₀‖², and a non-finite flag;
+4. one all-reduce of the step's statistics (`StepStats`): per-task loss sums and counts, real
+   tokens, the L2 anchor's local ‖θ − θ₀‖², a non-finite flag, the stop signal, attended pairs;
 5. if the loss is finite: the L2 pull on the local fp32 shard (radllm.training.anchor), then
    `engine.step()`. A non-finite loss skips the pull; its gradients are non-finite too, and
    DeepSpeed's ZeRO-2/3 step discards an update whose gradient norm is not finite (and does not
@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,17 @@ from radllm.errors import RadllmError
 from radllm.modeling import model_inputs_for_packed_batch
 from radllm.modeling.chunked_loss import ChunkedLossHead
 from radllm.modeling.packed_nll import PackedScoring
-from radllm.packing import token_nll
+from radllm.packing.loss import count_targets, token_nll
+from radllm.recipe.checkpoint_dirs import checkpoints_dir, tag_for
+from radllm.recipe.nonfinite import check_nonfinite_streak
+from radllm.recipe.rng import rng_state, set_rng_state
 from radllm.tasks import IGNORE_INDEX
 from radllm.training import checkpoint as ckpt
 from radllm.training.anchor import L2Anchor, PretrainedWeights, zeros_reference
 from radllm.training.config import TrainConfig
 from radllm.training.data import LOSS_GROUPS, NO_GROUP, RankBatches, collate_rows, eval_rows, owned_streams
 from radllm.training.ds_config import fill_ds_config, offloads_optimizer, zero_stage
-from radllm.training.export import export_from_engine
+from radllm.training.export import export_config, export_from_engine
 from radllm.training.flops import attended_pairs, flops_model, peak_flops
 from radllm.training.grounding import eval_grounding_studies, measure_grounding
 from radllm.training.metrics import MetricsLog
@@ -84,8 +87,43 @@ def task_losses(
     return sums, counts, objective
 
 
-def count_targets(batch: dict[str, torch.Tensor]) -> int:
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+@dataclass
+class StepStats:
+    """What a step (or an evaluation) sums over ranks, sent as one fp64 vector: a single all-reduce.
+
+    `sums`/`counts`: [G] NLL sums and target counts per `LOSS_GROUPS` entry; then the real
+    (non-padding) tokens, the anchor's `‖θ − θ₀‖²`, the non-finite flag, the stop signal and the
+    attended (query, key) pairs of the FLOP count. Each is a rank's own value before the
+    all-reduce and the global one after it.
+    """
+
+    sums: torch.Tensor
+    counts: torch.Tensor
+    tokens: float = 0.0
+    anchor_sq_dist: float = 0.0
+    nonfinite: float = 0.0
+    stop_signalled: float = 0.0
+    attended_pairs: float = 0.0
+
+    def to_vector(self) -> torch.Tensor:
+        scalars = [getattr(self, f.name) for f in fields(self)[2:]]
+        return torch.cat([self.sums, self.counts, torch.tensor(scalars, dtype=torch.float64)])
+
+    @classmethod
+    def from_vector(cls, values: torch.Tensor) -> StepStats:
+        groups = len(LOSS_GROUPS)
+        scalars = {f.name: float(v) for f, v in zip(fields(cls)[2:], values[2 * groups :], strict=True)}
+        return cls(values[:groups], values[groups : 2 * groups], **scalars)
+
+    @property
+    def loss(self) -> float:
+        """Mean NLL per target over all groups."""
+        return float(self.sums.sum() / max(float(self.counts.sum()), 1.0))
+
+    @property
+    def task_loss(self) -> dict[str, float]:
+        """Mean NLL per target of each loss group that has targets."""
+        return {name: float(self.sums[i] / self.counts[i]) for i, name in enumerate(LOSS_GROUPS) if self.counts[i] > 0}
 
 
 @dataclass
@@ -110,14 +148,18 @@ class Trainer:
         self.cuda = torch.cuda.is_available()
         self.dtype = compute_dtype(config.model.dtype, self.cuda)
         resume_from = ckpt.resolve_resume(config.run_dir, config.resume)
-        saved = ckpt.saved_layout(resume_from, config) if resume_from is not None else None
+        saved = ckpt.saved_layout(resume_from, config.fingerprint()) if resume_from is not None else None
         self.streams = config.data.streams or (saved.streams if saved else world_size)
         if saved is not None and saved.streams != self.streams:
-            raise RadllmError(f"{resume_from}: written with data.streams = {saved.streams}, this run has {self.streams}; a resumed run keeps its streams")
+            raise RadllmError(
+                f"{resume_from}: written with data.streams = {saved.streams}, this run has {self.streams}; a resumed run keeps its streams"
+            )
         streams_per_rank = len(owned_streams(rank, world_size, self.streams))
         model_config = load_model_config(config.model)
-        hidden = int(model_config.hidden_size)
-        self.ds_config = fill_ds_config(checked.ds_json, config, world_size, hidden, self.dtype == torch.bfloat16, config.deepspeed, streams_per_rank)
+        self.ds_config = fill_ds_config(
+            checked.ds_json, config.optim, world_size, int(model_config.hidden_size), self.dtype == torch.bfloat16,
+            where=config.deepspeed, streams_per_rank=streams_per_rank,
+        )
         # Another world size: ZeRO's per-rank slices are loaded from their universal form.
         self.resume_universal = saved is not None and saved.world_size != world_size and zero_stage(self.ds_config) > 0
         if self.resume_universal:
@@ -142,18 +184,34 @@ class Trainer:
 
             model = apply_lora(model, config.lora, new_token_ids(self.spec))
         optimizer, schedule = build_optimizer(model, config.optim, config.schedule.max_steps, self.cuda, offloads_optimizer(self.ds_config))
-        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config, dist_init_required=False)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config, dist_init_required=False
+        )
         heads = int(model_config.num_attention_heads)
         head_dim = int(getattr(model_config, "head_dim", None) or model_config.hidden_size // heads)
         self.flops = flops_model(self.engine.module, int(model_config.num_hidden_layers), heads * head_dim)
         self.peak_flops = peak_flops(torch.cuda.get_device_name(), config.logging.peak_tflops) if self.cuda else None
         if self.cuda and self.peak_flops is None and rank == 0:
-            log.warning("MFU is not logged: no peak FLOP/s known for %r; set logging.peak_tflops (dense bf16 TFLOP/s per device)", torch.cuda.get_device_name())
+            log.warning(
+                "MFU is not logged: no peak FLOP/s known for %r; set logging.peak_tflops (dense bf16 TFLOP/s per device)",
+                torch.cuda.get_device_name(),
+            )
         self.anchor = self._build_anchor() if config.anchor.lambda_reg > 0 else None
-        self.data = RankBatches(config, self.tokenizer, self.spec, rank, world_size, self.streams)
-        self.eval_batch = collate_rows(eval_rows(config, self.tokenizer, self.spec, rank, world_size), self.spec) if config.data.eval_split else None
-        self.sample_studies = sample_studies(config, self.spec) if config.logging.sample_reports else []  # the same on every rank
-        self.grounding_studies = eval_grounding_studies(config, self.spec)  # the same on every rank
+        self.data = RankBatches(
+            config.data, config.tasks, self.tokenizer, self.spec, seed=config.seed, micro_batch_size=config.optim.micro_batch_size,
+            grad_accum=config.optim.grad_accum, rank=rank, world_size=world_size, streams=self.streams,
+        )
+        self.eval_batch = None
+        if config.data.eval_split:
+            rows = eval_rows(config.data, config.tasks, self.tokenizer, self.spec, seed=config.seed, rank=rank, world_size=world_size)
+            self.eval_batch = collate_rows(rows, self.spec)
+        # The diagnostics' studies are the same on every rank.
+        self.sample_studies = []
+        if config.logging.sample_reports:
+            self.sample_studies = sample_studies(config.data.shards, config.data.eval_split, config.logging.sample_reports, self.spec)
+        self.grounding_studies = eval_grounding_studies(
+            config.data.shards, config.data.eval_split, config.logging.grounding_studies, config.tasks, self.spec
+        )
         self.state = TrainState()
         self.stop_request = StopRequest()  # SIGTERM/SIGUSR1: checkpoint at the next step boundary (radllm.training.preemption)
         self.stop_request.install()
@@ -163,7 +221,9 @@ class Trainer:
             self._load(resume_from)
         if rank == 0:
             save_config(config, Path(config.run_dir) / "config.yaml")
-        self.metrics = MetricsLog(config.run_dir, rank == 0, config.schedule.max_steps, self.state.step, config.schedule.log_every, progress)
+        self.metrics = MetricsLog(
+            config.run_dir, rank == 0, config.schedule.max_steps, self.state.step, config.schedule.log_every, progress
+        )
 
     # ---------------------------------------------------------------- setup helpers
     def _build_anchor(self) -> L2Anchor:
@@ -173,15 +233,21 @@ class Trainer:
             from radllm.training.lora import lora_anchor_parameters
 
             return L2Anchor(lora_anchor_parameters(module), zeros_reference, stage, self.config.anchor.lambda_reg)
-        names = vocab_parameter_names(module)
-        reference = PretrainedWeights(self.config.anchor_source, names, self.config.model.new_row_noise, self.config.seed, self.config.anchor.include_new_rows, self.spec.text_vocab_size)
+        reference = PretrainedWeights(
+            self.config.anchor_source,
+            vocab_parameter_names(module),
+            noise=self.config.model.new_row_noise,
+            seed=self.config.seed,
+            include_new_rows=self.config.anchor.include_new_rows,
+            text_vocab_size=self.spec.text_vocab_size,
+        )
         params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         anchor = L2Anchor(params, reference, stage, self.config.anchor.lambda_reg, reference.pulled_elements)
         log.info("rank %d: L2 anchor holds %d elements of θ₀ (%s)", self.rank, anchor.numel, self.config.anchor_source)
         return anchor
 
     def _load(self, checkpoint: Path) -> None:
-        state = ckpt.read_resume_state(checkpoint, self.config, self.rank, list(self.data.streams))
+        state = ckpt.read_resume_state(checkpoint, self.config.fingerprint(), self.rank, list(self.data.streams))
         load_dir, tag = checkpoint.parent, checkpoint.name
         if self.resume_universal:
             load_dir, tag = checkpoint, universal_checkpoint(checkpoint, self.rank).name
@@ -196,7 +262,7 @@ class Trainer:
         self.data.load_state_dict(state["data"])
         self.state = TrainState(**state["train"])
         if state["rng"] is not None:
-            ckpt.set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
         log.info("rank %d: resumed from %s at step %d%s", self.rank, checkpoint, self.state.step,
                  " (universal checkpoint: written by another number of ranks)" if self.resume_universal else "")
 
@@ -225,7 +291,7 @@ class Trainer:
         batches = self.data.step_batches()
         gas = len(batches)  # micro-batches of this rank: grad_accum per owned stream
         data_time = time.perf_counter() - start
-        n_targets = float(self._all_reduce(torch.tensor([sum(count_targets(b) for b in batches)]))[0])
+        n_targets = float(self._all_reduce(torch.tensor([sum(int(count_targets(b["labels"])) for b in batches)]))[0])
         scale = self.world_size * gas / max(n_targets, 1.0)
         sums = torch.zeros(len(LOSS_GROUPS), dtype=torch.float64)
         counts = torch.zeros(len(LOSS_GROUPS), dtype=torch.float64)
@@ -236,40 +302,42 @@ class Trainer:
             counts += task_count.detach().double().cpu()
             if index < gas - 1:
                 self.engine.step()  # accumulation micro-step: DeepSpeed only counts it
-        real_tokens = sum(int((b["loss_groups"] != NO_GROUP).sum()) for b in batches)
-        pairs = sum(attended_pairs(b["cu_seqlens"], b["loss_groups"] != NO_GROUP) for b in batches)
-        local_distance = self.anchor.squared_distance() if self.anchor else torch.zeros((), dtype=torch.float64)
-        finite = float(torch.isfinite(sums).all())
-        signalled = float(self.stop_request.pending)  # rides on this all-reduce: every rank learns it at the same step
-        stats = self._all_reduce(torch.cat([sums, counts, torch.tensor([real_tokens, float(local_distance), 1.0 - finite, signalled, pairs], dtype=torch.float64)]))
-        g_sums, g_counts = stats[: len(LOSS_GROUPS)], stats[len(LOSS_GROUPS) : 2 * len(LOSS_GROUPS)]
-        g_real, g_distance, g_nonfinite, g_signalled, g_pairs = (float(v) for v in stats[2 * len(LOSS_GROUPS) :])
-        self.stop_agreed = g_signalled > 0
+        real = [b["loss_groups"] != NO_GROUP for b in batches]
+        local = StepStats(
+            sums,
+            counts,
+            tokens=sum(int(mask.sum()) for mask in real),
+            anchor_sq_dist=float(self.anchor.squared_distance()) if self.anchor else 0.0,  # before the pull: θ of this step
+            nonfinite=0.0 if torch.isfinite(sums).all() else 1.0,
+            stop_signalled=float(self.stop_request.pending),  # rides on this all-reduce: every rank learns it at the same step
+            attended_pairs=sum(attended_pairs(b["cu_seqlens"], mask) for b, mask in zip(batches, real, strict=True)),
+        )
+        stats = StepStats.from_vector(self._all_reduce(local.to_vector()))
+        self.stop_agreed = stats.stop_signalled > 0
         lr = float(self.engine.get_lr()[0])
-        loss = float(g_sums.sum() / max(float(g_counts.sum()), 1.0))
-        if self.anchor and g_nonfinite == 0:
+        if self.anchor and stats.nonfinite == 0:
             self.anchor.pull(lr)
         self.engine.step()
-        applied = g_nonfinite == 0 and self.engine.was_step_applied()
+        applied = stats.nonfinite == 0 and self.engine.was_step_applied()
         elapsed = time.perf_counter() - start
         record: dict[str, Any] = {
-            "loss": loss,
+            "loss": stats.loss,
             "lr": lr,
             "grad_norm": _as_float(self.engine.get_global_grad_norm()),
-            "tokens": int(g_real),
+            "tokens": int(stats.tokens),
             "targets": int(n_targets),
-            "tokens_per_s": g_real / elapsed,
+            "tokens_per_s": stats.tokens / elapsed,
             "data_wait": data_time / elapsed,
             "step_time": elapsed,
             "applied": applied,
-            "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(LOSS_GROUPS) if g_counts[i] > 0},
+            "task_loss": stats.task_loss,
         }
         if self.anchor:
-            record["anchor_sq_dist"] = g_distance
-            record["anchor_penalty"] = self.config.anchor.lambda_reg * g_distance
+            record["anchor_sq_dist"] = stats.anchor_sq_dist
+            record["anchor_penalty"] = self.config.anchor.lambda_reg * stats.anchor_sq_dist
         if self.peak_flops is not None:
-            record["mfu"] = self.flops.step_flops(g_real, g_pairs) / (elapsed * self.peak_flops * self.world_size)
-        self._count(applied, g_real, n_targets, loss)
+            record["mfu"] = self.flops.step_flops(stats.tokens, stats.attended_pairs) / (elapsed * self.peak_flops * self.world_size)
+        self._count(applied, stats.tokens, n_targets, stats.loss)
         return record
 
     def _count(self, applied: bool, tokens: float, targets: float, loss: float) -> None:
@@ -282,12 +350,8 @@ class Trainer:
         self.state.skipped_steps += 1
         self.state.nonfinite_streak += 1
         log.warning("step %d skipped: loss %s (%d in a row)", self.state.step, loss, self.state.nonfinite_streak)
-        if self.state.nonfinite_streak >= self.config.schedule.max_nonfinite_steps:
-            raise RadllmError(
-                f"{self.state.nonfinite_streak} optimizer steps in a row had a non-finite loss or gradient (last at step "
-                f"{self.state.step}); lower optim.lr, check the data, or resume from an earlier checkpoint "
-                f"(schedule.max_nonfinite_steps = {self.config.schedule.max_nonfinite_steps})"
-            )
+        check_nonfinite_streak(self.state.nonfinite_streak, self.config.schedule.max_nonfinite_steps, self.state.step,
+                               "loss or gradient", "check the data, or resume from an earlier checkpoint")
 
     # ---------------------------------------------------------------- evaluation, saving
     @torch.no_grad()
@@ -296,13 +360,8 @@ class Trainer:
         self.engine.eval()
         sums, counts, _ = self._forward(self.eval_batch)
         self.engine.train()
-        stats = self._all_reduce(torch.cat([sums.double().cpu(), counts.double().cpu()]))
-        g_sums, g_counts = stats[: len(LOSS_GROUPS)], stats[len(LOSS_GROUPS) :]
-        return {
-            "loss": float(g_sums.sum() / max(float(g_counts.sum()), 1.0)),
-            "targets": int(g_counts.sum()),
-            "task_loss": {name: float(g_sums[i] / g_counts[i]) for i, name in enumerate(LOSS_GROUPS) if g_counts[i] > 0},
-        }
+        stats = StepStats.from_vector(self._all_reduce(StepStats(sums.double().cpu(), counts.double().cpu()).to_vector()))
+        return {"loss": stats.loss, "targets": int(stats.counts.sum()), "task_loss": stats.task_loss}
 
     def write_samples(self, step: int) -> dict[str, float]:
         """Generated-report samples (radllm.training.samples): identical forwards on every rank, rank 0 writes.
@@ -312,7 +371,11 @@ class Trainer:
         start = time.perf_counter()
         self.engine.eval()
         try:
-            records = sample_reports(self.engine.module, self.tokenizer, self.spec, self.sample_studies, self.config, self._all_ranks_done)
+            records = sample_reports(
+                self.engine.module, self.tokenizer, self.spec, self.sample_studies, stage=self.config.tasks.stage,
+                max_views=self.config.tasks.max_views, max_new_tokens=self.config.logging.sample_max_new_tokens,
+                stop_together=self._all_ranks_done,
+            )
         finally:
             self.engine.train()
         if self.rank == 0:
@@ -345,8 +408,8 @@ class Trainer:
         """Checkpoint the current step on every rank; rank 0 marks it complete and rotates."""
         import deepspeed.comm as dist
 
-        root = ckpt.checkpoints_dir(self.config.run_dir)
-        tag = ckpt.tag_for(self.state.step)
+        root = checkpoints_dir(self.config.run_dir)
+        tag = tag_for(self.state.step)
         if self.rank == 0:
             for path in ckpt.prepare_save(self.config.run_dir, self.state.step):
                 log.warning("checkpoint of a rolled-back trajectory moved to %s (this run resumed from an older step)", path)
@@ -355,11 +418,11 @@ class Trainer:
         ckpt.write_rank_state(root / tag, self.rank, {
             "train": asdict(self.state),
             "data": self.data.state_dict(),
-            "rng": ckpt.rng_state(),
+            "rng": rng_state(),
             "stage": self.config.tasks.stage,
             "world_size": self.world_size,
             "streams": self.streams,
-            "config_fingerprint": ckpt.config_fingerprint(self.config),
+            "config_fingerprint": self.config.fingerprint(),
         })
         dist.barrier()
         if self.rank == 0:
@@ -370,7 +433,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict[str, Any]:
-        """Run to `schedule.max_steps`, evaluating (and sampling reports) and saving on schedule and at the end, then export."""
+        """Run to `schedule.max_steps`, evaluating (and sampling reports) and saving on schedule and at the end, then export.
+
+        Returns the run's summary: the `TrainState` counters, the export directory (None for LoRA
+        runs, exported from their checkpoint) and the packing efficiency.
+        """
         schedule = self.config.schedule
         self.engine.train()
         try:
@@ -390,10 +457,21 @@ class Trainer:
                     saved = self.save()
                     if self.stop_agreed and not last:
                         raise Preempted(step, str(saved))
-            export = None if self.config.lora.enabled else export_from_engine(self.engine, self.config, self.spec.vocab_size, self.dtype, self.rank)
+            export = None if self.config.lora.enabled else self._export()
         finally:
             self.metrics.close()
-        return {"step": self.state.step, **asdict(self.state), "export": str(export) if export else None, "packing_efficiency": self.data.packing_efficiency}
+        return {
+            "step": self.state.step,
+            **asdict(self.state),
+            "export": str(export) if export else None,
+            "packing_efficiency": self.data.packing_efficiency,
+        }
+
+    def _export(self) -> Path | None:
+        """The trained model as an HF directory at `export_path` (rank 0 writes; every rank joins the gather)."""
+        config = self.config
+        model_config = export_config(config.model, config.tokenizer, config.tasks.image_condition, self.dtype)
+        return export_from_engine(self.engine, model_config, config.tokenizer, config.export_path, self.rank)
 
 
 def _as_float(value: Any) -> float | None:

@@ -49,7 +49,7 @@ def attention_implementation(option: str) -> str:
 def load_model_config(options: ModelOptions) -> PretrainedConfig:
     """The HF config of `model.init` or `model.architecture` (read before the model, e.g. for bucket sizes)."""
     source = options.init or options.architecture
-    assert source is not None  # TrainConfig.validate
+    assert source is not None  # the run config's validate(): exactly one of the two is set
     path = Path(source)
     if path.is_file():
         path = path.parent if path.name == "config.json" else path

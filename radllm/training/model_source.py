@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from radllm.errors import RadllmError
-from radllm.training.config import TrainConfig
+from radllm.training.config import AnchorOptions, ModelOptions
 
 #: What a snapshot needs for training: configs, safetensors weights, tokenizer files.
 MODEL_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
@@ -50,8 +50,8 @@ def resolve_model_source(source: str, key: str, hub_download: bool) -> str:
         raise RadllmError(f"{key} = {source!r}: could not get it from the Hugging Face Hub ({type(err).__name__}: {err})") from err
 
 
-def resolve_model_sources(config: TrainConfig) -> None:
-    """Replace every model source of `config` by a local directory (in place)."""
-    config.model.init = config.model.init and resolve_model_source(config.model.init, "model.init", config.hub_download)
-    config.model.architecture = config.model.architecture and resolve_model_source(config.model.architecture, "model.architecture", config.hub_download)
-    config.anchor.pretrained = config.anchor.pretrained and resolve_model_source(config.anchor.pretrained, "anchor.pretrained", config.hub_download)
+def resolve_model_sources(model: ModelOptions, anchor: AnchorOptions, hub_download: bool) -> None:
+    """Replace every model source of the run config's `model` and `anchor` sections by a local directory (in place)."""
+    model.init = model.init and resolve_model_source(model.init, "model.init", hub_download)
+    model.architecture = model.architecture and resolve_model_source(model.architecture, "model.architecture", hub_download)
+    anchor.pretrained = anchor.pretrained and resolve_model_source(anchor.pretrained, "anchor.pretrained", hub_download)

@@ -5,27 +5,19 @@ optimizer runs on the GPU, DeepSpeed's `DeepSpeedCPUAdam` (vectorised C++ over t
 partition, several times faster than torch's CPU AdamW; `benchmarks/cpu_adam.py`) when ZeRO
 offloads the optimizer to the CPU, and torch's on a CPU-only machine without offload. The CPU op
 is compiled once by `radllm build-ops` (`make venv`). Weight decay (decoupled, towards 0) applies
-to matrices only; norms and biases (1-D parameters) are never decayed. The schedule is linear warmup then cosine decay to
+to matrices only; norms and biases (1-D parameters) are never decayed. The schedule is the one every
+radllm trainer uses (`radllm.recipe.schedule.warmup_cosine`): linear warmup then cosine decay to
 `lr · min_lr_ratio` at `schedule.max_steps`; DeepSpeed steps it after every applied optimizer step
 and stores it in the checkpoint.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from radllm.recipe.schedule import warmup_cosine
 from radllm.training.config import OptimOptions
-
-
-def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
-    """Multiplier of the base lr for optimizer step `step` (0-based)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -41,13 +33,17 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 class _LRLambda:
-    """Picklable schedule function (LambdaLR stores callable objects in its state dict)."""
+    """Picklable schedule function: the multiplier of the base lr at a step.
+
+    LambdaLR stores a callable object's attributes in its state dict and sets them back on load,
+    so the attribute names are part of the checkpoint format.
+    """
 
     def __init__(self, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> None:
         self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
 
     def __call__(self, step: int) -> float:
-        return lr_factor(step, self.warmup_steps, self.max_steps, self.min_lr_ratio)
+        return warmup_cosine(step, 1.0, self.warmup_steps, self.max_steps, self.min_lr_ratio)
 
 
 def build_optimizer(

@@ -41,7 +41,7 @@ def preflight(config: TrainConfig) -> Preflight:
         RadllmError: naming the config key and file that is wrong.
     """
     config.validate()
-    resolve_model_sources(config)
+    resolve_model_sources(config.model, config.anchor, config.hub_download)
     tokenizer, spec = load_tokenizer(_existing_dir(config.tokenizer, "tokenizer"))
     if tokenizer.pad_token_id is None:
         raise RadllmError(f"tokenizer = {config.tokenizer!r} has no pad token; rebuild it with radllm build-tokenizer")

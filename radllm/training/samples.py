@@ -35,17 +35,18 @@ from radllm.generation.inputs import StudyInput, iter_shard_inputs
 from radllm.generation.model import Generator
 from radllm.generation.sampling import DecodingConfig
 from radllm.labeler import default_labeler
-from radllm.training.config import TrainConfig
 from radllm.vocab_spec import VisualVocabSpec
 
 SAMPLES_DIRNAME = "samples"
 
 
-def sample_studies(config: TrainConfig, spec: VisualVocabSpec) -> list[StudyInput]:
-    """The first `logging.sample_reports` studies with images of the eval split, in index order (reads only those)."""
-    assert config.data.eval_split is not None  # TrainConfig.validate requires it when samples are on
-    studies = (s for s in iter_shard_inputs(config.data.shards, spec, config.data.eval_split) if s.has_images)
-    return list(islice(studies, config.logging.sample_reports))
+def sample_studies(shards: str, split: str, n: int, spec: VisualVocabSpec) -> list[StudyInput]:
+    """The first `n` (`logging.sample_reports`) studies with images of split `split` (`data.eval_split`), in index order.
+
+    Reads only those studies.
+    """
+    studies = (s for s in iter_shard_inputs(shards, spec, split) if s.has_images)
+    return list(islice(studies, n))
 
 
 def sample_reports(
@@ -53,21 +54,25 @@ def sample_reports(
     tokenizer: PreTrainedTokenizerBase,
     spec: VisualVocabSpec,
     studies: Sequence[StudyInput],
-    config: TrainConfig,
+    *,
+    stage: int,
+    max_views: int,
+    max_new_tokens: int,
     stop_together: Callable[[bool], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Greedy reports of `studies`, prompted as in training (`tasks.stage`, `tasks.max_views`, template 0).
 
-    The caller puts `model` in eval mode. `stop_together`: the rank-agreed stopping rule, needed
-    when `model` is partitioned (see `radllm.generation.decode.decode_text`).
+    The caller puts `model` in eval mode. `max_new_tokens`: the report length cap
+    (`logging.sample_max_new_tokens`). `stop_together`: the rank-agreed stopping rule, needed when
+    `model` is partitioned (see `radllm.generation.decode.decode_text`).
 
     Returns:
         `radllm generate reports` records (study_id, report, views, decoding) with the study's
         reference report added as "reference", in study order.
     """
     generator = Generator(model=model, tokenizer=tokenizer, spec=spec, vq=None, stop_together=stop_together)
-    decoding = DecodingConfig(strategy="greedy", max_new_tokens=config.logging.sample_max_new_tokens)
-    result = reports.process(generator, reports.units(studies), decoding, config.tasks.stage, template=0, max_views=config.tasks.max_views)
+    decoding = DecodingConfig(strategy="greedy", max_new_tokens=max_new_tokens)
+    result = reports.process(generator, reports.units(studies), decoding, stage, template=0, max_views=max_views)
     references = {s.study_id: s.report for s in studies}
     return [{**record, "reference": references[record["study_id"]]} for record in result.records]
 

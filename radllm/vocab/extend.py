@@ -35,9 +35,8 @@ from transformers import PreTrainedTokenizerBase
 
 from radllm.atomic import atomic_directory
 from radllm.errors import RadllmError
-from radllm.vocab.load import load_hf_tokenizer, verify_tokenizer
+from radllm.vocab.load import load_hf_tokenizer, verify_tokenizer, vq_spec_fields
 from radllm.vocab_spec import BOI_TOKEN, EOI_TOKEN, VisualVocabSpec, image_token, save_spec, sha256_files
-from radllm.vq.checkpoint import load_vq_config, vq_weights_hash
 
 log = logging.getLogger(__name__)
 
@@ -166,18 +165,9 @@ def build_tokenizer(
     built from this directory can later be checked against the artifacts they came from.
     """
     check_output_dir(out_dir, overwrite)
-    vq_config = load_vq_config(vq_dir)
+    vq_fields = vq_spec_fields(vq_dir)
     tokenizer = load_hf_tokenizer(base_dir)
-    spec = extend_tokenizer(
-        tokenizer,
-        codebook_size=vq_config.codebook_size,
-        grid_height=vq_config.grid_size,
-        grid_width=vq_config.grid_size,
-        image_size=vq_config.image_size,
-        vq_hash=vq_weights_hash(vq_dir),
-        tokenizer_hash=tokenizer_files_hash(base_dir),
-        pad_multiple=pad_multiple,
-    )
+    spec = extend_tokenizer(tokenizer, **vq_fields, tokenizer_hash=tokenizer_files_hash(base_dir), pad_multiple=pad_multiple)
     save_tokenizer_dir(tokenizer, spec, out_dir, overwrite=overwrite)
     log.info(
         "wrote %s: %d text tokens + %d visual tokens (<img_*> at %d..%d), %d embedding rows",

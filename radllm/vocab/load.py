@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -72,23 +73,31 @@ def verify_tokenizer(tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, 
         raise RadllmError(f"{where} does not match its tokenizer:\n  " + "\n  ".join(problems))
 
 
-def verify_vq(spec: VisualVocabSpec, vq_dir: str | os.PathLike, where: str) -> None:
-    """Raise `RadllmError` unless the VQ-GAN in `vq_dir` is the one `spec` (from `where`) was built for.
+def vq_spec_fields(vq_dir: str | os.PathLike) -> dict[str, Any]:
+    """The `VisualVocabSpec` fields that the VQ-GAN in `vq_dir` decides (codebook, code grid, image size, weights hash).
 
-    Encoding images with another VQ-GAN than the tokenizer's would give codes the model reads as
-    different tokens, so shard writers and generators call this before mixing the two.
+    `build_tokenizer` writes them into a new spec and `verify_vq` compares a spec with them, so a
+    spec and its check can never disagree on how a VQ-GAN's settings map to spec fields.
     """
     vq_config = load_vq_config(vq_dir)
-    actual = {
+    return {
         "codebook_size": vq_config.codebook_size,
         "grid_height": vq_config.grid_size,
         "grid_width": vq_config.grid_size,
         "image_size": vq_config.image_size,
         "vq_hash": vq_weights_hash(vq_dir),
     }
+
+
+def verify_vq(spec: VisualVocabSpec, vq_dir: str | os.PathLike, where: str) -> None:
+    """Raise `RadllmError` unless the VQ-GAN in `vq_dir` is the one `spec` (from `where`) was built for.
+
+    Encoding images with another VQ-GAN than the tokenizer's would give codes the model reads as
+    different tokens, so shard writers and generators call this before mixing the two.
+    """
     diffs = [
         f"{name}: {getattr(spec, name)!r} ({where}) vs {value!r} ({vq_dir})"
-        for name, value in actual.items()
+        for name, value in vq_spec_fields(vq_dir).items()
         if getattr(spec, name) != value
     ]
     if diffs:

@@ -15,7 +15,7 @@ Images are [B, C, H, W] floats in the [0, 1] convention throughout.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +23,7 @@ from torch import Tensor, nn
 
 from radllm.errors import RadllmError
 from radllm.vq.config import GRAD_OPERATORS, VQLossConfig
-
-if TYPE_CHECKING:  # metrics -> losses -> quantizer -> metrics would be an import cycle at run time
-    from radllm.vq.quantizer import QuantizerOutput
+from radllm.vq.quantizer import QuantizerOutput
 
 
 class FeatureEncoder(Protocol):

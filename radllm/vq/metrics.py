@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from radllm.vq.losses import image_gradients
+from radllm.vq.quantizer import perplexity_from_counts, usage_from_counts
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -86,22 +87,6 @@ def code_histogram(codes: Tensor, codebook_size: int) -> Tensor:
     if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codebook_size):
         raise ValueError(f"codes must lie in [0, {codebook_size - 1}], got range [{int(codes.min())}, {int(codes.max())}]")
     return torch.bincount(codes.flatten().long(), minlength=codebook_size).float()
-
-
-def usage_from_counts(counts: Tensor) -> Tensor:
-    """Fraction of codes with a non-zero count (scalar tensor)."""
-    return (counts > 0).float().mean()
-
-
-def perplexity_from_counts(counts: Tensor) -> Tensor:
-    """exp(entropy) of the code distribution given by `counts` (scalar tensor).
-
-    Equals the number of codes when all are used equally and 1 when a single code is used (or
-    the histogram is empty). Branch-free, so it costs no device synchronisation in training.
-    """
-    p = counts / counts.sum().clamp_min(1e-12)
-    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum()  # 0 * log(tiny) = 0 for unused codes
-    return torch.exp(entropy)
 
 
 def codebook_usage(codes: Tensor, codebook_size: int) -> float:

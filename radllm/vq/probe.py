@@ -40,7 +40,7 @@ from radllm.errors import RadllmError
 from radllm.evaluation.keys import slug
 from radllm.evaluation.reports import clinical_efficacy
 from radllm.labels import OBSERVATIONS, Labels
-from radllm.vq.training import learning_rate
+from radllm.recipe.schedule import warmup_cosine
 
 #: Manifest labels -> probe targets: what the image shows (as configs/demo/cxr_encoder.yaml).
 PROBE_LABEL_POLICY = LabelPolicy(uncertain="ones", blank="zeros")
@@ -264,7 +264,7 @@ def fit_probe(net: CodeProbeNet, codes: Tensor, targets: Tensor, config: ProbeCo
         for start in range(0, len(codes), config.batch_size):
             rows = order[start : start + config.batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(len(losses), config.lr, config.warmup_steps, total, 0.0)
+                group["lr"] = warmup_cosine(len(losses), config.lr, config.warmup_steps, total, 0.0)
             loss = F.binary_cross_entropy_with_logits(net(codes[rows]), targets[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

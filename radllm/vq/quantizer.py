@@ -4,7 +4,9 @@ Encoder features are projected to `codebook_dim` (8) channels and matched to the
 cosine similarity (both sides l2-normalised), as in LlamaGen: in a small normalised space almost
 every code stays in use, so the LLM does not waste vocabulary rows on dead tokens. Codes that
 still fall out of use are detected with an EMA of each code's share of assignments and can be
-re-seeded from recent encoder outputs by the training loop (`revive_dead_codes`).
+re-seeded from recent encoder outputs by the training loop (`revive_dead_codes`). The usage and
+perplexity of a code histogram are defined here, next to the counting; `radllm.vq.metrics` reports
+the same two numbers for evaluation sets.
 """
 
 from __future__ import annotations
@@ -17,7 +19,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from radllm.vq.config import VQConfig
-from radllm.vq.metrics import perplexity_from_counts, usage_from_counts
+
+
+def usage_from_counts(counts: Tensor) -> Tensor:
+    """Fraction of codes with a non-zero count (scalar tensor)."""
+    return (counts > 0).float().mean()
+
+
+def perplexity_from_counts(counts: Tensor) -> Tensor:
+    """exp(entropy) of the code distribution given by `counts` (scalar tensor).
+
+    Equals the number of codes when all are used equally and 1 when a single code is used (or
+    the histogram is empty). Branch-free, so it costs no device synchronisation in training.
+    """
+    p = counts / counts.sum().clamp_min(1e-12)
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum()  # 0 * log(tiny) = 0 for unused codes
+    return torch.exp(entropy)
 
 
 @dataclass

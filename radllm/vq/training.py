@@ -10,10 +10,11 @@ generator's loss runs the discriminator unwrapped, so the gradients it leaves th
 the discriminator's own update) cost no communication. Only rank 0 writes logs, TensorBoard
 events, checkpoints and the exported model.
 
-Checkpoint layout (`output_dir/checkpoints/step_0000200/`, written atomically, newest K kept):
+Checkpoint layout (`output_dir/checkpoints/step_0000200/`, named, listed and rotated by
+`radllm.recipe.checkpoint_dirs`; written as one atomic directory swap, newest K kept):
 model.safetensors (VQ model), discriminator.safetensors, optimizer_g.pt / optimizer_d.pt
 (tensors only, loaded with weights_only=True) and trainer_state.json (step, epoch, position,
-samples seen, RNG states).
+samples seen, `radllm.recipe.rng` states), whose presence marks the checkpoint complete.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -41,6 +41,10 @@ from tqdm import tqdm
 from radllm import atomic
 from radllm.config import save_config
 from radllm.errors import RadllmError
+from radllm.recipe.checkpoint_dirs import checkpoints_dir, complete_checkpoints, rotate, tag_for
+from radllm.recipe.nonfinite import check_nonfinite_streak
+from radllm.recipe.rng import rng_state, set_rng_state
+from radllm.recipe.schedule import warmup_cosine
 from radllm.vq.checkpoint import save_vq
 from radllm.vq.data import ImageCache, ImageStream, load_image_cache, manifest_images
 from radllm.vq.discriminator import PatchDiscriminator
@@ -51,7 +55,6 @@ from radllm.vq.train_config import VQTrainConfig
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_PREFIX = "step_"
 STATE_FILENAME = "trainer_state.json"
 GRID_IMAGES = 8
 #: Steps in a row without a readable image on some rank before the run stops: a manifest whose
@@ -72,49 +75,6 @@ class TrainerState:
     nonfinite_skipped: int = 0  # updates skipped because a gradient norm was NaN/inf, in all
     nonfinite_in_row: int = 0  # ... and since the last applied generator update
     rng: dict[str, Any] = field(default_factory=dict)
-
-
-def learning_rate(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """Linear warmup to `base_lr`, then cosine decay to `base_lr * min_ratio` at `total_steps`."""
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states as JSON-friendly lists."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state().tolist(), "python": _jsonable(random.getstate())}
-    np_state = np.random.get_state()
-    state["numpy"] = [np_state[0], np_state[1].tolist(), *np_state[2:]]
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of `rng_state` (missing entries are left alone)."""
-    if "torch" in state:
-        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
-def _jsonable(value: Any) -> Any:
-    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete step checkpoints of a run, oldest first (temporary `.step_*` dirs are ignored)."""
-    root = Path(output_dir) / "checkpoints"
-    found = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILENAME).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
 def weights_checksum(module: nn.Module) -> str:
@@ -333,7 +293,7 @@ class VQTrainer:
 
     def _set_lr(self, optimizer: torch.optim.Optimizer, base_lr: float) -> float:
         o = self.config.optim
-        lr = learning_rate(self.state.step, base_lr, o.warmup_steps, self.config.schedule.max_steps, o.min_lr_ratio)
+        lr = warmup_cosine(self.state.step, base_lr, o.warmup_steps, self.config.schedule.max_steps, o.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -366,13 +326,11 @@ class VQTrainer:
         self.state.nonfinite_in_row += 1
         limit = self.config.schedule.max_nonfinite_steps
         if self.is_main:
-            log.warning("step %d: non-finite generator gradient norm; update skipped (%d in a row, limit %d)", step, self.state.nonfinite_in_row, limit)
+            log.warning("step %d: non-finite generator gradient norm; update skipped (%d in a row, limit %d)",
+                        step, self.state.nonfinite_in_row, limit)
             self.writer.add_scalar("train/nonfinite_skipped", self.state.nonfinite_skipped, step)
-        if self.state.nonfinite_in_row >= limit:
-            raise RadllmError(
-                f"vq-train: {self.state.nonfinite_in_row} consecutive steps with a non-finite gradient (last at step {step}); "
-                f"lower optim.lr, check the input images, or resume from the last checkpoint in {self.output_dir / 'checkpoints'}"
-            )
+        advice = f"check the input images, or resume from the last checkpoint in {checkpoints_dir(self.output_dir)}"
+        check_nonfinite_streak(self.state.nonfinite_in_row, limit, step, "gradient", advice)
 
     @torch.no_grad()
     def revive_codes(self) -> int:
@@ -430,7 +388,7 @@ class VQTrainer:
         """Rank 0 writes `checkpoints/step_XXXXXXX/` atomically and keeps the newest K."""
         if not self.is_main:
             return None
-        path = self.output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{self.state.step:07d}"
+        path = checkpoints_dir(self.output_dir) / tag_for(self.state.step)
         self.state.rng = rng_state()
         with atomic.atomic_directory(path) as tmp:
             save_file(_cpu_state(self.model), str(tmp / "model.safetensors"))
@@ -438,8 +396,7 @@ class VQTrainer:
             torch.save(self.opt_g.state_dict(), tmp / "optimizer_g.pt")
             torch.save(self.opt_d.state_dict(), tmp / "optimizer_d.pt")
             atomic.write_json(tmp / STATE_FILENAME, asdict(self.state))
-        for old in list_checkpoints(self.output_dir)[: -self.config.schedule.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        rotate(self.output_dir, self.config.schedule.keep_checkpoints, STATE_FILENAME)
         log.info("saved checkpoint %s", path)
         return path
 
@@ -457,10 +414,10 @@ class VQTrainer:
 
     def resume_latest(self) -> bool:
         """Continue from the newest complete checkpoint in output_dir, if there is one."""
-        found = list_checkpoints(self.output_dir)
+        found = complete_checkpoints(self.output_dir, STATE_FILENAME)
         if not found:
             if self.is_main:
-                log.info("resume=auto: no checkpoint in %s, starting from step 0", self.output_dir / "checkpoints")
+                log.info("resume=auto: no checkpoint in %s, starting from step 0", checkpoints_dir(self.output_dir))
             return False
         self.load_checkpoint(found[-1])
         if self.is_main:
