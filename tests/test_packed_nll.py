@@ -11,6 +11,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from radllm.errors import RadllmError
+from radllm.modeling.packed_attention import VARLEN_SDPA
 from radllm.modeling.packed_nll import PackedScoring, forwards_per_rank, per_example_nll, segment_sums
 from radllm.packing import causal_lm_loss, pack_examples, token_nll
 from radllm.tasks.example import IGNORE_INDEX, TaskExample
@@ -77,7 +78,7 @@ def tiny_model():
     return LlamaForCausalLM(config).eval()
 
 
-@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager", VARLEN_SDPA])
 def test_per_example_nll_equals_each_example_run_alone(tiny_model, attn_implementation):
     tiny_model.config._attn_implementation = attn_implementation
     examples = random_examples(13, seed=3)

@@ -17,7 +17,7 @@ from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_p
 
 from radllm.errors import RadllmError
 from radllm.modeling import packed_attention
-from radllm.modeling.packed_attention import model_inputs_for_packed_batch, select_attention_implementation
+from radllm.modeling.packed_attention import VARLEN_SDPA, model_inputs_for_packed_batch, select_attention_implementation
 from radllm.packing import (
     PackingStats,
     block_causal_mask,
@@ -231,7 +231,7 @@ def packed_rows():
     return rows
 
 
-@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager", "flex_attention"])  # flex: forward only on CPU
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager", "flex_attention", VARLEN_SDPA])  # flex: forward only on CPU
 @torch.no_grad()
 def test_packed_rows_give_the_same_per_sample_loss_as_samples_alone(attn_implementation, packed_rows):
     model = tiny_llama(attn_implementation)
@@ -339,6 +339,36 @@ def test_flash_inputs_reach_attention_and_keep_samples_apart(monkeypatch, packed
     assert packed == pytest.approx(alone, abs=1e-5)
 
 
+def test_varlen_sdpa_trains_like_the_dense_mask_and_leaves_no_trace_in_saved_configs(packed_rows, tmp_path):
+    """Same loss and gradients as SDPA with the dense block mask (the kernel runs each sample
+    alone); a saved model does not name the kernel, so plain transformers loads it anywhere."""
+    grads = {}
+    for kernel in ("sdpa", VARLEN_SDPA):
+        model = tiny_llama(kernel).train()
+        batch = collate_packed(packed_rows)
+        loss, _ = causal_lm_loss(model(**model_inputs_for_packed_batch(batch, kernel)).logits, batch["labels"])
+        loss.backward()
+        grads[kernel] = (loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()})
+    (dense_loss, dense), (varlen_loss, varlen) = grads.values()
+    torch.testing.assert_close(varlen_loss, dense_loss, rtol=1e-5, atol=1e-6)
+    for name, grad in dense.items():
+        torch.testing.assert_close(varlen[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    model.save_pretrained(tmp_path)
+    assert VARLEN_SDPA not in (tmp_path / "config.json").read_text()
+
+
+@torch.no_grad()
+def test_varlen_sdpa_without_packed_boundaries_is_sdpa_with_the_padding_mask():
+    """Generation calls the training model with left-padded prompts and a 2-D mask, no boundaries."""
+    torch.manual_seed(1)
+    ids = torch.randint(0, VOCAB, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    reference = tiny_llama("sdpa")(input_ids=ids, attention_mask=mask).logits
+    logits = tiny_llama(VARLEN_SDPA)(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(logits[mask.bool()], reference[mask.bool()], rtol=1e-5, atol=1e-5)
+
+
 def test_eager_mask_is_additive_in_the_model_dtype(packed_rows):
     batch = collate_packed(packed_rows)
     mask = model_inputs_for_packed_batch(batch, "eager", dtype=torch.bfloat16)["attention_mask"]
@@ -360,14 +390,14 @@ def test_unsupported_implementation_and_inconsistent_batch_are_errors(packed_row
 def test_select_attention_implementation(monkeypatch):
     real_find_spec = packed_attention.importlib.util.find_spec
     if not torch.cuda.is_available():
-        assert select_attention_implementation() == "sdpa"
+        assert select_attention_implementation() == VARLEN_SDPA  # CPU: per-sample SDPA, no dense mask
     monkeypatch.setattr(packed_attention.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(packed_attention.importlib.util, "find_spec", lambda n, *a: None if n == "flash_attn" else real_find_spec(n, *a))
     assert select_attention_implementation() == "flex_attention"  # CUDA without flash-attn: no dense mask
     monkeypatch.setattr(packed_attention.importlib.util, "find_spec", lambda n, *a: object() if n == "flash_attn" else real_find_spec(n, *a))
     assert select_attention_implementation() == "flash_attention_2"
     monkeypatch.setattr(packed_attention.torch.cuda, "is_available", lambda: False)
-    assert select_attention_implementation() == "sdpa"
+    assert select_attention_implementation() == VARLEN_SDPA
 
 
 def test_row_subset_is_the_best_fill_by_brute_force():

@@ -28,7 +28,7 @@ def _write(path: Path, records: list[dict], tail: str = "") -> Path:
 
 
 def _metrics_jsonl(run_dir: Path) -> Path:
-    """What radllm.training.metrics.MetricsLog writes: train lines per step, eval lines with nested samples/grounding."""
+    """What radllm.training.run_log.MetricsLog writes: train lines per step, eval lines with nested samples/grounding."""
     records = [{"kind": "train", "step": step, "loss": loss, "lr": 1e-3} for step, loss in TRAIN_LOSS.items()]
     records.append({"kind": "train", "step": 3, "loss": 2.0, "lr": 1e-3})
     for step, f1 in ((2, 0.2), (4, 0.3)):

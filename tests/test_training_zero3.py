@@ -45,7 +45,7 @@ from radllm.training.checkpoint import complete_checkpoints
 from radllm.training.config import TrainConfig
 from radllm.training.data import PackedBatches, collate_rows, eval_rows
 from radllm.training.grounding import eval_grounding_studies, measure_grounding
-from radllm.training.metrics import read_metrics
+from radllm.training.run_log import read_metrics
 from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_path, samples_table
 from radllm.training.model import add_visual_rows
 from radllm.vocab import load_tokenizer

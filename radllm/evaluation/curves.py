@@ -2,7 +2,7 @@
 
     radllm evaluate ... --run-dir stage1=runs/demo/stage1 --run-dir stage2=runs/demo/stage2
 
-The trainer (`radllm.training.metrics.MetricsLog`) appends one JSON object per optimizer step
+The trainer (`radllm.training.run_log.MetricsLog`) appends one JSON object per optimizer step
 (``"kind": "train"``, with ``loss``) and per evaluation (``"kind": "eval"``, with ``loss``, the
 scored report samples under ``samples`` and, where measured, the own- vs shuffled-image
 diagnostics under ``grounding``); nested objects are read as ``a/b`` keys, as tensorboard shows
@@ -28,7 +28,7 @@ import numpy as np
 
 from radllm.errors import RadllmError
 from radllm.generation.records import read_records
-from radllm.training.metrics import METRICS_FILENAME, flatten_record
+from radllm.training.run_log import METRICS_FILENAME, flatten_record
 
 MAX_POINTS = 400
 #: (record kind, flattened key, chart title) of the fixed charts, in page order.

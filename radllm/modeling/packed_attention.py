@@ -18,9 +18,15 @@ What transformers 5.x does with the inputs (read from `masking_utils.py`,
   `cu_seq_lens_q/k` and `max_length_q/k` are passed (and no 2D padding mask): exactly the
   `cu_seqlens` / `max_seqlen` that `collate_packed` produces, padding runs included as their own
   sequences. `position_ids` still feed the rotary embeddings.
+- `radllm_varlen_sdpa` (registered here with transformers' attention and mask interfaces) takes
+  the same varlen arguments and runs causal SDPA on each sample alone: the cost of attention is
+  the sum of the samples' squared lengths instead of the row's, and no mask exists. It is the
+  kernel for CPUs (where flash-attn does not exist and FlexAttention has no backward); without
+  varlen arguments (generation) it is plain SDPA with transformers' own mask.
 
-Labels are not passed to the model: the trainer computes `causal_lm_loss` from the logits so
-the loss is normalised by the global number of target tokens.
+Labels are not passed to the model: the trainer sums per-token NLLs itself (through
+`radllm.modeling.chunked_loss`, or from whole logits) so that the loss is normalised by the
+global number of target tokens, not by each micro-batch's.
 """
 
 from __future__ import annotations
@@ -29,14 +35,20 @@ import importlib.util
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from radllm.errors import RadllmError
 from radllm.packing.collate import block_causal_mask
 
-FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
+VARLEN_SDPA = "radllm_varlen_sdpa"
+#: Kernels that take packed boundaries as flash-attn's varlen arguments (`cu_seq_lens_q/k`, ...).
+VARLEN_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3", VARLEN_SDPA)
 FLEX_IMPLEMENTATIONS = ("flex_attention",)
 MASK_IMPLEMENTATIONS = ("sdpa", "eager")
-SUPPORTED_IMPLEMENTATIONS = FLASH_IMPLEMENTATIONS + FLEX_IMPLEMENTATIONS + MASK_IMPLEMENTATIONS
+SUPPORTED_IMPLEMENTATIONS = VARLEN_IMPLEMENTATIONS + FLEX_IMPLEMENTATIONS + MASK_IMPLEMENTATIONS
 
 
 def select_attention_implementation() -> str:
@@ -44,12 +56,58 @@ def select_attention_implementation() -> str:
 
     flash-attn 2's varlen kernel on CUDA when installed; else PyTorch's flex attention on CUDA,
     with a document mask built from the packed boundaries (`document_block_mask`: no dense
-    [B, 1, L, L] mask, and fully masked blocks are skipped); else SDPA with a dense block mask
-    (CPU: FlexAttention has no backward there, and the CPU runs are small).
+    [B, 1, L, L] mask, and fully masked blocks are skipped); on CPU, causal SDPA per sample
+    (`varlen_sdpa_attention`: FlexAttention has no backward there). Dense-mask SDPA and eager
+    remain selectable by name, for comparison and tiny tests.
     """
     if not torch.cuda.is_available():
-        return "sdpa"
+        return VARLEN_SDPA
     return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "flex_attention"
+
+
+def varlen_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention of packed rows as causal SDPA over each run of `cu_seq_lens_q`, alone.
+
+    query [B, H, L, D], key/value [B, H_kv, L, D] (grouped-query heads are shared by SDPA
+    itself); returns [B, L, H, D] as transformers' attention functions do. Without varlen
+    arguments this is transformers' SDPA attention with the mask it was given.
+    """
+    cu_seqlens = kwargs.get("cu_seq_lens_q")
+    if cu_seqlens is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    batch, heads, length, dim = query.shape
+
+    def flat(states: torch.Tensor) -> torch.Tensor:  # [B, h, L, D] -> [1, h, B*L, D]: runs are contiguous
+        return states.transpose(0, 1).reshape(1, states.shape[1], batch * length, dim)
+
+    q, k, v = flat(query), flat(key), flat(value)
+    bounds = cu_seqlens.tolist()
+    outputs = [
+        F.scaled_dot_product_attention(
+            q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], dropout_p=dropout, is_causal=True, scale=scaling,
+            enable_gqa=k.shape[1] != heads,
+        )
+        for start, end in zip(bounds[:-1], bounds[1:])
+    ]
+    return torch.cat(outputs, dim=2).view(heads, batch, length, dim).permute(1, 2, 0, 3), None
+
+
+def varlen_sdpa_mask(*args: Any, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor | None:
+    """No mask for packed rows (the runs keep samples apart); SDPA's own mask when a padding mask is given."""
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+AttentionInterface.register(VARLEN_SDPA, varlen_sdpa_attention)
+AttentionMaskInterface.register(VARLEN_SDPA, varlen_sdpa_mask)
 
 
 def document_block_mask(cu_seqlens: torch.Tensor, batch: int, length: int, device: torch.device | str, block_size: int = 128):
@@ -114,7 +172,7 @@ def model_inputs_for_packed_batch(
     """
     input_ids, position_ids = batch["input_ids"], batch["position_ids"]
     kwargs: dict[str, Any] = {"input_ids": input_ids, "position_ids": position_ids, "use_cache": False}
-    if attn_implementation in FLASH_IMPLEMENTATIONS:
+    if attn_implementation in VARLEN_IMPLEMENTATIONS:
         cu_seqlens = batch["cu_seqlens"].to(device=input_ids.device, dtype=torch.int32)
         if int(cu_seqlens[-1]) != input_ids.numel():
             raise ValueError(f"cu_seqlens ends at {int(cu_seqlens[-1])} but the batch holds {input_ids.numel()} tokens")

@@ -49,11 +49,11 @@ from radllm.training.ds_config import fill_ds_config, offloads_optimizer, zero_s
 from radllm.training.export import export_config, export_from_engine
 from radllm.training.flops import attended_pairs, flops_model, peak_flops
 from radllm.training.grounding import eval_grounding_studies, measure_grounding
-from radllm.training.metrics import MetricsLog
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
 from radllm.training.preemption import Preempted, StopRequest
 from radllm.training.preflight import Preflight
+from radllm.training.run_log import MetricsLog
 from radllm.training.safe_checkpoint import safe_checkpoint
 from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_table, write_samples
 from radllm.training.universal import optimizer_settings, repair_after_universal_load, universal_checkpoint
