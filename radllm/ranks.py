@@ -1,15 +1,16 @@
-"""What every multi-process tool does around its own work: join the launcher's process group,
-let all ranks agree on success before rank 0 finalises, and turn errors into exit codes.
+"""What every multi-rank `radllm` subcommand does around its own work: join the launcher's process
+group, and let all ranks agree on success before rank 0 finalises.
 
-`tools/generate.py` and `tools/tokenize_shards.py` run under `deepspeed` / `torchrun` / slurm;
-ranks come from the environment those launchers set (RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR/PORT), and a plain `python tool.py` runs as a world of one.
+`radllm generate`, `radllm tokenize` and `radllm vq-train` run as one process by default; started
+by `deepspeed` (`deepspeed --module radllm generate ...`, or `deepspeed tools/generate.py ...` from a
+checkout), `torchrun` or slurm, they read their place from the environment the launcher sets (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT). A world of one joins no process group, so it needs no
+rendezvous port and two single-process runs on one machine never collide.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,19 +38,27 @@ class Ranks:
     def device(self) -> str:
         return f"cuda:{self.local_rank}" if self.cuda else "cpu"
 
+    def device_for(self, requested: str) -> str:
+        """The device for a `--device` value: in a multi-rank launch `auto` means this rank's own GPU
+        (plain `auto` would put every rank of a node on cuda:0); anything else is kept as given."""
+        return self.device if requested == "auto" and self.cuda and self.world_size > 1 else requested
+
 
 @contextmanager
-def process_group(default_port: int, timeout_hours: float) -> Iterator[Ranks]:
-    """Join the process group (nccl on GPU, gloo on CPU) for the duration of the block.
+def process_group(timeout_hours: float, cuda_allowed: bool = True) -> Iterator[Ranks]:
+    """Join the launcher's process group (nccl on GPU, gloo on CPU) for the duration of the block;
+    without a launcher (WORLD_SIZE unset or 1) the block runs as a world of one, joining nothing.
 
-    `timeout_hours` bounds how long finished ranks wait for the slowest one: torch's default of
-    30 minutes is too short for a rank that got the largest share of a long job.
+    Args:
+        timeout_hours: how long finished ranks wait for the slowest one; torch's default of
+            30 minutes is too short for a rank that got the largest share of a long job.
+        cuda_allowed: False when the job was told to run on CPU, so that the group uses gloo.
     """
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(default_port))
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.is_available())
+    ranks = Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)),
+                  cuda_allowed and torch.cuda.is_available())
+    if ranks.world_size == 1:
+        yield ranks
+        return
     if ranks.cuda:
         torch.cuda.set_device(ranks.local_rank)
     dist.init_process_group("nccl" if ranks.cuda else "gloo", timeout=timedelta(hours=timeout_hours))
@@ -68,6 +77,8 @@ def run_then_agree(work: Callable[[], T], ranks: Ranks, kept: str) -> T:
     Args:
         kept: what survives a failure, for the message on the ranks that did not fail.
     """
+    if ranks.world_size == 1:
+        return work()
     error: Exception | None = None
     result = None
     try:
@@ -81,13 +92,3 @@ def run_then_agree(work: Callable[[], T], ranks: Ranks, kept: str) -> T:
     if not ok.item():
         raise RadllmError(f"another rank failed; rerun to finish ({kept})")
     return result  # type: ignore[return-value]
-
-
-def exit_code(name: str, body: Callable[[], None]) -> int:
-    """Run a tool's body; a `RadllmError` is printed with the rank and becomes exit status 2."""
-    try:
-        body()
-    except RadllmError as err:
-        print(f"{name} (rank {os.environ.get('RANK', 0)}): error: {err}", file=sys.stderr)
-        return 2
-    return 0

@@ -81,8 +81,9 @@ def test_a_non_editable_install_trains_from_anywhere_with_its_packaged_ds_config
     env = os.environ | {"PYTHONPATH": str(site), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     where = subprocess.run([sys.executable, "-c", "import radllm; print(radllm.__file__)"], cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     assert where.stdout.strip() == str(site / "radllm" / "__init__.py")
-    for launcher in ("generate", "tokenize_shards", "train_vqgan"):  # the multi-process jobs ship too
-        subprocess.run([sys.executable, "-m", f"radllm.launchers.{launcher}", "--help"], cwd=elsewhere, env=env, capture_output=True, check=True)
+    for command in ("generate", "tokenize", "vq-train", "train"):  # the multi-process jobs ship too: `deepspeed --module radllm COMMAND`
+        subprocess.run([sys.executable, "-m", "radllm", "--local_rank=0", command, "--help"], cwd=elsewhere, env=env,
+                       capture_output=True, check=True)
 
     art = make_training_artifacts(tmp_path / "art")
     config = write_train_config(elsewhere / "run.yaml", art, tmp_path / "run", deepspeed="ds_configs/zero3.json",
@@ -95,3 +96,17 @@ def test_a_non_editable_install_trains_from_anywhere_with_its_packaged_ds_config
     result = run_group(cmd, cwd=elsewhere, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()  # `elsewhere` has no ds_configs/: the package's was used
+
+
+@pytest.mark.parametrize("shim, command", [("radllm/train.py", "train"), ("tools/generate.py", "generate"),
+                                           ("tools/tokenize_shards.py", "tokenize"), ("tools/train_vqgan.py", "vq-train")])
+def test_each_launch_shim_is_its_radllm_subcommand(shim, command):
+    """`deepspeed SHIM --local_rank=N ARGS` runs `radllm COMMAND ARGS`: the shim's help is the subcommand's."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"PYTHONPATH": str(REPO)}  # tools/*.py import radllm from the checkout, as the sbatch scripts arrange
+    out = subprocess.run([sys.executable, str(REPO / shim), "--local_rank=0", "--help"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"usage: radllm {command} "), out.stdout

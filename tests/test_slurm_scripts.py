@@ -22,6 +22,8 @@ import pytest
 from deepspeed.launcher.runner import _parse_hostfile
 from deepspeed.launcher.runner import parse_args as deepspeed_parse_args
 
+from radllm.cli import build_parser, subcommand_argv
+
 REPO = Path(__file__).resolve().parents[1]
 SLURM = REPO / "scripts" / "slurm"
 SBATCH_FILES = sorted(SLURM.glob("*.sbatch"))
@@ -171,7 +173,7 @@ SBATCH_CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(SBATCH_CASES))
-def test_sbatch_launches_one_deepspeed_per_node_with_valid_arguments(tmp_path, name, monkeypatch):
+def test_sbatch_launches_one_deepspeed_per_node_with_valid_arguments(tmp_path, name):
     variables, entry, expected_user_args = SBATCH_CASES[name]
     env = _slurm_env(tmp_path, ["gpu01", "gpu02"], SLURM_GPUS_ON_NODE="8", SLURM_CPUS_PER_TASK="64", **variables)
     out = subprocess.run(["bash", str(SLURM / name)], env=env, capture_output=True, text=True, timeout=60)
@@ -187,12 +189,11 @@ def test_sbatch_launches_one_deepspeed_per_node_with_valid_arguments(tmp_path, n
         assert launcher.hostfile == str(tmp_path / "job" / "hostfile")
         assert launcher.user_script == entry and (REPO / entry).is_file()
         assert launcher.user_args == expected_user_args
-    # The entry point's own parser accepts the arguments, placed after the --local_rank that
-    # deepspeed.launcher.launch inserts right after the script.
-    # tools/*.py forward to radllm.launchers.<name> (the installed form), whose parser is the one that runs.
-    module = importlib.import_module(f"radllm.launchers.{Path(entry).stem}") if entry.startswith("tools/") else _load_entry_point(REPO / entry)
-    monkeypatch.setattr(sys, "argv", [entry, "--local_rank=0", *expected_user_args])
-    args = vars(module.parse_args())
+    # The entry point's parser accepts the arguments, placed after the --local_rank that
+    # deepspeed.launcher.launch inserts right after the script: the shim forwards them to its
+    # `radllm` subcommand, whose parser is the one that runs.
+    module = _load_entry_point(REPO / entry)
+    args = vars(build_parser().parse_args(subcommand_argv(module.COMMAND, ["--local_rank=0", *expected_user_args])))
     for option, value in zip(expected_user_args, expected_user_args[1:]):
         if option.startswith("--") and not value.startswith("--") and option != "--set":
             assert str(args[option[2:].replace("-", "_")]) == value, option

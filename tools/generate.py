@@ -1,6 +1,11 @@
-"""`deepspeed tools/generate.py ...` from a checkout: the same as `deepspeed --module radllm.launchers.generate ...`."""
+"""`deepspeed tools/generate.py TASK ...` from a checkout: the same as `radllm generate TASK ...` (see `radllm generate --help`).
 
-from radllm.launchers.generate import main
+Installed, the same launch is `deepspeed --module radllm generate TASK ...`.
+"""
+
+from radllm.cli import main
+
+COMMAND = "generate"
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(command=COMMAND))

@@ -1,6 +1,11 @@
-"""`deepspeed tools/tokenize_shards.py ...` from a checkout: the same as `deepspeed --module radllm.launchers.tokenize_shards ...`."""
+"""`deepspeed tools/tokenize_shards.py ...` from a checkout: the same as `radllm tokenize ...` (see `radllm tokenize --help`).
 
-from radllm.launchers.tokenize_shards import main
+Installed, the same launch is `deepspeed --module radllm tokenize ...`.
+"""
+
+from radllm.cli import main
+
+COMMAND = "tokenize"
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(command=COMMAND))

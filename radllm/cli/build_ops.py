@@ -29,5 +29,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     built = build_shm_op()
     print(f"DeepSpeed CPU comm op ready in {built}" if built else "no CPU comm op for this DeepSpeed accelerator: nothing to build")
-    print("DeepSpeedCPUAdam op ready (optimizer offload)" if build_cpu_adam_op() else "DeepSpeedCPUAdam cannot be built here: optimizer offload is unavailable")
+    print("DeepSpeedCPUAdam op ready (optimizer offload)" if build_cpu_adam_op()
+          else "DeepSpeedCPUAdam cannot be built here: optimizer offload is unavailable")
     return 0

@@ -10,7 +10,8 @@ import argparse
 from radllm.evaluation.demo_table import format_table, read_metrics, read_timings
 
 NAME = "demo-table"
-HELP = "print the demo's headline figures (report clinical F1 vs baselines and the shuffled-image control, with intervals; images, VQA, perplexity)"
+HELP = ("print the demo's headline figures (report clinical F1 vs baselines and the shuffled-image control, with intervals; "
+        "images, VQA, perplexity)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

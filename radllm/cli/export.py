@@ -11,7 +11,8 @@ HELP = "write a training checkpoint as a Hugging Face model dir (safetensors, co
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a complete checkpoint directory, e.g. runs/stage1/checkpoints/step_0001000")
     parser.add_argument("--out", required=True, help="output model directory (replaced atomically)")
-    parser.add_argument("--lora", choices=("merge", "adapter"), default="merge", help="LoRA runs: merge the adapters into the weights (default) or save a peft adapter")
+    parser.add_argument("--lora", choices=("merge", "adapter"), default="merge",
+                        help="LoRA runs: merge the adapters into the weights (default) or save a peft adapter")
 
 
 def run(args: argparse.Namespace) -> int:

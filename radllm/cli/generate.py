@@ -5,7 +5,16 @@
     radllm generate images  --model runs/demo/model --vq runs/demo/vq --input reports.txt --out gen/ --cfg-scale 4
     radllm generate vqa     --model runs/demo/model --vq runs/demo/vq --input runs/demo/shards --split test --out vqa.jsonl
 
-Several processes split the input with `deepspeed tools/generate.py TASK ...` (same arguments).
+Several processes (one per GPU) split the input:
+
+    deepspeed --num_gpus 8 --module radllm generate reports --model MODEL --vq VQ --input M --out preds.jsonl
+    deepspeed --num_gpus 8 tools/generate.py reports ...       # the same from a checkout (shim)
+    DS_ACCELERATOR=cpu deepspeed --num_accelerators 2 tools/generate.py vqa --model MODEL --vq VQ --input SHARDS --out vqa.jsonl
+
+Rank r generates the studies i ≡ r (mod world size) into its own part file
+(`OUT.part-0000r-of-0000N`, appended atomically per batch, resumable); once every rank has finished
+(one all-reduce that also tells the others whether it succeeded), rank 0 merges the parts into OUT
+in input order, so the output equals a one-process run's. `--device auto` uses cuda:LOCAL_RANK.
 A killed run resumes where it stopped when rerun with the same arguments.
 """
 
@@ -14,6 +23,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from radllm.cli import add_dist_timeout
 from radllm.generation.sampling import STRATEGIES, DecodingConfig
 from radllm.labels import OBSERVATIONS
 from radllm.tasks.image_generation import IMAGE_CONDITIONS
@@ -39,11 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for task in ("reports", "images", "vqa"):
         sub = tasks.add_parser(task, help=_HELP[task], description=_HELP[task])
         configure_task(sub, task)
+        add_dist_timeout(sub)
         sub.set_defaults(handler=run)
 
 
 def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
-    """Arguments of one task (shared with `tools/generate.py`)."""
+    """Arguments of one task."""
     parser.add_argument("--model", required=True, type=Path, help="exported model directory (HF files + radllm.json)")
     parser.add_argument("--vq", type=Path, default=None, required=task == "images",
                         help="VQ-GAN directory the model's radllm.json was built for (needed to encode images / decode PNGs)")
@@ -54,21 +65,27 @@ def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:0, ... (default auto)")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on cuda, float32 on cpu), float32, bfloat16, float16")
-    parser.add_argument("--stage", type=int, default=2, choices=(1, 2), help="prompt format of the model: 1 plain pairs, 2 instructions (default 2)")
+    parser.add_argument("--stage", type=int, default=2, choices=(1, 2),
+                        help="prompt format of the model: 1 plain pairs, 2 instructions (default 2)")
     parser.add_argument("--template", type=int, default=0, help="index of the instruction / question phrasing (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed; each study draws from its own generator seeded by (seed, study id)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="sampling seed; each study draws from its own generator seeded by (seed, study id)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     if task != "images":
         parser.add_argument("--max-views", type=int, default=2, help="images shown per study, frontal first (default 2)")
         parser.add_argument("--shuffle-images", type=int, default=None, metavar="SEED",
-                            help="control: show each study the images of another study of the input (a derangement seeded by SEED); "
-                                 "records say which in image_from. Scored against the own references = a model that ignores the image")
+                            help="control: show each study the images of another study of the input (a derangement seeded by "
+                                 "SEED); records say which in image_from. Scored against the own references = a model that ignores "
+                                 "the image")
     if task == "vqa":
-        parser.add_argument("--observations", nargs="+", default=list(OBSERVATIONS), metavar="NAME", help="CheXpert observations to ask about (default all 14)")
-        parser.add_argument("--questions", type=Path, default=None, help="JSONL of {study_id, observation, question} instead of the templates")
+        parser.add_argument("--observations", nargs="+", default=list(OBSERVATIONS), metavar="NAME",
+                            help="CheXpert observations to ask about (default all 14)")
+        parser.add_argument("--questions", type=Path, default=None,
+                            help="JSONL of {study_id, observation, question} instead of the templates")
         return
     strategies = [s for s in STRATEGIES if task == "reports" or s != "beam"]
-    parser.add_argument("--strategy", choices=strategies, default=_DEFAULT_STRATEGY[task], help=f"decoding (default {_DEFAULT_STRATEGY[task]})")
+    parser.add_argument("--strategy", choices=strategies, default=_DEFAULT_STRATEGY[task],
+                        help=f"decoding (default {_DEFAULT_STRATEGY[task]})")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
     parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (default 0 = off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
@@ -119,10 +136,18 @@ def describe(summary, counts: dict[str, int] | None, out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """This rank's share, then (rank 0, once every rank succeeded) the merge."""
     from radllm.generation import prepare_job
+    from radllm.ranks import process_group, run_then_agree
 
-    job = prepare_job(build_request(args))
-    summary = job.run()
-    counts = job.merge()
-    print(describe(summary, counts, job.request.records_path))
+    with process_group(timeout_hours=args.dist_timeout_hours) as ranks:
+        args.device = ranks.device_for(args.device)
+
+        def share():  # inside the agreement: a rank that fails even to prepare must not strand the others
+            job = prepare_job(build_request(args))
+            return job, job.run(ranks.rank, ranks.world_size)
+
+        job, summary = run_then_agree(share, ranks, kept="records written so far are kept")
+        counts = job.merge() if ranks.rank == 0 else None
+        print(describe(summary, counts, job.request.records_path))
     return 0

@@ -36,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.shards, args.split, args.device, args.dtype, args.tokens_per_row, args.rows_per_batch, not args.no_progress
     )
     atomic.write_json(args.out, result.to_json())
-    print(f"perplexity {result.perplexity:.4f} (nll {result.nll:.4f} over {result.n_tokens} tokens of {result.n_studies} reports) -> {args.out}")
+    print(f"perplexity {result.perplexity:.4f} (nll {result.nll:.4f} over {result.n_tokens} tokens of {result.n_studies} reports) "
+          f"-> {args.out}")
     return 0

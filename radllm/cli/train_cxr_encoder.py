@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from radllm.cli import add_run_config
 from radllm.config import load_config
 from radllm.encoders.train_config import CXREncoderTrainConfig
 
@@ -13,11 +14,7 @@ HELP = "train the small-cnn chest X-ray classifier (feature loss / clinical agre
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML run config (see configs/demo/cxr_encoder.yaml)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key, e.g. --set optim.epochs=5 --set out_dir=runs/enc (repeatable)",
-    )
+    add_run_config(parser, "configs/demo/cxr_encoder.yaml", "optim.epochs=5 --set out_dir=runs/enc")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
