@@ -79,6 +79,7 @@ from transformers import (  # noqa: E402
     AutoTokenizer, DataCollatorForSeq2Seq, LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments,
 )
 
+from radllm.cli import exit_now  # noqa: E402
 from radllm.data.sample import TokenizedStudy  # noqa: E402
 from radllm.data.shards import write_split_shards  # noqa: E402
 from radllm.packing import pack_examples  # noqa: E402
@@ -410,7 +411,7 @@ def main() -> None:
     args = parse_args()
     if args.hf_worker:
         hf_worker(args.hf_worker)
-        return
+        exit_now(0)  # as radllm's trainer does: a process group's C++ teardown can abort a finished rank
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         reports = phantom_reports(args.studies, args.seed)
