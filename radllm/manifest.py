@@ -7,6 +7,12 @@
      "split": "train",                                            # train | val | test
      "meta": {...}}                                               # free-form, JSON-serialisable
 
+One meta key has a meaning: ``meta.finding_attributes`` (`FINDING_ATTRIBUTES`), the ground-truth
+side and severity of present findings, {observation: {"side": "right"|"left"|"bilateral",
+"severity": "mild"|"moderate"|"severe"}} (either key optional). Phantoms write it; evaluation
+checks the sides and severities of generated reports against it, and reads them from the
+reference report's words where it is absent.
+
 Image paths are stored relative to the manifest's directory when they lie under it, so a dataset
 directory can be moved as a whole; `Study.image_paths(root)` resolves them.
 """
@@ -26,6 +32,8 @@ from radllm.jsonl import text_lines
 from radllm.labels import Labels, empty_labels, validate_labels
 
 SPLITS = ("train", "val", "test")
+#: The meta key of ground-truth sides and severities (see the module docstring).
+FINDING_ATTRIBUTES = "finding_attributes"
 FRONTAL_VIEWS = ("PA", "AP", "AP_SUPINE", "FRONTAL")
 LATERAL_VIEWS = ("LATERAL", "LL", "RL", "LAO", "RAO")
 

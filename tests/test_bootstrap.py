@@ -76,7 +76,7 @@ def test_interval_of_three_studies_matches_the_enumerated_resamples() -> None:
              for t in itertools.product(range(3), repeat=3)]
     assert (found["report/diff/base/ce_f1_micro_present/ci_low"], found["report/diff/base/ce_f1_micro_present/ci_high"]) == (0.0, 1.0)
     study = ["a", "b", "c"]
-    statistic = report_statistics(model.report, study)["ce_f1_micro_present"]
+    statistic = report_statistics(model, study)["ce_f1_micro_present"]
     values = evaluate_resamples(statistic, resample_weights(3, 4000, seed=0))
     assert values.mean() == pytest.approx(np.mean(exact), abs=4 * np.std(exact) / np.sqrt(4000))
     assert (values == 0).mean() == pytest.approx(8 / 27, abs=0.03)

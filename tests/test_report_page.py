@@ -85,7 +85,7 @@ def test_page_opens_with_the_headline_and_ends_with_every_metric(page: str) -> N
     assert sections == ["headline", "findings", "curves", "samples", "metrics"]
     headline = page[page.index("<section id=headline>"):page.index("<section id=findings>")]
     assert [re.sub("<[^>]+>", "", row) for row in re.findall(r"<tr><td>(.*?)</td>", headline)] == [
-        "model", "baseline: always normal", "control: shuffled images",
+        "model", "baseline: always normal", "control: shuffled images", "reference reports",
         "model − baseline: always normal", "model − control: shuffled images"]
     # model: tp 4, fp 1 (s5) -> F1 8/9; always normal: 0; the difference cell carries its interval
     assert "0.889 <span class=ci>[" in headline and "+0.889 <span class=ci>[" in headline

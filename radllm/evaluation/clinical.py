@@ -15,7 +15,7 @@ scikit-learn's ``zero_division=0`` does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,32 +59,50 @@ def binarize(value: int | None, policy: str) -> int | None:
     return 1 if value == 1 else 0
 
 
-_SLOT = {(1, 1): 0, (1, 0): 1, (0, 1): 2, (0, 0): 3}  # (predicted, reference) -> index of tp, fp, fn, tn
+TP, FP, FN, TN = range(4)  # index of each count in the last axis of `pair_counts`
+_SLOT = {(1, 1): TP, (1, 0): FP, (0, 1): FN, (0, 0): TN}  # (predicted, reference) -> slot
 
 
-def pair_counts(predicted: Sequence[Labels], reference: Sequence[Labels], observations: Sequence[str], policy: str) -> np.ndarray:
+def pair_counts(
+    predicted: Sequence[Labels],
+    reference: Sequence[Labels],
+    observations: Sequence[str],
+    policy: str,
+    contradicted: Sequence[Collection[str]] | None = None,
+) -> np.ndarray:
     """Confusion counts of every (study, observation) pair: int array [studies, observations, 4] of (tp, fp, fn, tn).
 
     Each pair is one-hot in the last axis, or all zero when the policy ignores it. Summed over
     studies it gives `confusion_tables`; kept per study, it lets the bootstrap
     (`radllm.evaluation.bootstrap`) recompute micro averages of resampled studies from summed counts.
+
+    `contradicted[i]` (strict scoring): observations that report i both affirms and negates
+    (`radllm.evaluation.coherence`). Such a pair is an error whichever way the reference goes: a
+    false negative when the reference is positive, a false positive when it is negative.
     """
-    if len(predicted) != len(reference):
-        raise ValueError(f"need paired labels: {len(predicted)} predicted vs {len(reference)} reference")
+    if len(predicted) != len(reference) or (contradicted is not None and len(contradicted) != len(predicted)):
+        raise ValueError(f"need paired labels: {len(predicted)} predicted vs {len(reference)} reference"
+                         + ("" if contradicted is None else f" vs {len(contradicted)} contradiction sets"))
     counts = np.zeros((len(predicted), len(observations), 4), dtype=np.int64)
     for i, (pred, ref) in enumerate(zip(predicted, reference)):
         for j, name in enumerate(observations):
             p, r = binarize(pred.get(name), policy), binarize(ref.get(name), policy)
             if p is not None and r is not None:
+                if contradicted is not None and name in contradicted[i]:
+                    p = 1 - r  # whatever the reference, the report got it wrong
                 counts[i, j, _SLOT[p, r]] = 1
     return counts
 
 
 def confusion_tables(
-    predicted: Sequence[Labels], reference: Sequence[Labels], observations: Sequence[str], policy: str
+    predicted: Sequence[Labels],
+    reference: Sequence[Labels],
+    observations: Sequence[str],
+    policy: str,
+    contradicted: Sequence[Collection[str]] | None = None,
 ) -> dict[str, Confusion]:
-    """One `Confusion` per observation over paired label dicts."""
-    totals = pair_counts(predicted, reference, observations, policy).sum(axis=0)  # [observations, 4]
+    """One `Confusion` per observation over paired label dicts (strict with `contradicted`, see `pair_counts`)."""
+    totals = pair_counts(predicted, reference, observations, policy, contradicted).sum(axis=0)  # [observations, 4]
     return {name: Confusion(*(int(c) for c in totals[j])) for j, name in enumerate(observations)}
 
 

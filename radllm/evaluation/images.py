@@ -16,6 +16,7 @@ runs with the same extractor only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 
 from radllm.encoders import CXREncoder, clinical_agreement
 from radllm.errors import RadllmError
-from radllm.evaluation.clinical import averaged_scores, binarize, confusion_tables
+from radllm.evaluation.clinical import TN, TP, averaged_scores, confusion_tables, pair_counts
 from radllm.evaluation.inputs import Reference
 from radllm.imaging import load_image, read_grayscale
 from radllm.labels import Labels
@@ -106,15 +107,58 @@ def reconstruction_metrics(
     return {f"image/{k}": v for k, v in out.items()}
 
 
+@dataclass
+class ImageScores:
+    """The ``image/`` keys of generated images, and per study the counts their bootstrap resamples."""
+
+    metrics: dict[str, Any]
+    counts: dict[str, np.ndarray] = field(default_factory=dict)  # study id -> int [findings, 4] (tp, fp, fn, tn)
+
+
 @torch.no_grad()
-def generation_metrics(
+def classifier_findings(records: Sequence[Mapping[str, Any]], classifier: CXREncoder, batch_size: int = 32) -> list[Labels]:
+    """The classifier's 1/0 findings on each record's image, over its own observations."""
+    size, names, found = classifier.input_size, classifier.label_names, []
+    for start in range(0, len(records), batch_size):
+        batch = torch.cat([_load(r["image"], size) for r in records[start : start + batch_size]])
+        found += classifier.predict_findings(batch).cpu().tolist()
+    return [dict(zip(names, row)) for row in found]
+
+
+def requested_finding_scores(
+    study_ids: Sequence[str], found: Sequence[Labels], requested: Sequence[Labels], names: Sequence[str], policy: str
+) -> ImageScores:
+    """``gen_clinical_agreement`` and ``gen_clinical_f1_micro`` of the findings `found` in each image
+    against those `requested` of it, over the observations `names`.
+
+    Agreement counts every (image, observation) pair, so with most findings absent an image that
+    shows nothing scores high (see ``image/baseline_absent``); the F1 counts only requested and
+    found findings and is the headline.
+    """
+    counts = pair_counts(found, requested, names, policy)  # [n, findings, 4]
+    totals = counts.sum(axis=(0, 1))
+    pairs = int(totals.sum())
+    metrics = {
+        "gen_clinical_agreement": float(totals[TP] + totals[TN]) / pairs if pairs else None,
+        "gen_clinical_f1_micro": averaged_scores(confusion_tables(found, list(requested), names, policy))["f1_micro"],
+    }
+    return ImageScores({f"image/{k}": v for k, v in metrics.items()}, dict(zip(study_ids, counts)))
+
+
+def absent_image_scores(study_ids: Sequence[str], requested: Sequence[Labels], names: Sequence[str], policy: str) -> ImageScores:
+    """What an image in which the classifier finds nothing scores (``image/baseline_absent/...``)."""
+    return requested_finding_scores(study_ids, [dict.fromkeys(names, 0) for _ in study_ids], requested, names, policy)
+
+
+@torch.no_grad()
+def score_generated_images(
     records: Sequence[Mapping[str, Any]],
     references: Mapping[str, Reference],
     requested: Sequence[Labels],
     policy: str,
     feature_extractor: CXREncoder | None,
     classifier: CXREncoder | None,
-) -> dict[str, Any]:
+) -> ImageScores:
     """``gen_*`` keys and ``fid`` for generated images; `requested[i]` are the findings asked of
     `records[i]`. Without an extractor or classifier the matching keys are left out and
     ``*_skipped`` says why."""
@@ -133,21 +177,20 @@ def generation_metrics(
         )
     if classifier is None:
         out["gen_clinical_agreement_skipped"] = "no --classifier given"
-        return {f"image/{k}": v for k, v in out.items()}
-    size = classifier.input_size
-    names = classifier.label_names
-    found = []
-    for start in range(0, len(records), 32):
-        batch = torch.cat([_load(r["image"], size) for r in records[start : start + 32]])
-        found += classifier.predict_findings(batch).cpu().tolist()
-    predicted = [dict(zip(names, row)) for row in found]
-    agree = total = 0
-    for pred, asked in zip(predicted, requested):
-        for name in names:
-            target = binarize(asked.get(name), policy)
-            if target is not None:
-                agree += int(pred[name] == target)
-                total += 1
-    out["gen_clinical_agreement"] = agree / total if total else None
-    out["gen_clinical_f1_micro"] = averaged_scores(confusion_tables(predicted, list(requested), names, policy))["f1_micro"]
-    return {f"image/{k}": v for k, v in out.items()}
+        return ImageScores({f"image/{k}": v for k, v in out.items()})
+    scores = requested_finding_scores([r["study_id"] for r in records], classifier_findings(records, classifier), requested,
+                                      classifier.label_names, policy)
+    scores.metrics = {**{f"image/{k}": v for k, v in out.items()}, **scores.metrics}
+    return scores
+
+
+def generation_metrics(
+    records: Sequence[Mapping[str, Any]],
+    references: Mapping[str, Reference],
+    requested: Sequence[Labels],
+    policy: str,
+    feature_extractor: CXREncoder | None,
+    classifier: CXREncoder | None,
+) -> dict[str, Any]:
+    """The ``image/`` keys of `score_generated_images`."""
+    return score_generated_images(records, references, requested, policy, feature_extractor, classifier).metrics

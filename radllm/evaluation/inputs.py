@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from radllm.errors import RadllmError
+from radllm.evaluation.attributes import StudyAttributes, ground_truth_attributes
 from radllm.jsonl import iter_json_objects
 from radllm.labels import OBSERVATIONS, Labels, validate_labels
-from radllm.manifest import iter_manifest, looks_like_manifest, manifest_root
+from radllm.manifest import FINDING_ATTRIBUTES, iter_manifest, looks_like_manifest, manifest_root
 from radllm.report_text import report_text
 from radllm.tasks import ANSWERS
 
@@ -41,6 +42,7 @@ class Reference:
     text: str
     labels: Labels | None = None  # None: the reference file has no labels for this study
     images: list[Path] = field(default_factory=list)  # absolute paths, frontal view first
+    attributes: StudyAttributes | None = None  # ground-truth sides/severities (manifest meta.finding_attributes); None: read from the text
 
 
 def _read_jsonl(path: Path, what: str) -> list[tuple[str, dict[str, Any]]]:
@@ -63,7 +65,10 @@ def load_references(path: str | os.PathLike) -> dict[str, Reference]:
             pairs = sorted(zip(study.images, study.image_paths(root)), key=lambda pair: not pair[0].is_frontal)
             paths = [image_path for _ref, image_path in pairs]
             has_labels = any(v is not None for v in study.labels.values())
-            refs[study.study_id] = Reference(study.study_id, text, dict(study.labels) if has_labels else None, paths)
+            attributes = study.meta.get(FINDING_ATTRIBUTES)
+            if attributes is not None:
+                attributes = ground_truth_attributes(attributes, f"{path} study {study.study_id}")
+            refs[study.study_id] = Reference(study.study_id, text, dict(study.labels) if has_labels else None, paths, attributes)
         return refs
     refs = {}
     for where, obj in _read_jsonl(path, "references"):

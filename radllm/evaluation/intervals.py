@@ -13,7 +13,8 @@ resample (`radllm.evaluation.bootstrap`). Keys (README "Evaluation"):
 
 with (group, metric) in `METRICS`. Micro F1 over the "present" observations keeps the set of
 observations of the point value (those with a positive reference among the compared studies)
-in every resample, so each resample measures the same thing.
+in every resample, so each resample measures the same thing; VQA macro AUROC likewise averages
+the observations defined on the point sample, each resample leaving out those it lacks a class of.
 """
 
 from __future__ import annotations
@@ -27,84 +28,106 @@ import numpy as np
 from radllm.evaluation.bootstrap import (
     Statistic, auroc, evaluate_resamples, micro_f1, percentile_interval, point_value, ratio, resample_weights,
 )
-from radllm.evaluation.clinical import pair_counts
-from radllm.evaluation.inputs import Reference
-from radllm.evaluation.reports import reference_labels
-from radllm.evaluation.vqa import QuestionOutcome, question_outcomes
-from radllm.labeler.model_labeler import ReportLabeler
-from radllm.labels import OBSERVATIONS
+from radllm.evaluation.clinical import FN, TP
+from radllm.evaluation.vqa import QuestionOutcome
 
 #: (group, metric) pairs that get intervals; the metric names are those of the point values.
-METRICS = (("report", "ce_f1_micro_present"), ("vqa", "auroc_micro"), ("vqa", "accuracy"))
+METRICS = (
+    ("report", "ce_f1_micro_present"),
+    ("report", "ce_f1_micro_present_strict"),
+    ("report", "contradiction_rate"),
+    ("vqa", "auroc_macro"),
+    ("vqa", "auroc_micro"),
+    ("vqa", "accuracy"),
+    ("image", "gen_clinical_f1_micro"),
+)
 DIFF = "diff"  # the key segment of differences (a reserved prediction-set name)
-_TP, _FN = 0, 2  # indices in `pair_counts`' last axis
 
 
 @dataclass
 class Outcomes:
-    """What the bootstrap resamples for one prediction set: per-study report counts and per-question outcomes."""
+    """What the bootstrap resamples for one prediction set, per study (or per question)."""
 
     report: dict[str, np.ndarray] = field(default_factory=dict)  # study id -> int [14, 4] (tp, fp, fn, tn) per observation
+    report_strict: dict[str, np.ndarray] = field(default_factory=dict)  # the same, self-contradictions counted as errors
+    contradicted: dict[str, bool] = field(default_factory=dict)  # study id -> the report contradicts itself
+    image: dict[str, np.ndarray] = field(default_factory=dict)  # study id -> int [findings, 4]: classifier vs requested
     vqa: dict[tuple, QuestionOutcome] = field(default_factory=dict)  # (study id, observation, question) -> outcome
 
 
-def set_outcomes(
-    predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], policy: str, report_source: str, truth_source: str,
-    labeler: ReportLabeler,
-) -> Outcomes:
-    """Outcomes of one set's report and VQA records, scored as `radllm.evaluation.suite.compute_metrics` scores them
-    (reference labels of reports from `report_source`, VQA truth from `truth_source`)."""
-    outcomes = Outcomes()
-    reports = predictions.get("report", [])
-    if reports:
-        truth = reference_labels([references[r["study_id"]] for r in reports], report_source, labeler)
-        counts = pair_counts(labeler.label_many([r["report"] for r in reports]), truth, OBSERVATIONS, policy)
-        outcomes.report = {r["study_id"]: c for r, c in zip(reports, counts)}
-    questions = predictions.get("vqa", [])
-    if questions:
-        ids = sorted({r["study_id"] for r in questions})
-        truth = dict(zip(ids, reference_labels([references[i] for i in ids], truth_source, labeler)))
-        for record, outcome in zip(questions, question_outcomes(questions, truth, policy)):
-            outcomes.vqa[(record["study_id"], record["observation"], record.get("question"))] = outcome
-    return outcomes
+def report_statistics(outcomes: Outcomes, ids: Sequence[str]) -> dict[str, Statistic]:
+    """The ``report`` statistics of `METRICS` over the studies `ids`, in that order."""
+    counts = np.stack([outcomes.report[i] for i in ids])  # [n, 14, 4]
+    present = (counts[:, :, TP] + counts[:, :, FN]).sum(axis=0) > 0  # [14]
+    out = {"ce_f1_micro_present": micro_f1(counts[:, present].sum(axis=1))}
+    if outcomes.report_strict:
+        strict = np.stack([outcomes.report_strict[i] for i in ids])
+        out["ce_f1_micro_present_strict"] = micro_f1(strict[:, present].sum(axis=1))
+    if outcomes.contradicted:
+        out["contradiction_rate"] = ratio(np.array([float(outcomes.contradicted[i]) for i in ids]), np.ones(len(ids)))
+    return out
 
 
-def report_statistics(report: Mapping[str, np.ndarray], ids: Sequence[str]) -> dict[str, Statistic]:
-    """{"ce_f1_micro_present": statistic over the studies `ids`, in that order}."""
-    counts = np.stack([report[i] for i in ids])  # [n, 14, 4]
-    present = (counts[:, :, _TP] + counts[:, :, _FN]).sum(axis=0) > 0  # [14]
-    return {"ce_f1_micro_present": micro_f1(counts[:, present].sum(axis=1))}
+def image_statistics(outcomes: Outcomes, ids: Sequence[str]) -> dict[str, Statistic]:
+    """{"gen_clinical_f1_micro"}: micro F1 of the findings found in generated images against those requested."""
+    return {"gen_clinical_f1_micro": micro_f1(np.stack([outcomes.image[i] for i in ids]).sum(axis=1))}
+
+
+def _macro_auroc(parts: list[Statistic]) -> Statistic:
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        values = np.stack([part(weights) for part in parts])  # [observations, B]
+        defined = np.isfinite(values)
+        return np.divide(np.where(defined, values, 0.0).sum(axis=0), defined.sum(axis=0),
+                         out=np.full(values.shape[1], np.nan), where=defined.sum(axis=0) > 0)
+
+    return statistic
 
 
 def vqa_statistics(vqa: Mapping[tuple, QuestionOutcome], keys: Sequence[tuple], ids: Sequence[str]) -> dict[str, Statistic]:
-    """{"auroc_micro", "accuracy"} over the questions `keys`, resampled by their studies `ids` (in that order)."""
+    """{"auroc_macro", "auroc_micro", "accuracy"} over the questions `keys`, resampled by their studies `ids` (in that order)."""
     column = {sid: i for i, sid in enumerate(ids)}
     answered = [vqa[k] for k in keys if vqa[k].correct is not None]
     studies = np.array([column[o.study_id] for o in answered], dtype=np.int64)
     correct = np.bincount(studies, weights=[float(o.correct) for o in answered], minlength=len(ids))
     asked = np.bincount(studies, minlength=len(ids))
     ranked = [o for o in answered if o.target is not None]
+
+    def ranking(items: list[QuestionOutcome]) -> Statistic:
+        return auroc(np.array([column[o.study_id] for o in items], dtype=np.int64),
+                     np.array([o.p_yes for o in items]), np.array([o.target for o in items]))
+
+    per_observation = {}
+    for o in ranked:
+        per_observation.setdefault(o.observation, []).append(o)
+    defined = [items for items in per_observation.values() if 0 < sum(o.target for o in items) < len(items)]
     return {
-        "auroc_micro": auroc(np.array([column[o.study_id] for o in ranked], dtype=np.int64),
-                             np.array([o.p_yes for o in ranked]), np.array([o.target for o in ranked])),
+        "auroc_macro": _macro_auroc([ranking(items) for items in defined]),
+        "auroc_micro": ranking(ranked),
         "accuracy": ratio(correct, asked),
     }
 
 
-def _studies_of(keys: Sequence[tuple]) -> list[str]:
-    return sorted({k[0] for k in keys})
+def _statistics(outcomes: Outcomes) -> dict[str, tuple[list[str], dict[str, Statistic]]]:
+    """group -> (study ids, statistics) of every group the set has outcomes for."""
+    out = {}
+    if outcomes.report:
+        ids = sorted(outcomes.report)
+        out["report"] = (ids, report_statistics(outcomes, ids))
+    if outcomes.image:
+        ids = sorted(outcomes.image)
+        out["image"] = (ids, image_statistics(outcomes, ids))
+    if outcomes.vqa:
+        keys = list(outcomes.vqa)
+        ids = _studies_of(keys)
+        out["vqa"] = (ids, vqa_statistics(outcomes.vqa, keys, ids))
+    return out
 
 
 def own_intervals(outcomes: Outcomes, resamples: int, seed: int) -> dict[str, Any]:
     """``<group>/<metric>/ci_low`` and ``/ci_high`` of one set (unnamed keys; `named_keys` adds the name)."""
     out: dict[str, Any] = {}
-    if outcomes.report:
-        ids = sorted(outcomes.report)
-        out.update(_intervals("report", report_statistics(outcomes.report, ids), len(ids), resamples, seed))
-    if outcomes.vqa:
-        keys = list(outcomes.vqa)
-        ids = _studies_of(keys)
-        out.update(_intervals("vqa", vqa_statistics(outcomes.vqa, keys, ids), len(ids), resamples, seed))
+    for group, (ids, statistics) in _statistics(outcomes).items():
+        out.update(_intervals(group, statistics, len(ids), resamples, seed))
     return out
 
 
@@ -113,14 +136,23 @@ def paired_differences(model: Outcomes, other: Outcomes, name: str, resamples: i
     out: dict[str, Any] = {}
     common = sorted(set(model.report) & set(other.report))
     if common:
-        pairs = zip(report_statistics(model.report, common).items(), report_statistics(other.report, common).values())
-        out.update(_differences("report", name, {metric: _minus(a, b) for (metric, a), b in pairs}, len(common), resamples, seed))
+        mine, theirs = report_statistics(model, common), report_statistics(other, common)
+        shared = [m for m in mine if m in theirs]
+        out.update(_differences("report", name, {m: _minus(mine[m], theirs[m]) for m in shared}, len(common), resamples, seed))
+    common = sorted(set(model.image) & set(other.image))
+    if common:
+        mine, theirs = image_statistics(model, common), image_statistics(other, common)
+        out.update(_differences("image", name, {m: _minus(mine[m], theirs[m]) for m in mine}, len(common), resamples, seed))
     keys = [k for k in model.vqa if k in other.vqa]
     if keys:
         ids = _studies_of(keys)
         mine, theirs = vqa_statistics(model.vqa, keys, ids), vqa_statistics(other.vqa, keys, ids)
         out.update(_differences("vqa", name, {m: _minus(mine[m], theirs[m]) for m in mine}, len(ids), resamples, seed))
     return out
+
+
+def _studies_of(keys: Sequence[tuple]) -> list[str]:
+    return sorted({k[0] for k in keys})
 
 
 def _minus(a: Statistic, b: Statistic) -> Statistic:

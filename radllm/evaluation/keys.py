@@ -13,12 +13,22 @@ def slug(observation: str) -> str:
     return observation.lower().replace(" ", "_")
 
 
+#: Set names `radllm evaluate` writes itself: the reference reports' coherence
+#: (``report/reference/contradiction_rate``) and, for generated images, an image in which the
+#: classifier finds nothing (``image/baseline_absent/...``). A prediction file may not take them.
+REFERENCE = "reference"
+ABSENT_IMAGES = "baseline_absent"
+
 #: What report.html and the demo table call the prediction sets `radllm evaluate` is usually given.
 SET_LABELS = {
     "": "model",
     "baseline_normal": "baseline: always normal",
     "baseline_nearest": "baseline: nearest train study by codes",
+    "baseline_probe": "baseline: code probe in a template",
+    "baseline_prior": "baseline: answer prior, no image",
+    ABSENT_IMAGES: "baseline: image showing nothing",
     "shuffled": "control: shuffled images",
+    REFERENCE: "reference reports",
 }
 
 

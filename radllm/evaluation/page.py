@@ -1,7 +1,9 @@
 """``report.html``: one self-contained page that opens with what a reader wants first.
 
-Sections, in order: the headline table (the model against the baselines and controls, with
-bootstrap intervals, and the paired differences), per-finding clinical F1 as a bar chart, the
+Sections, in order: the headline tables (reports, VQA, generated images: the model against the
+baselines and controls, with bootstrap intervals, and the paired differences; the references'
+coherence beside them), per-finding clinical F1 as a bar chart (the code-probe baseline among the
+bars), the reports that contradict themselves or repeat a sentence with those sentences marked, the
 learning curves of the training runs (`radllm.evaluation.curves`), sample studies side by side
 (reference image and report, generated report and image), and last the full metric tables.
 
@@ -23,7 +25,7 @@ from PIL import Image
 
 from radllm.evaluation.curves import RunLog, curve_panels
 from radllm.evaluation.intervals import DIFF, METRICS
-from radllm.evaluation.keys import set_key, set_label, slug
+from radllm.evaluation.keys import REFERENCE, set_key, set_label, slug
 from radllm.evaluation.svg import bar_chart, line_chart
 from radllm.imaging import load_image
 from radllm.labels import OBSERVATIONS
@@ -43,15 +45,38 @@ td.up { background: #e3f4e6; } td.down { background: #fbe4e2; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 """
 
-#: (group, metric, column header) of the headline table, in column order; a column without any value is left out.
-HEADLINE_COLUMNS = (
-    ("report", "ce_f1_micro_present", "clinical F1 micro (present)"),
-    ("report", "ce_f1_micro_14", "clinical F1 micro (14)"),
-    ("report", "bleu_4", "BLEU-4"),
-    ("vqa", "auroc_micro", "VQA AUROC micro"),
-    ("vqa", "accuracy", "VQA accuracy"),
-    ("image", "gen_clinical_agreement", "generated images: clinical agreement"),
+#: Headline tables, one per group: (group, [(metric, column header)]) in column order; a column
+#: without any value is left out. Strict F1 and coherence come first: they are what a radiologist
+#: would check; the CheXpert-convention F1 follows for comparison with papers.
+HEADLINE_TABLES = (
+    ("report", (
+        ("ce_f1_micro_present_strict", "clinical F1 strict"),
+        ("ce_f1_micro_present", "clinical F1 (CheXpert)"),
+        ("ce_f1_micro_present_excl_no_finding", "F1 without No Finding"),
+        ("ce_f1_macro_present", "F1 macro"),
+        ("contradiction_rate", "self-contradicting"),
+        ("repeat_rate", "repeating a sentence"),
+        ("side_consistency", "same side in both sections"),
+        ("side_match", "side right (found findings)"),
+        ("distinct_fraction", "distinct reports"),
+        ("bleu_4", "BLEU-4"),
+    )),
+    ("vqa", (("auroc_macro", "VQA AUROC macro"), ("auroc_micro", "VQA AUROC micro"), ("accuracy", "VQA accuracy"))),
+    ("image", (
+        ("gen_clinical_f1_micro", "generated images: F1 of requested findings"),
+        ("gen_clinical_agreement", "agreement (mostly absent findings)"),
+        ("fid", "FID"),
+    )),
 )
+GROUP_TITLES = {"report": "Reports", "vqa": "VQA", "image": "Generated images"}
+
+
+@dataclass
+class FlaggedReport:
+    """A generated report that contradicts itself or repeats a sentence: (section, sentence, why marked or None) in order."""
+
+    study_id: str
+    sentences: list[tuple[str, str, str | None]]
 
 
 @dataclass
@@ -96,36 +121,42 @@ def _with_interval(metrics: Mapping[str, Any], key: str, signed: bool = False) -
 
 
 def headline_section(metrics: Mapping[str, Any]) -> str:
-    """The model and every named set on the headline metrics, then model − set with its paired interval."""
+    """Per group: the model, the baselines and controls (and the references' coherence) on the
+    headline metrics, then model − set with its paired interval."""
     sets = prediction_sets(metrics)
-    columns = [c for c in HEADLINE_COLUMNS if any(set_key(c[0], n, c[1]) in metrics for n in sets)]
-    if not columns:
-        return ""
-    header = "".join(f"<th>{html.escape(title)}</th>" for _, _, title in columns)
-    rows = "".join(
-        f"<tr><td>{html.escape(set_label(name))}</td>"
-        + "".join(f"<td class=num>{_with_interval(metrics, set_key(g, name, m))}</td>" for g, m, _ in columns) + "</tr>"
-        for name in sets
-    )
-    parts = ["<section id=headline><h2>Headline</h2>", f"<table><tr><th>predictions</th>{header}</tr>{rows}</table>"]
-    diffs = [(g, m) for g, m in METRICS if any(f"{g}/{DIFF}/{n}/{m}" in metrics for n in sets)]
-    compared = [n for n in sets if any(f"{g}/{DIFF}/{n}/{m}" in metrics for g, m in diffs)]
-    if compared:
-        titles = {(g, m): t for g, m, t in HEADLINE_COLUMNS}
-        header = "".join(f"<th>{html.escape(titles.get((g, m), f'{g}/{m}'))}</th>" for g, m in diffs)
+    if any(key.startswith(f"report/{REFERENCE}/") for key in metrics):
+        sets.append(REFERENCE)
+    parts = []
+    for group, table in HEADLINE_TABLES:
+        columns = [(m, t) for m, t in table if any(set_key(group, n, m) in metrics for n in sets)]
+        if not columns:
+            continue
+        shown = [n for n in sets if any(set_key(group, n, m) in metrics for m, _ in columns)]
+        header = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
         rows = "".join(
-            f"<tr><td>model − {html.escape(set_label(name))}</td>"
-            + "".join(_difference_cell(metrics, f"{g}/{DIFF}/{name}/{m}") for g, m in diffs) + "</tr>"
-            for name in compared
+            f"<tr><td>{html.escape(set_label(name))}</td>"
+            + "".join(f"<td class=num>{_with_interval(metrics, set_key(group, name, m))}</td>" for m, _ in columns) + "</tr>"
+            for name in shown
         )
-        resamples = metrics.get("eval/bootstrap")
-        parts.append(
-            f"<table><tr><th>difference</th>{header}</tr>{rows}</table><p class=note>Differences are paired: the same studies, "
-            f"resampled with replacement {resamples} times; 95 % percentile intervals. A green cell's interval lies above 0 "
-            "(the model is better), a red one below.</p>"
-        )
-    parts.append("</section>")
-    return "".join(parts)
+        parts.append(f"<h3>{GROUP_TITLES[group]}</h3><table><tr><th>predictions</th>{header}</tr>{rows}</table>")
+        diffs = [m for g, m in METRICS if g == group and any(f"{group}/{DIFF}/{n}/{m}" in metrics for n in sets)]
+        compared = [n for n in sets if any(f"{group}/{DIFF}/{n}/{m}" in metrics for m in diffs)]
+        if compared:
+            titles = dict(table)
+            header = "".join(f"<th>{html.escape(titles.get(m, m))}</th>" for m in diffs)
+            rows = "".join(
+                f"<tr><td>model − {html.escape(set_label(name))}</td>"
+                + "".join(_difference_cell(metrics, f"{group}/{DIFF}/{name}/{m}") for m in diffs) + "</tr>"
+                for name in compared
+            )
+            parts.append(f"<table><tr><th>difference</th>{header}</tr>{rows}</table>")
+    if not parts:
+        return ""
+    resamples = metrics.get("eval/bootstrap")
+    note = (f"<p class=note>Differences are paired: the same studies, resampled with replacement {resamples} times; 95 % "
+            "percentile intervals. A green cell's interval lies above 0, a red one below (for the self-contradiction rate "
+            "lower is better).</p>") if resamples else ""
+    return f"<section id=headline><h2>Headline</h2>{''.join(parts)}{note}</section>"
 
 
 def _difference_cell(metrics: Mapping[str, Any], key: str) -> str:
@@ -207,13 +238,37 @@ def samples_section(samples: Sequence[Sample]) -> str:
     )
 
 
+def flagged_section(flagged: Sequence[FlaggedReport], limit: int = 50) -> str:
+    """The self-contradicting and repeating reports, offending sentences marked (the first `limit`)."""
+    if not flagged:
+        return ""
+    items = []
+    for report in flagged[:limit]:
+        sentences = " ".join(
+            f"<mark title='{html.escape(why)}'>{html.escape(text)}</mark> <span class=ci>[{html.escape(why)}]</span>" if why
+            else html.escape(text)
+            for _section, text, why in report.sentences
+        )
+        items.append(f"<tr><td><b>{html.escape(report.study_id)}</b></td><td>{sentences}</td></tr>")
+    more = f" (the first {limit} of {len(flagged)})" if len(flagged) > limit else ""
+    return (f"<section id=flagged><h2>Reports that contradict themselves or repeat a sentence: {len(flagged)}{more}</h2>"
+            "<p class=note>Sentence by sentence, by the labeler: a finding affirmed (or called possible) in one sentence and "
+            "negated in another on a compatible side, or a sentence said twice in one section. Strict F1 counts each "
+            f"contradicted finding as an error.</p><table>{''.join(items)}</table></section>")
+
+
 def render_page(
-    title: str, metrics: Mapping[str, Any], samples: Sequence[Sample], notes: Sequence[str] = (), runs: Sequence[RunLog] = ()
+    title: str,
+    metrics: Mapping[str, Any],
+    samples: Sequence[Sample],
+    notes: Sequence[str] = (),
+    runs: Sequence[RunLog] = (),
+    flagged: Sequence[FlaggedReport] = (),
 ) -> str:
     """The complete HTML document (sections in the order of the module docstring; empty ones are left out)."""
     note_html = "".join(f"<p class=note>{html.escape(n)}</p>" for n in notes)
     sections = [
-        headline_section(metrics), findings_section(metrics), curves_section(runs), samples_section(samples),
+        headline_section(metrics), findings_section(metrics), flagged_section(flagged), curves_section(runs), samples_section(samples),
         f"<section id=metrics><h2>All metrics</h2>{''.join(_metric_tables(metrics))}</section>",
     ]
     return (

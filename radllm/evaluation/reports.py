@@ -1,17 +1,24 @@
-"""Metrics of generated reports: NLG scores and clinical efficacy (the ``report/`` keys)."""
+"""Metrics of generated reports: NLG scores, clinical efficacy, coherence, side and severity (the ``report/`` keys)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from radllm.errors import RadllmError
-from radllm.evaluation.clinical import averaged_scores, confusion_tables
+from radllm.evaluation.attributes import StudyAttributes, attribute_metrics, stated_attributes
+from radllm.evaluation.clinical import TP, averaged_scores, confusion_tables, pair_counts
+from radllm.evaluation.coherence import ReportCoherence, coherence_metrics, read_coherence
 from radllm.evaluation.inputs import Reference
 from radllm.evaluation.keys import slug
 from radllm.evaluation.nlg import nlg_metrics
+from radllm.labeler.labeler import NO_FINDING, default_labeler
 from radllm.labeler.model_labeler import ReportLabeler
 from radllm.labels import COMMON_FIVE, OBSERVATIONS, Labels
+from radllm.report_text import split_report_text
 
 #: How the reference reports are labelled for the clinical efficacy of generated reports:
 #: "labeler", the labeler that labels the generated reports (the default: one labeler on both
@@ -47,12 +54,19 @@ def reference_labels(references: Sequence[Reference], source: str, labeler: Repo
     return labeler.label_many([ref.text for ref in references])
 
 
-def clinical_efficacy(predicted: Sequence[Labels], reference: Sequence[Labels], policy: str) -> dict[str, float]:
+def clinical_efficacy(
+    predicted: Sequence[Labels], reference: Sequence[Labels], policy: str, contradicted: Sequence[Collection[str]] | None = None
+) -> dict[str, float]:
     """``ce_*`` keys (without the group prefix): averages over 14, 5 and the present observations, and per-observation values.
 
     "present" are the observations with at least one positive reference (after the uncertain
     policy) among the scored studies: on a dataset that never shows some findings (phantoms have
     no edema) their averages are not diluted by observations nobody could get right or wrong.
+    ``ce_f1_micro_present_excl_no_finding`` leaves "No Finding" out of the present ones (a model
+    that says "normal" to normal studies earns nothing there). With `contradicted` (per study, the
+    observations the report both affirms and negates), ``ce_f1_micro_present_strict`` and
+    ``ce_f1_macro_present_strict`` count each such observation as an error whichever way the
+    reference goes, where the plain keys follow CheXpert and let the positive mention win.
     """
     tables = confusion_tables(predicted, reference, OBSERVATIONS, policy)
     present = [name for name in OBSERVATIONS if tables[name].tp + tables[name].fn > 0]
@@ -60,12 +74,80 @@ def clinical_efficacy(predicted: Sequence[Labels], reference: Sequence[Labels], 
     for suffix, names in (("14", OBSERVATIONS), ("5", COMMON_FIVE), ("present", present)):
         for key, value in averaged_scores({n: tables[n] for n in names}).items():
             out[f"ce_{key}_{suffix}"] = value
+    out["ce_f1_micro_present_excl_no_finding"] = averaged_scores({n: tables[n] for n in present if n != NO_FINDING})["f1_micro"]
+    if contradicted is not None:
+        strict = confusion_tables(predicted, reference, present, policy, contradicted)
+        out["ce_f1_micro_present_strict"] = averaged_scores(strict)["f1_micro"]
+        out["ce_f1_macro_present_strict"] = averaged_scores(strict)["f1_macro"]
     for name, table in tables.items():
         out[f"ce_precision/{slug(name)}"] = table.precision
         out[f"ce_recall/{slug(name)}"] = table.recall
         out[f"ce_f1/{slug(name)}"] = table.f1
         out[f"ce_n_positive/{slug(name)}"] = table.tp + table.fn
     return out
+
+
+@dataclass
+class ReportScores:
+    """Every ``report/`` key of one prediction set, and the per-study outcomes its bootstrap resamples."""
+
+    metrics: dict[str, Any]
+    study_ids: list[str]
+    counts: np.ndarray  # int [n, 14, 4] (tp, fp, fn, tn) per observation (`pair_counts`)
+    strict_counts: np.ndarray  # the same, a self-contradicted observation counted as an error
+    readings: list[ReportCoherence]
+
+
+def section_labels(reports: Sequence[str], labeler: ReportLabeler) -> dict[str, list[Labels]]:
+    """{"findings": labels of each report's findings section alone, "impression": of its impression alone}."""
+    sections = [split_report_text(report) for report in reports]
+    return {"findings": labeler.label_many([f for f, _ in sections]), "impression": labeler.label_many([i for _, i in sections])}
+
+
+def reference_attributes(references: Sequence[Reference]) -> list[StudyAttributes]:
+    """Ground-truth sides/severities of each reference, or those its report's words give."""
+    rules = default_labeler()
+    return [ref.attributes if ref.attributes is not None else stated_attributes(rules.mentions(ref.text)) for ref in references]
+
+
+def score_reports(
+    records: Sequence[Mapping[str, Any]],
+    references: Mapping[str, Reference],
+    policy: str,
+    label_source: str,
+    labeler: ReportLabeler,
+    meteor: bool = True,
+) -> ReportScores:
+    """Score report predictions against `references` (see `report_metrics` for the keys).
+
+    `label_source` is one of `REPORT_LABEL_SOURCES` (checked by `check_report_label_source`).
+    """
+    refs = [references[r["study_id"]] for r in records]
+    texts = [r["report"] for r in records]
+    nlg = nlg_metrics({r["study_id"]: r["report"] for r in records}, {ref.study_id: ref.text for ref in refs}, meteor=meteor)
+    predicted = labeler.label_many(texts)
+    truth = reference_labels(refs, label_source, labeler)
+    readings = read_coherence(texts, labeler)
+    contradicted = [reading.contradicted for reading in readings]
+    metrics: dict[str, Any] = {"n_studies": len(records), **nlg.scores, **clinical_efficacy(predicted, truth, policy, contradicted)}
+    metrics.update({f"{name}_skipped": reason for name, reason in nlg.skipped.items()})
+    metrics.update(coherence_metrics(texts, readings))
+    present = [name for name in OBSERVATIONS if metrics[f"ce_n_positive/{slug(name)}"] > 0]
+    for section, labels in section_labels(texts, labeler).items():
+        tables = confusion_tables(labels, truth, present, policy)
+        for key in ("f1_micro", "f1_macro"):
+            metrics[f"{section}_section/ce_{key}_present"] = averaged_scores(tables)[key]
+    counts = pair_counts(predicted, truth, OBSERVATIONS, policy)
+    found = [[name for j, name in enumerate(OBSERVATIONS) if row[j, TP]] for row in counts]
+    rules = default_labeler()
+    metrics.update(attribute_metrics([stated_attributes(rules.mentions(t)) for t in texts], reference_attributes(refs), found))
+    return ReportScores(
+        metrics={f"report/{key}": value for key, value in metrics.items()},
+        study_ids=[r["study_id"] for r in records],
+        counts=counts,
+        strict_counts=pair_counts(predicted, truth, OBSERVATIONS, policy, contradicted),
+        readings=readings,
+    )
 
 
 def report_metrics(
@@ -78,12 +160,10 @@ def report_metrics(
 ) -> dict[str, Any]:
     """Every ``report/`` key for `records` (report predictions) against `references`.
 
+    NLG scores; clinical efficacy (`clinical_efficacy`, strict keys included); coherence
+    (`radllm.evaluation.coherence`); ``findings_section/`` and ``impression_section/``
+    ``ce_f1_{micro,macro}_present`` (each section labelled alone, over the observations present in
+    the whole set); side and severity of correctly found findings (`radllm.evaluation.attributes`).
     `label_source` is one of `REPORT_LABEL_SOURCES` (checked by `check_report_label_source`).
     """
-    refs = [references[r["study_id"]] for r in records]
-    predictions = {r["study_id"]: r["report"] for r in records}
-    nlg = nlg_metrics(predictions, {ref.study_id: ref.text for ref in refs}, meteor=meteor)
-    ce = clinical_efficacy(labeler.label_many([r["report"] for r in records]), reference_labels(refs, label_source, labeler), policy)
-    metrics: dict[str, Any] = {"n_studies": len(records), **nlg.scores, **ce}
-    metrics.update({f"{name}_skipped": reason for name, reason in nlg.skipped.items()})
-    return {f"report/{key}": value for key, value in metrics.items()}
+    return score_reports(records, references, policy, label_source, labeler, meteor).metrics

@@ -17,7 +17,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,17 @@ from radllm.encoders import CXREncoder, load_cxr_encoder
 from radllm.errors import RadllmError
 from radllm.jsonl import read_json_file
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
-from radllm.evaluation.images import generation_metrics, reconstruction_metrics
+from radllm.evaluation.coherence import ReportCoherence, coherence_metrics, offending_sentences, read_coherence
+from radllm.evaluation.images import absent_image_scores, reconstruction_metrics, score_generated_images
 from radllm.evaluation.bootstrap import RESAMPLES
 from radllm.evaluation.curves import read_runs
 from radllm.evaluation.inputs import Reference, load_predictions, load_references
-from radllm.evaluation.intervals import DIFF, Outcomes, own_intervals, paired_differences, set_outcomes
-from radllm.evaluation.page import Sample, render_page
+from radllm.evaluation.intervals import DIFF, Outcomes, own_intervals, paired_differences
+from radllm.evaluation.page import FlaggedReport, Sample, render_page
 from radllm.evaluation.perplexity import Perplexity
-from radllm.evaluation.reports import check_report_label_source, reference_labels, report_metrics, truth_label_source
-from radllm.evaluation.vqa import vqa_metrics
+from radllm.evaluation.keys import ABSENT_IMAGES, REFERENCE
+from radllm.evaluation.reports import check_report_label_source, reference_labels, score_reports, truth_label_source
+from radllm.evaluation.vqa import question_outcomes, vqa_metrics
 from radllm.labeler.model_labeler import ReportLabeler, load_labeler
 
 log = logging.getLogger(__name__)
@@ -76,10 +78,19 @@ def _encoder(path: str | None, device: str) -> CXREncoder | None:
     return None if path is None else load_cxr_encoder(path, device)
 
 
-def compute_metrics(
-    predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], options: EvaluationOptions
-) -> dict[str, Any]:
-    """The flat metrics dict (without the ``eval/`` bookkeeping keys)."""
+@dataclass
+class SetScores:
+    """One prediction set scored: its flat metrics, the outcomes its bootstrap resamples, and the
+    coherence readings of its reports (report.html lists the flagged ones)."""
+
+    metrics: dict[str, Any]
+    outcomes: Outcomes
+    readings: dict[str, ReportCoherence] = field(default_factory=dict)  # study id -> reading
+    absent_images: SetScores | None = None  # image/baseline_absent: the same requests, an image showing nothing
+
+
+def score_set(predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], options: EvaluationOptions) -> SetScores:
+    """Score one prediction set (records grouped by task): metrics without the ``eval/`` file keys, and outcomes."""
     if options.uncertain_policy not in UNCERTAIN_POLICIES:
         raise RadllmError(f"uncertain policy {options.uncertain_policy!r} not one of {list(UNCERTAIN_POLICIES)}")
     all_records = [r for records in predictions.values() for r in records]
@@ -87,13 +98,19 @@ def compute_metrics(
     source = truth_label_source(scored)
     labeler = load_labeler(options.labeler, options.device)
     metrics: dict[str, Any] = {"eval/truth_labels": source, "eval/uncertain_policy": options.uncertain_policy, "eval/labeler": labeler.identity}
+    result = SetScores(metrics, Outcomes())
     if predictions.get("report"):
         report_source = check_report_label_source(scored, options.report_labels)
         metrics["eval/report_reference_labels"] = report_source
         if report_source == "labels":
             log.warning("clinical efficacy mixes two labelers: reference reports by the labels in the reference file, generated "
                         "reports by %s; their disagreement biases precision and recall (default: --ce-labels labeler)", metrics["eval/labeler"])
-        metrics.update(report_metrics(predictions["report"], references, options.uncertain_policy, report_source, labeler, options.meteor))
+        reports = score_reports(predictions["report"], references, options.uncertain_policy, report_source, labeler, options.meteor)
+        metrics.update(reports.metrics)
+        result.outcomes.report = dict(zip(reports.study_ids, reports.counts))
+        result.outcomes.report_strict = dict(zip(reports.study_ids, reports.strict_counts))
+        result.readings = dict(zip(reports.study_ids, reports.readings))
+        result.outcomes.contradicted = {sid: bool(r.contradictions) for sid, r in result.readings.items()}
     classifier = _encoder(options.classifier, options.device)
     extractor = _encoder(options.feature_extractor, options.device) if options.feature_extractor else classifier
     if predictions.get("reconstruction"):
@@ -105,11 +122,31 @@ def compute_metrics(
             requested = [truth[r["study_id"]] for r in records]
         else:  # the findings the prompt asked for, read by the labeler
             requested = labeler.label_many([r.get("prompt") or references[r["study_id"]].text for r in records])
-        metrics.update(generation_metrics(records, references, requested, options.uncertain_policy, extractor, classifier))
+        images = score_generated_images(records, references, requested, options.uncertain_policy, extractor, classifier)
+        metrics.update(images.metrics)
+        result.outcomes.image = images.counts
+        if classifier is not None:
+            absent = absent_image_scores([r["study_id"] for r in records], requested, classifier.label_names, options.uncertain_policy)
+            result.absent_images = SetScores(absent.metrics, Outcomes(image=absent.counts))
     if predictions.get("vqa"):
         truth = _labels_for(predictions["vqa"], references, source, labeler)
         metrics.update(vqa_metrics(predictions["vqa"], truth, options.uncertain_policy))
-    return metrics
+        for record, outcome in zip(predictions["vqa"], question_outcomes(predictions["vqa"], truth, options.uncertain_policy)):
+            result.outcomes.vqa[(record["study_id"], record["observation"], record.get("question"))] = outcome
+    return result
+
+
+def compute_metrics(
+    predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], options: EvaluationOptions
+) -> dict[str, Any]:
+    """The flat metrics dict (without the ``eval/`` file keys) of one prediction set."""
+    return score_set(predictions, references, options).metrics
+
+
+def reference_coherence(references: Sequence[Reference], labeler: ReportLabeler) -> dict[str, Any]:
+    """``report/reference/...`` coherence keys of the reference reports: what a sound report scores."""
+    texts = [ref.text for ref in references]
+    return {f"report/{REFERENCE}/{key}": value for key, value in coherence_metrics(texts, read_coherence(texts, labeler)).items()}
 
 
 def finite_or_null(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,11 +177,23 @@ def _samples(predictions: Mapping[str, list[dict[str, Any]]], references: Mappin
     ]
 
 
-def _check_name(name: str) -> None:
+def flagged_reports(predictions: Mapping[str, list[dict[str, Any]]], readings: Mapping[str, ReportCoherence]) -> list[FlaggedReport]:
+    """The reports that contradict themselves or repeat a sentence, with the offending sentences marked."""
+    flagged = []
+    for record in predictions.get("report", []):
+        reading = readings[record["study_id"]]
+        marks = offending_sentences(reading)
+        if marks:
+            flagged.append(FlaggedReport(record["study_id"], [(s.section, s.text, marks.get(i)) for i, s in enumerate(reading.sentences)]))
+    return flagged
+
+
+def _check_name(name: str, reserved: bool = True) -> None:
     if name and not _NAME.match(name):
         raise RadllmError(f"prediction name {name!r}: use letters, digits, '_', '.' or '-' (it becomes part of metric keys)")
-    if name == DIFF:
-        raise RadllmError(f"prediction name {name!r} is reserved for the <group>/{DIFF}/<name>/... keys of paired differences")
+    if reserved and name in (DIFF, REFERENCE, ABSENT_IMAGES):
+        raise RadllmError(f"prediction name {name!r} is reserved (for paired differences <group>/{DIFF}/<name>/..., the reference "
+                          f"reports' coherence report/{REFERENCE}/..., the all-absent image baseline image/{ABSENT_IMAGES}/...)")
 
 
 def named_keys(metrics: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -155,7 +204,7 @@ def named_keys(metrics: Mapping[str, Any], name: str) -> dict[str, Any]:
     """
     if not name:
         return dict(metrics)
-    _check_name(name)
+    _check_name(name, reserved=False)
     out = {}
     for key, value in metrics.items():
         group, _, rest = key.partition("/")
@@ -243,27 +292,32 @@ def evaluate(
         raise RadllmError(f"--bootstrap {options.bootstrap}; expected a number of resamples >= 0 (0 = off)")
     metrics: dict[str, Any] = {}
     loaded: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    outcomes: dict[str, Outcomes] = {}
+    scores: dict[str, SetScores] = {}
     sources: set[str] = set()
     for name, paths in files.items():
         predictions = load_prediction_files(paths)
         _check_ids(predictions, references, ref_path)
-        found = compute_metrics(predictions, references, options)
-        if options.bootstrap:
-            outcomes[name] = set_outcomes(predictions, references, options.uncertain_policy, found.get("eval/report_reference_labels", options.report_labels), found["eval/truth_labels"],
-                                           load_labeler(options.labeler, options.device))
-            found.update(own_intervals(outcomes[name], options.bootstrap, options.bootstrap_seed))
-        found = finite_or_null(found)
-        found["eval/predictions"] = _describe(paths)
+        scores[name] = score_set(predictions, references, options)
+        found = scores[name].metrics
         if "eval/report_reference_labels" in found:
             sources.add(f"reports: {found['eval/report_reference_labels']}")
         sources.add(f"VQA/images: {found['eval/truth_labels']}")
-        metrics.update(named_keys(found, name))
+        found["eval/predictions"] = _describe(paths)
         loaded[name] = predictions
-    if "" in outcomes:  # the model against every named set: baselines and controls
-        for name in (n for n in outcomes if n):
-            found = paired_differences(outcomes[""], outcomes[name], name, options.bootstrap, options.bootstrap_seed)
-            metrics.update(finite_or_null(found))
+    model = scores.get("")
+    if model is not None and model.absent_images is not None:  # generated images against an image that shows nothing
+        scores[ABSENT_IMAGES] = model.absent_images
+        scores[ABSENT_IMAGES].metrics["eval/predictions"] = "an image in which the classifier finds none of the requested findings"
+    for name, scored in scores.items():
+        if options.bootstrap:
+            scored.metrics.update(own_intervals(scored.outcomes, options.bootstrap, options.bootstrap_seed))
+        metrics.update(named_keys(finite_or_null(scored.metrics), name))
+    if options.bootstrap and model is not None:  # the model against every named set: baselines and controls
+        for name in (n for n in scores if n):
+            metrics.update(finite_or_null(paired_differences(model.outcomes, scores[name].outcomes, name, options.bootstrap, options.bootstrap_seed)))
+    report_ids = sorted({r["study_id"] for predictions in loaded.values() for r in predictions.get("report", [])})
+    if report_ids:
+        metrics.update(reference_coherence([references[i] for i in report_ids], load_labeler(options.labeler, options.device)))
     if options.bootstrap:
         metrics.update({"eval/bootstrap": options.bootstrap, "eval/bootstrap_seed": options.bootstrap_seed})
     metrics.update(perplexities)
@@ -276,9 +330,10 @@ def evaluate(
         f"labels = the reference file's): {'; '.join(sorted(sources))}",
         "Research use only; not for clinical decisions.",
     ]
-    shown = loaded.get("", next(iter(loaded.values())))
+    shown_name = "" if "" in loaded else next(iter(loaded))
     if runs:
         notes.insert(-1, "training runs: " + ", ".join(f"{name}={path}" for name, path in (run_dirs or {}).items()))
-    page = render_page("radllm evaluation", metrics, _samples(shown, references, options.samples), notes, runs)
+    page = render_page("radllm evaluation", metrics, _samples(loaded[shown_name], references, options.samples), notes, runs,
+                       flagged_reports(loaded[shown_name], scores[shown_name].readings))
     atomic.write_text(out_dir / PAGE_FILENAME, page)
     return metrics

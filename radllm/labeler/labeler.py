@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from radllm.labeler import cues as C
+from radllm.labeler.attributes import attach_attributes, attribute_vocabulary
 from radllm.labeler.matching import PhraseMatcher, tokens
 from radllm.labeler.vocabulary import ANATOMY, EXCLUSIONS, MENTIONS, QUALIFIERS
 from radllm.labels import Labels, empty_labels
@@ -60,12 +61,15 @@ _SENTENCE_END = re.compile(r"[.!?;:](?!\d)")
 
 @dataclass(frozen=True)
 class Mention:
-    """One labelled mention: where it is in the prepared text and the value the rules gave it."""
+    """One labelled mention: where it is in the prepared text, the value the rules gave it, and the
+    side and severity words attached to it (`radllm.labeler.attributes`)."""
 
     observation: str
     start: int
     end: int
     value: int
+    sides: frozenset[str] = frozenset()  # {"right"}, {"left"}, both for "bilateral", empty: no side word
+    severity: str | None = None  # one of attributes.SEVERITIES, None: no severity word
 
 
 def prepare_text(report: str) -> str:
@@ -84,7 +88,7 @@ def rules_identity() -> str:
     """`radllm-rules-<12 hex>`: a hash of every phrase list and cue the rules use, so metrics computed
     with a different rule set (another radllm version, an extended vocabulary) say so."""
     tables = {"mentions": MENTIONS, "anatomy": ANATOMY, "exclusions": EXCLUSIONS, "qualifiers": QUALIFIERS, "cues": C.CUES,
-              "stops": [C.FORWARD_STOPS, C.NARROW_STOPS, C.BACKWARD_STOPS]}
+              "stops": [C.FORWARD_STOPS, C.NARROW_STOPS, C.BACKWARD_STOPS], "attributes": attribute_vocabulary()}
     digest = hashlib.sha256(repr(tables).encode()).hexdigest()  # dicts of str/tuple: a stable repr
     return f"radllm-rules-{digest[:12]}"
 
@@ -129,7 +133,7 @@ class Labeler:
         cue_matches = self._cues.find(text, words)
         qualifiers = [(start, end) for start, end, _ in self._qualifiers.find(text, words)]
 
-        found = []
+        found: list[tuple[str, tuple[int, int], tuple[int, int], int]] = []  # (observation, where, span read, value)
         for start, end, tags in self._mentions.find(text, words):
             for kind, name in tags:
                 if kind == _EXCLUSION:
@@ -140,8 +144,11 @@ class Labeler:
                 value, decided_by = self._value(span, cue_matches, stops)
                 if kind == _ANATOMY and span == (start, end) and decided_by not in _SIZE_STATEMENTS:
                     continue  # "heart size is stable", "heart size may be ...": no size statement
-                found.append(Mention(name, start, end, value))
-        return found
+                found.append((name, (start, end), span, value))
+        sentences = list(zip([0, *(end + 1 for end in sentence_ends)], [*sentence_ends, len(text)]))
+        details = attach_attributes(text, [span for _, _, span, _ in found], sentences)
+        return [Mention(name, where[0], where[1], value, sides, severity)
+                for (name, where, _, value), (sides, severity) in zip(found, details)]
 
     def label(self, report: str) -> Labels:
         """The 14 labels of one report (see the module docstring for the rules)."""

@@ -26,8 +26,8 @@ from tqdm import tqdm
 from radllm import atomic
 from radllm.errors import RadllmError
 from radllm.labels import OBSERVATIONS
-from radllm.manifest import SPLITS, ImageRef, Study, iter_manifest, write_manifest
-from radllm.phantoms.ground_truth import labels_for
+from radllm.manifest import FINDING_ATTRIBUTES, SPLITS, ImageRef, Study, iter_manifest, write_manifest
+from radllm.phantoms.ground_truth import attributes_for, labels_for
 from radllm.phantoms.render import MIN_SIZE, render_study
 from radllm.phantoms.report import write_report
 from radllm.phantoms.sampling import sample_study
@@ -58,10 +58,11 @@ def split_for(seed: int, index: int) -> str:
     return SPLIT_BLOCK[int(order[slot])]
 
 
-def make_study(seed: int, index: int, size: int) -> tuple[Study, np.ndarray]:
+def make_study(seed: int, index: int, size: int, split: str | None = None) -> tuple[Study, np.ndarray]:
     """Draw, describe and render study `index`: its manifest entry and its (size, size) uint8 image.
 
     The image path in the returned study is `images/<study_id>.png`, relative to the dataset root.
+    `split` puts the study in that split instead of `split_for`'s (the study itself is unchanged).
     """
     rng = study_rng(seed, index)
     spec = sample_study(rng)
@@ -76,6 +77,7 @@ def make_study(seed: int, index: int, size: int) -> tuple[Study, np.ndarray]:
         "pixel_spacing_cm": round(FIELD_OF_VIEW_CM / (size * spec.acquisition.scale), 5),
         "ctr": round(rendering.ctr, 4),
         "findings": spec.findings.to_json(),
+        FINDING_ATTRIBUTES: attributes_for(spec.findings),
         "anatomy": asdict(spec.anatomy),
         "acquisition": asdict(spec.acquisition),
     }
@@ -84,7 +86,7 @@ def make_study(seed: int, index: int, size: int) -> tuple[Study, np.ndarray]:
         images=[ImageRef(path=f"images/{sid}.png", view="PA")],
         report=report,
         labels=labels_for(spec.findings),
-        split=split_for(seed, index),
+        split=split or split_for(seed, index),
         meta=meta,
     )
     return study, rendering.image
@@ -98,10 +100,10 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_study(job: tuple[str, int, int, int]) -> dict:
+def _write_study(job: tuple[str, int, int, int, str | None]) -> dict:
     """Worker: render one study, write its PNG under `root`, return the manifest entry as JSON."""
-    root, seed, index, size = job
-    study, image = make_study(seed, index, size)
+    root, seed, index, size, split = job
+    study, image = make_study(seed, index, size, split)
     Path(root, study.images[0].path).write_bytes(encode_png(image))
     return study.to_json()
 
@@ -140,6 +142,7 @@ def generate_phantoms(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    split: str | None = None,
 ) -> Path:
     """Write `n` phantom studies to `out_dir` and return the manifest path.
 
@@ -152,6 +155,8 @@ def generate_phantoms(
         workers: processes rendering in parallel (1 = in this process); does not change output.
         overwrite: allow replacing an existing phantom dataset.
         progress: show a tqdm progress bar.
+        split: put every study in this split (e.g. "test": an unseen evaluation set drawn with
+            another seed); None keeps the 80/10/10 scheme.
 
     Raises:
         RadllmError: on invalid arguments or an output directory that may not be replaced.
@@ -159,11 +164,13 @@ def generate_phantoms(
     for name, value, low in (("n", n, 1), ("size", size, MIN_SIZE), ("seed", seed, 0), ("workers", workers, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise RadllmError(f"phantoms: {name}={value!r} is invalid; expected an integer >= {low}")
+    if split is not None and split not in SPLITS:
+        raise RadllmError(f"phantoms: split={split!r} is invalid; expected one of {list(SPLITS)}")
     out_dir = Path(out_dir)
     _check_target(out_dir, overwrite)
     with atomic.atomic_directory(out_dir) as tmp:
         (tmp / "images").mkdir()
-        jobs = [(str(tmp), seed, i, size) for i in range(n)]
+        jobs = [(str(tmp), seed, i, size, split) for i in range(n)]
         bar = tqdm(total=n, desc="phantoms", unit="study", disable=not progress)
         if workers == 1:
             results = []
@@ -187,7 +194,7 @@ def generate_phantoms(
                 "n": n,
                 "size": size,
                 "seed": seed,
-                "split_scheme": "80/10/10 train/val/test, shuffled in blocks of 10 consecutive studies",
+                "split_scheme": f"every study {split}" if split else "80/10/10 train/val/test, shuffled in blocks of 10 consecutive studies",
                 "field_of_view_cm": FIELD_OF_VIEW_CM,
             },
         )

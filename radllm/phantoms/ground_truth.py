@@ -7,6 +7,7 @@ Support Devices is 1 or -1, otherwise blank.
 
 from __future__ import annotations
 
+from radllm.labeler.attributes import parse_severity
 from radllm.labels import Labels, empty_labels
 from radllm.phantoms.spec import FindingSpec
 
@@ -53,3 +54,29 @@ def labels_for(findings: FindingSpec) -> Labels:
     if not any(value in (1, -1) for name, value in labels.items() if name not in ("No Finding", "Support Devices")):
         labels["No Finding"] = 1
     return labels
+
+
+def attributes_for(findings: FindingSpec) -> dict[str, dict[str, str]]:
+    """Side and severity of each present finding, as the report states them: the manifest's
+    ``meta.finding_attributes`` ({observation: {"side": right|left|bilateral, "severity":
+    mild|moderate|severe}}, either key absent when the report gives none), which evaluation checks
+    generated reports against (`radllm.evaluation.attributes`).
+
+    Pneumonia (said only as "may represent pneumonia") and support devices carry no side.
+    """
+    out: dict[str, dict[str, str]] = {}
+    f = findings
+    if f.cardiomegaly is not None:
+        out["Cardiomegaly"] = {"severity": parse_severity(f.cardiomegaly.severity)}
+    if f.effusion is not None:
+        out["Pleural Effusion"] = {"side": f.effusion.side, "severity": parse_severity(f.effusion.severity)}
+    if f.pneumothorax is not None:
+        out["Pneumothorax"] = {"side": f.pneumothorax.side, "severity": parse_severity(f.pneumothorax.severity)}
+    if f.airspace is not None:
+        out["Lung Opacity"] = {"side": f.airspace.side}
+        if f.airspace.kind == "consolidation":
+            out["Consolidation"] = {"side": f.airspace.side}
+    for name, finding in (("Lung Lesion", f.lesion), ("Atelectasis", f.atelectasis), ("Fracture", f.fracture)):
+        if finding is not None:
+            out[name] = {"side": finding.side}
+    return out
