@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[dev,eval,qlora]"
+	$(PIP) install -q -e ".[dev,eval,qlora,scorers]"
 	# DeepSpeed's CPU comm op, built once here rather than raced by the first launches (README
 	# "Troubleshooting"); on a GPU machine there is nothing to build.
 	DS_ACCELERATOR=$(DEMO_ACCELERATOR) $(VENV)/bin/radllm build-ops
@@ -70,11 +70,16 @@ sets = $(foreach kv,$(1),--set '$(kv)')
 START = mkdir -p $(D) && start=$$(date +%s) &&
 timed = echo "$(1)	$$(( $$(date +%s) - start ))" >> $(D)/timings.tsv
 
-.PHONY: demo demo-clean
+.PHONY: demo demo-val demo-clean
 
-# Prints the closing table (also when every step was already done).
-demo: $(D)/eval/metrics.json
-	$(RADLLM) demo-table --metrics $< --timings $(D)/timings.tsv
+# Prints the closing table (also when every step was already done): the test split and the unseen set.
+demo: $(D)/eval/metrics.json $(D)/unseen/eval/metrics.json
+	$(RADLLM) demo-table --metrics $< --unseen-metrics $(D)/unseen/eval/metrics.json --timings $(D)/timings.tsv
+
+# Recipe choices are made here, on the validation split (generation and evaluation into
+# $(D)/val/), never on the test split or the unseen set.
+demo-val: $(D)/val/eval/metrics.json
+	$(RADLLM) demo-table --metrics $<
 
 $(D)/phantoms/manifest.jsonl: | venv
 	$(START) $(RADLLM) phantoms --out $(D)/phantoms --n $(DEMO_N) --size $(DEMO_SIZE) --seed 0 --workers 2 \
@@ -128,7 +133,8 @@ $(D)/stage2_no_l2/model/radllm.json: $(D)/stage1/model/radllm.json configs/demo/
 	    $(call sets,$(DEMO_STAGE2_SET)) \
 	&& $(call timed,stage2_no_l2)
 
-GENERATE = $(RADLLM) generate $(1) --model $(D)/model --vq $(D)/vq --split test --no-progress $(DEMO_GENERATE_ARGS)
+# $(1): reports | images | vqa; $(2): the split generated for (default test).
+GENERATE = $(RADLLM) generate $(1) --model $(D)/model --vq $(D)/vq --split $(or $(2),test) --no-progress $(DEMO_GENERATE_ARGS)
 
 $(D)/generate/reports.done: $(D)/model/radllm.json
 	$(START) $(call GENERATE,reports) --input $(D)/shards --out $(D)/generate/reports.jsonl --batch-size 32 \
@@ -155,8 +161,14 @@ $(D)/generate/vqa_shuffled.done: $(D)/model/radllm.json
 	$(START) $(call GENERATE,vqa) --input $(D)/shards --out $(D)/generate/vqa_shuffled.jsonl --batch-size 32 --shuffle-images 0 \
 	&& touch $@ && $(call timed,generate_vqa_shuffled)
 
+# Baselines of the studies of split $(3) in shards $(1), written into $(2); the train and val
+# studies (retrieval, the code probe and its thresholds, the VQA prior, the normal radiograph)
+# always come from the demo's own shards and manifest.
+BASELINES = $(RADLLM) baselines --shards $(1) --out $(2) --split $(3) --reference-shards $(D)/shards \
+	--manifest $(D)/phantoms/manifest.jsonl
+
 $(D)/baselines/baselines.json: $(D)/shards/index.json
-	$(START) $(RADLLM) baselines --shards $(D)/shards --out $(D)/baselines && $(call timed,baselines)
+	$(START) $(call BASELINES,$(D)/shards,$(D)/baselines,test) && $(call timed,baselines)
 
 PERPLEXITY = $(START) $(RADLLM) perplexity --model $(1) --shards $(D)/shards --split test --out $@ --no-progress \
 	&& $(call timed,perplexity_$(notdir $(basename $@)))
@@ -172,17 +184,66 @@ $(D)/perplexity/stage2_no_l2.json: $(D)/stage2_no_l2/model/radllm.json
 
 PERPLEXITIES := pretrained stage2_l2 stage2_no_l2
 
+# `radllm evaluate` of the model's reports, images and VQA answers in generation directory $(1)
+# and of the baselines in $(2), against references $(3), into $(4); more arguments in $(5).
+EVALUATE = $(RADLLM) evaluate --ref $(3) --out $(4) --classifier $(D)/cxr_encoder \
+	--pred $(1)/reports.jsonl --pred $(1)/images/images.jsonl --pred $(1)/vqa.jsonl \
+	--pred baseline_normal=$(2)/baseline_normal.jsonl --pred baseline_normal=$(2)/baseline_normal_images.jsonl \
+	--pred baseline_nearest=$(2)/baseline_nearest.jsonl --pred baseline_probe=$(2)/baseline_probe.jsonl \
+	--pred baseline_prior=$(2)/baseline_prior.jsonl $(5)
+
 # report.html draws the learning curves of both training stages (their metrics.jsonl).
 $(D)/eval/metrics.json: $(D)/generate/reports.done $(D)/generate/images.done $(D)/generate/vqa.done \
 		$(D)/generate/reports_shuffled.done $(D)/generate/vqa_shuffled.done \
 		$(D)/baselines/baselines.json $(foreach p,$(PERPLEXITIES),$(D)/perplexity/$(p).json)
-	$(START) $(RADLLM) evaluate --ref $(D)/phantoms/manifest.jsonl --out $(D)/eval --classifier $(D)/cxr_encoder \
-	    --pred $(D)/generate/reports.jsonl --pred $(D)/generate/images/images.jsonl --pred $(D)/generate/vqa.jsonl \
-	    --pred baseline_normal=$(D)/baselines/baseline_normal.jsonl --pred baseline_nearest=$(D)/baselines/baseline_nearest.jsonl \
+	$(START) $(call EVALUATE,$(D)/generate,$(D)/baselines,$(D)/phantoms/manifest.jsonl,$(D)/eval,\
 	    --pred shuffled=$(D)/generate/reports_shuffled.jsonl --pred shuffled=$(D)/generate/vqa_shuffled.jsonl \
 	    --run-dir stage1=$(D)/stage1 --run-dir stage2=$(D)/stage2 \
-	    $(foreach p,$(PERPLEXITIES),--perplexity $(p)=$(D)/perplexity/$(p).json) \
+	    $(foreach p,$(PERPLEXITIES),--perplexity $(p)=$(D)/perplexity/$(p).json)) \
 	&& $(call timed,evaluate)
+
+# ---------------------------------------------------------------------------------------------
+# More evaluation sets, each under $(D)/<name>/: the model's reports, images and VQA answers of
+# one split, the baselines, and one `radllm evaluate` into $(D)/<name>/eval.
+#   unseen: DEMO_UNSEEN_N phantoms of another seed, every one a test study. Every recipe choice
+#           so far was made before they existed, so they give the figure no choice has seen.
+#   val:    the validation split, where recipe choices are made (`make demo-val`).
+DEMO_UNSEEN_N ?= 300
+DEMO_UNSEEN_SEED ?= 1
+
+$(D)/unseen/phantoms/manifest.jsonl: | venv
+	$(START) $(RADLLM) phantoms --out $(D)/unseen/phantoms --n $(DEMO_UNSEEN_N) --size $(DEMO_SIZE) --seed $(DEMO_UNSEEN_SEED) \
+	    --split test --workers 2 --no-progress \
+	&& $(call timed,unseen_phantoms)
+
+$(D)/unseen/shards/index.json: $(D)/unseen/phantoms/manifest.jsonl $(D)/tokenizer/radllm.json
+	$(START) $(RADLLM) tokenize --manifest $< --vq $(D)/vq --tokenizer $(D)/tokenizer --out $(D)/unseen/shards --no-progress \
+	&& $(call timed,unseen_shards)
+
+# $(1): set name; $(2): its manifest; $(3): its shards directory; $(4): the split scored.
+define EVALUATION_SET
+$(D)/$(1)/generate/reports.done: $(D)/model/radllm.json $(3)/index.json
+	$$(START) $$(call GENERATE,reports,$(4)) --input $(3) --out $(D)/$(1)/generate/reports.jsonl --batch-size 32 \
+	    $$(DEMO_REPORT_ARGS) && touch $$@ && $$(call timed,$(1)_generate_reports)
+
+$(D)/$(1)/generate/images.done: $(D)/model/radllm.json $(2)
+	$$(START) $$(call GENERATE,images,$(4)) --input $(2) --out $(D)/$(1)/generate/images --batch-size 32 \
+	    $$(DEMO_IMAGE_ARGS) && touch $$@ && $$(call timed,$(1)_generate_images)
+
+$(D)/$(1)/generate/vqa.done: $(D)/model/radllm.json $(3)/index.json
+	$$(START) $$(call GENERATE,vqa,$(4)) --input $(3) --out $(D)/$(1)/generate/vqa.jsonl --batch-size 32 \
+	    && touch $$@ && $$(call timed,$(1)_generate_vqa)
+
+$(D)/$(1)/baselines/baselines.json: $(3)/index.json $(D)/shards/index.json
+	$$(START) $$(call BASELINES,$(3),$(D)/$(1)/baselines,$(4)) && $$(call timed,$(1)_baselines)
+
+$(D)/$(1)/eval/metrics.json: $(D)/$(1)/generate/reports.done $(D)/$(1)/generate/images.done $(D)/$(1)/generate/vqa.done \
+		$(D)/$(1)/baselines/baselines.json
+	$$(START) $$(call EVALUATE,$(D)/$(1)/generate,$(D)/$(1)/baselines,$(2),$(D)/$(1)/eval) && $$(call timed,$(1)_evaluate)
+endef
+
+$(eval $(call EVALUATION_SET,unseen,$(D)/unseen/phantoms/manifest.jsonl,$(D)/unseen/shards,test))
+$(eval $(call EVALUATION_SET,val,$(D)/phantoms/manifest.jsonl,$(D)/shards,val))
 
 demo-clean:
 	rm -rf $(D)

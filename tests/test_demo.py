@@ -4,8 +4,9 @@ Runs every step of the Makefile's demo into a temporary DEMO_DIR: phantoms, CXR 
 SentencePiece tokenizer, shards, text pre-training, stage 1, stage 2 with and without L2 (two
 ranks through the real deepspeed launcher on CPU), generation of reports / images / VQA on the
 test split (reports and VQA also as the shuffled-image control), baselines, perplexity and evaluation
-(with the learning curves of both stages); then checks the outputs, and that a second
-`make demo` runs no step again.
+(with the learning curves of both stages), and the same generation, baselines and evaluation on an
+unseen phantom set of another seed; then checks the outputs, and that a second `make demo` runs no
+step again.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ SMALL = {
     "DEMO_STAGE1_SET": "schedule.max_steps=2 data.studies_per_batch=4 optim.micro_batch_size=1",
     "DEMO_STAGE2_SET": "schedule.max_steps=2 data.studies_per_batch=4 optim.micro_batch_size=1",
     "DEMO_REPORT_ARGS": "--max-new-tokens 24",
+    "DEMO_UNSEEN_N": "10",
 }
 STEPS = ["phantoms", "cxr_encoder", "vq", "tokenizer", "shards", "pretrain", "stage1", "stage2", "stage2_no_l2",
          "generate_reports", "generate_images", "generate_vqa", "generate_reports_shuffled", "generate_vqa_shuffled",
          "baselines", "perplexity_pretrained",
-         "perplexity_stage2_l2", "perplexity_stage2_no_l2", "evaluate"]
+         "perplexity_stage2_l2", "perplexity_stage2_no_l2", "evaluate",
+         "unseen_phantoms", "unseen_shards", "unseen_generate_reports", "unseen_generate_images", "unseen_generate_vqa",
+         "unseen_baselines", "unseen_evaluate"]
 
 
 def _make(demo_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -61,8 +65,15 @@ def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None
                 "perplexity/pretrained", "perplexity/stage2_l2", "perplexity/stage2_no_l2",
                 "report/shuffled/ce_f1_micro_present", "vqa/shuffled/accuracy", "report/ce_f1_micro_present/ci_low",
                 "report/diff/shuffled/ce_f1_micro_present/ci_high", "report/diff/baseline_nearest/ce_f1_micro_present",
-                "vqa/diff/shuffled/accuracy"):
+                "vqa/diff/shuffled/accuracy", "report/ce_f1_micro_present_strict", "report/contradiction_rate",
+                "report/repeat_rate", "report/side_consistency", "report/distinct_fraction", "report/reference/contradiction_rate",
+                "report/baseline_probe/ce_f1_micro_present", "report/diff/baseline_probe/ce_f1_micro_present_strict",
+                "vqa/baseline_prior/auroc_macro", "vqa/diff/baseline_prior/auroc_macro", "image/gen_clinical_f1_micro",
+                "image/baseline_absent/gen_clinical_f1_micro", "image/baseline_normal/gen_clinical_f1_micro",
+                "image/diff/baseline_normal/gen_clinical_f1_micro", "report/side_match_n"):
         assert key in metrics, key
+    unseen = json.loads((demo / "unseen" / "eval" / "metrics.json").read_text())
+    assert unseen["report/n_studies"] == 10 and "report/baseline_probe/ce_f1_micro_present_strict" in unseen
     shuffled = [json.loads(line) for line in (demo / "generate" / "reports_shuffled.jsonl").read_text().splitlines()]
     assert len(shuffled) == 3 and all(r["image_from"] != r["study_id"] for r in shuffled)
     assert metrics["report/n_studies"] == 3  # the test split of 30 phantoms
@@ -72,6 +83,7 @@ def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None
     assert (demo / "model" / "radllm.json").is_file() and (demo / "vq" / "model.safetensors").is_file()
     assert (demo / "shards" / "index.json").is_file()
     assert "baseline: always normal" in run.stdout and "control: shuffled images" in run.stdout and "total:" in run.stdout
+    assert "reports, unseen set (10 studies)" in run.stdout
     ablation = (demo / "stage2_no_l2" / "config.yaml").read_text()
     assert "lambda_reg: 0.0" in ablation and "lambda_reg: 0.0" not in (demo / "stage2" / "config.yaml").read_text()
 

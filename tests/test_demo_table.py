@@ -77,36 +77,41 @@ def test_two_files_with_the_same_task_or_a_bad_perplexity_file_exit_2(files: Pat
 
 def test_table_places_each_figure_and_marks_missing_ones() -> None:
     metrics = {
-        "report/n_studies": 200, "report/ce_f1_micro_present": 0.8125, "report/baseline_normal/ce_f1_micro_present": 0.25,
-        "report/baseline_nearest/ce_f1_micro_present": 0.5, "report/shuffled/ce_f1_micro_present": 0.3,
-        "report/ce_f1/cardiomegaly": 0.9, "report/ce_f1/pleural_effusion": 0.7, "report/shuffled/ce_f1/pneumothorax": 0.125,
-        "report/ce_f1_micro_present/ci_low": 0.75, "report/ce_f1_micro_present/ci_high": 0.875,
-        "report/diff/shuffled/ce_f1_micro_present": 0.5125, "report/diff/shuffled/ce_f1_micro_present/ci_low": 0.4,
-        "report/diff/shuffled/ce_f1_micro_present/ci_high": 0.625, "report/diff/baseline_normal/ce_f1_micro_present": -0.25,
-        "vqa/accuracy": 0.9, "vqa/auroc_micro": 0.8, "vqa/auroc_micro/ci_low": 0.7, "vqa/auroc_micro/ci_high": 0.85,
-        "vqa/diff/shuffled/auroc_micro": 0.3, "perplexity/pretrained": 2.0,
-        "perplexity/stage2_l2": 2.25, "image/gen_clinical_agreement": None, "eval/bootstrap": 1000,
+        "report/n_studies": 200, "report/ce_f1_micro_present_strict": 0.75, "report/ce_f1_micro_present": 0.8125,
+        "report/baseline_normal/ce_f1_micro_present_strict": 0.25, "report/baseline_probe/ce_f1_micro_present_strict": 0.5,
+        "report/shuffled/ce_f1_micro_present_strict": 0.3, "report/contradiction_rate": 0.125, "report/reference/contradiction_rate": 0.0,
+        "report/ce_f1_micro_present_strict/ci_low": 0.7, "report/ce_f1_micro_present_strict/ci_high": 0.8,
+        "report/diff/shuffled/ce_f1_micro_present_strict": 0.45, "report/diff/shuffled/ce_f1_micro_present_strict/ci_low": 0.4,
+        "report/diff/shuffled/ce_f1_micro_present_strict/ci_high": 0.5, "report/diff/baseline_normal/ce_f1_micro_present_strict": 0.5,
+        "vqa/auroc_macro": 0.8, "vqa/auroc_macro/ci_low": 0.7, "vqa/auroc_macro/ci_high": 0.85, "vqa/baseline_prior/auroc_macro": 0.5,
+        "vqa/diff/baseline_prior/auroc_macro": 0.3, "perplexity/pretrained": 2.0,
+        "perplexity/stage2_l2": 2.25, "image/gen_clinical_agreement": None, "image/baseline_absent/gen_clinical_f1_micro": 0.0,
+        "eval/bootstrap": 1000,
     }
-    lines = format_table(metrics, {"phantoms": 30.0, "vq": 600.0}).splitlines()
+    unseen = {"report/n_studies": 50, "report/ce_f1_micro_present_strict": 0.625, "vqa/auroc_macro": 0.75}
+    lines = format_table(metrics, {"phantoms": 30.0, "vq": 600.0}, unseen).splitlines()
     blank = [i for i, line in enumerate(lines) if not line]
-    figures, intervals = lines[:blank[0]], lines[blank[0] + 1:blank[1]]
-    row = {line.split("  ")[0]: line.split() for line in figures[1:]}
-    # CE F1 present, F1 14, BLEU-4, F1 cardiomegaly, F1 effusion, F1 pneumothorax
-    assert row["model (stage 2, L2)"][-6:] == ["0.812", "-", "-", "0.900", "0.700", "-"]
-    assert row["control: shuffled images"][-6:] == ["0.300", "-", "-", "-", "-", "0.125"]
-    assert row["baseline: always normal"][-6] == "0.250" and row["baseline: nearest train study by codes"][-6] == "0.500"
+    test_block, unseen_block = lines[:blank[0]], lines[blank[0] + 1:blank[1]]
+    row = {line.split("  ")[0]: line.split() for line in test_block[1:]}
+    columns = ["strict", "CheXpert", "w/o", "macro", "findings", "contradicts", "repeats", "agrees", "right", "distinct"]
+    assert [c for c in columns if c in test_block[0]] == columns and "200 studies" in test_block[0]
+    assert row["model (stage 2, L2)"][-10:] == ["0.750", "0.812", "-", "-", "-", "0.125", "-", "-", "-", "-"]
+    assert row["baseline: code probe in a template"][-10] == "0.500" and row["reference reports"][-10:][5] == "0.000"
+    assert "baseline: nearest train study by codes" not in row  # not given: no line
+    unseen_rows = {line.split("  ")[0]: line.split() for line in unseen_block[1:]}
+    assert "50 studies" in unseen_block[0] and unseen_rows["model (stage 2, L2)"][-10] == "0.625"
+    intervals = lines[blank[1] + 1:blank[2]]
     assert "1000 resamples" in intervals[0]
-    ci = {line.split("  ")[0]: line.split("  ")[-1].strip() for line in intervals[1:]}
-    assert intervals[1].endswith("[0.750, 0.875]")  # the model's own interval; no difference with itself
-    assert intervals[4].split()[-3:] == ["+0.512", "[+0.400,", "+0.625]"] and ci["control: shuffled images"] == "[+0.400, +0.625]"
-    assert intervals[2].split()[-3:] == ["-", "-0.250", "-"]  # a difference without an interval (bootstrap off for it)
-    row = {line.split("  ")[0]: line.split() for line in lines if line}
-    assert row["VQA accuracy"][-1] == "0.900" and row["VQA AUROC micro"][-3:] == ["0.800", "[0.700,", "0.850]"]
-    assert row["VQA AUROC micro: model - shuffled control"][-1] == "+0.300"
-    assert row["VQA AUROC micro: shuffled-image control"][-1] == "-"
-    assert row["images: clinical agreement with requested findings"][-1] == "-"  # null in metrics.json
-    assert row["report perplexity: stage 2 with L2"][-1] == "2.250" and row["report perplexity: stage 2 without L2"][-1] == "-"
-    assert "200 test studies" in lines[0]
+    assert intervals[1].endswith("[0.700, 0.800]")  # the model's own interval; no difference with itself
+    ci = {line.split("  ")[0]: line.split() for line in intervals[2:]}
+    assert ci["control: shuffled images"][-3:] == ["+0.450", "[+0.400,", "+0.500]"]
+    assert ci["baseline: always normal"][-3:] == ["-", "+0.500", "-"]  # a difference without an interval
+    row = {line.split("  ")[0]: line.split() for line in lines[blank[3] + 1:]}
+    assert row["VQA AUROC macro"][-4:] == ["0.800", "[0.700,", "0.850]", "0.750"]  # test with interval, then unseen
+    assert row["VQA AUROC macro: model - prior"][-2:] == ["+0.300", "-"]
+    assert row["images: agreement with requested findings"][-2:] == ["-", "-"]  # null in metrics.json
+    assert row["images: the same, an image showing nothing"][-2:] == ["0.000", "-"]
+    assert row["report perplexity: stage 2 with L2"][-2] == "2.250" and row["report perplexity: stage 2 without L2"][-2] == "-"
     assert lines[-2] == "step wall time (s): phantoms 30 | vq 600" and lines[-1] == "total: 10.5 min"
 
 
@@ -120,7 +125,7 @@ def test_timings_keep_the_last_run_of_a_step_and_reject_bad_lines(tmp_path: Path
 
 
 def test_cli_prints_the_table_and_rejects_a_missing_file(tmp_path: Path, capsys) -> None:
-    (tmp_path / "metrics.json").write_text(json.dumps({"vqa/accuracy": 0.75}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"vqa/auroc_macro": 0.75}))
     assert main(["demo-table", "--metrics", str(tmp_path / "metrics.json")]) == 0
     assert "0.750" in capsys.readouterr().out
     assert main(["demo-table", "--metrics", str(tmp_path / "none.json")]) == 2

@@ -58,6 +58,12 @@ def test_labels_follow_the_argmax_of_each_observations_head(tmp_path):
     assert labeler.identity.startswith("model:labeler:") and labeler.label(REPORTS[1]) == got[1]
 
 
+def test_an_empty_report_states_nothing(tmp_path):
+    labeler = ModelLabeler(tiny_labeler_dir(tmp_path / "labeler"))
+    got = labeler.label_many(["", REPORTS[0], "  "])
+    assert got[0] == empty_labels() and got[2] == empty_labels() and got[1] == labeler.label(REPORTS[0])
+
+
 def test_evaluate_uses_the_model_labeler_on_both_sides(tmp_path):
     directory = tiny_labeler_dir(tmp_path / "labeler")
     refs = [{"study_id": f"s{i}", "report": r} for i, r in enumerate(REPORTS)]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from radllm.encoders.metrics import binary_auroc, choose_threshold
 from radllm.errors import RadllmError
 from radllm.labels import OBSERVATIONS, Labels
 from radllm.vq.probe import ProbeConfig, code_probe
@@ -130,3 +131,24 @@ def test_bad_inputs_are_named() -> None:
         code_probe(codes, [{} for _ in labels], codes, labels, K)
     with pytest.raises(RadllmError, match="holdout_fraction"):
         code_probe(codes, labels, codes, labels, K, ProbeConfig(holdout_fraction=1.0))
+
+
+def test_thresholds_on_given_codes_fit_on_all_train_grids() -> None:
+    """With threshold codes the probe fits on every train grid and cuts at the F1 optimum of
+    the given grids (checked: eval = the threshold grids, so `probabilities` are theirs)."""
+    train_codes, train_labels = quadrant_grids(200, seed=7)
+    val_codes, val_labels = quadrant_grids(60, seed=8)
+    result = code_probe(train_codes, train_labels, val_codes, val_labels, K, ProbeConfig(epochs=2),
+                        threshold_codes=val_codes, threshold_labels=val_labels)
+    assert (result.n_fit, result.n_holdout, result.n_threshold, result.thresholds_from) == (200, 0, 60, "threshold codes")
+    assert result.metrics()["probe/n_train"] == 200
+    for j, name in enumerate(result.observations):
+        truth = is_positive(val_labels, name)
+        assert result.thresholds[name] == choose_threshold(result.probabilities[:, j], truth, "f1")
+        assert result.threshold_auroc[name] == binary_auroc(result.probabilities[:, j], truth)
+    default = code_probe(train_codes, train_labels, val_codes, val_labels, K, ProbeConfig(epochs=2))
+    assert (default.n_fit, default.n_holdout, default.n_threshold, default.thresholds_from) == (160, 40, 40, "train holdout")
+    with pytest.raises(RadllmError, match="both threshold_codes and threshold_labels"):
+        code_probe(train_codes, train_labels, val_codes, val_labels, K, threshold_codes=val_codes)
+    with pytest.raises(RadllmError, match="threshold grids .4, 4. differ"):
+        code_probe(train_codes, train_labels, val_codes, val_labels, K, threshold_codes=val_codes[:, :4, :4], threshold_labels=val_labels)

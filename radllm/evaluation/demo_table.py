@@ -1,14 +1,19 @@
-"""The closing table of `make demo`: the headline figures of one evaluation, side by side.
+"""The closing table of `make demo`: the headline figures of one or two evaluations, side by side.
 
-    radllm demo-table --metrics runs/demo/eval/metrics.json --timings runs/demo/timings.tsv
+    radllm demo-table --metrics runs/demo/eval/metrics.json --unseen-metrics runs/demo/unseen/eval/metrics.json \
+        --timings runs/demo/timings.tsv
 
-Reads the flat keys of `radllm evaluate`'s metrics.json (README "Evaluation"): clinical F1 of the
-model's reports (micro and for three findings) against the two baselines and the shuffled-image
-control scored in the same run, with the paired-bootstrap intervals of the differences model −
-row; clinical agreement of generated images with the requested findings, VQA accuracy / AUROC
-(and the shuffled control's) and held-out report perplexity of the pretrained LM and of stage 2
-with and without the L2 pull. A key missing from the file is shown as "-" (a run without that
-task, or evaluated with --bootstrap 0), so the table never invents a value.
+Reads the flat keys of `radllm evaluate`'s metrics.json (README "Evaluation"). Reports: strict and
+CheXpert-convention clinical F1, F1 without "No Finding", macro F1, the findings section alone,
+and coherence (self-contradiction, repetition, side consistency, side of found findings, distinct
+reports) for the model, the baselines (always normal, nearest by codes, the code probe written
+into a template), the shuffled-image control and the reference reports; then the paired-bootstrap
+intervals of strict F1, model − row. Then VQA (macro AUROC first, beside the no-image answer prior
+and the shuffled control), generated images (F1 of the requested findings beside an image that
+shows nothing and a normal radiograph) and held-out report perplexity. With an unseen set (phantoms
+of another seed that no choice has seen) every block is repeated for it. A key missing from the file
+is shown as "-" (a run without that task, or evaluated with --bootstrap 0), so the table never
+invents a value.
 """
 
 from __future__ import annotations
@@ -22,32 +27,42 @@ from typing import Any
 from radllm.errors import RadllmError
 from radllm.jsonl import read_json_file, read_text_file
 from radllm.evaluation.intervals import DIFF
-from radllm.evaluation.keys import set_key, set_label
+from radllm.evaluation.keys import ABSENT_IMAGES, REFERENCE, set_key, set_label
 
-#: (label, prediction-set name) of each report line; the model ("") first, then the baselines and the control.
+#: (label, prediction-set name) of each report line: the model ("") first, then the baselines, the control, the references.
 REPORT_ROWS = (
     ("model (stage 2, L2)", ""),
-    *((set_label(name), name) for name in ("baseline_normal", "baseline_nearest", "shuffled")),
+    *((set_label(name), name) for name in ("baseline_normal", "baseline_nearest", "baseline_probe", "shuffled", REFERENCE)),
 )
 #: (column header, metric) of the report lines.
 REPORT_COLUMNS = (
-    ("CE F1 present", "ce_f1_micro_present"),  # micro over observations with a positive reference
-    ("CE F1 14", "ce_f1_micro_14"),
-    ("BLEU-4", "bleu_4"),
-    ("F1 cardiomegaly", "ce_f1/cardiomegaly"),
-    ("F1 effusion", "ce_f1/pleural_effusion"),
-    ("F1 pneumothorax", "ce_f1/pneumothorax"),
+    ("strict F1", "ce_f1_micro_present_strict"),  # micro over observations with a positive reference, contradictions as errors
+    ("CheXpert F1", "ce_f1_micro_present"),
+    ("F1 w/o NF", "ce_f1_micro_present_excl_no_finding"),
+    ("F1 macro", "ce_f1_macro_present"),
+    ("findings F1", "findings_section/ce_f1_micro_present"),
+    ("contradicts", "contradiction_rate"),
+    ("repeats", "repeat_rate"),
+    ("side agrees", "side_consistency"),
+    ("side right", "side_match"),
+    ("distinct", "distinct_fraction"),
 )
 #: The metric whose intervals the second report block shows.
-INTERVAL_METRIC = "ce_f1_micro_present"
+INTERVAL_METRIC = "ce_f1_micro_present_strict"
 #: (label, key) of the single-value lines (with their interval where metrics.json has one).
 OTHER_ROWS = (
-    ("images: clinical agreement with requested findings", "image/gen_clinical_agreement"),
-    ("images: clinical F1 micro of requested findings", "image/gen_clinical_f1_micro"),
-    ("VQA accuracy", "vqa/accuracy"),
+    ("VQA AUROC macro", "vqa/auroc_macro"),
+    ("VQA AUROC macro: no-image answer prior", "vqa/baseline_prior/auroc_macro"),
+    ("VQA AUROC macro: shuffled-image control", "vqa/shuffled/auroc_macro"),
+    ("VQA AUROC macro: model - prior", f"vqa/{DIFF}/baseline_prior/auroc_macro"),
     ("VQA AUROC micro", "vqa/auroc_micro"),
-    ("VQA AUROC micro: shuffled-image control", "vqa/shuffled/auroc_micro"),
-    ("VQA AUROC micro: model - shuffled control", f"vqa/{DIFF}/shuffled/auroc_micro"),
+    ("VQA AUROC micro: no-image answer prior", "vqa/baseline_prior/auroc_micro"),
+    ("images: F1 of requested findings", "image/gen_clinical_f1_micro"),
+    ("images: the same, an image showing nothing", f"image/{ABSENT_IMAGES}/gen_clinical_f1_micro"),
+    ("images: the same, one normal radiograph", "image/baseline_normal/gen_clinical_f1_micro"),
+    ("images: model - normal radiograph", f"image/{DIFF}/baseline_normal/gen_clinical_f1_micro"),
+    ("images: agreement with requested findings", "image/gen_clinical_agreement"),
+    ("images: agreement, an image showing nothing", f"image/{ABSENT_IMAGES}/gen_clinical_agreement"),
     ("report perplexity: pretrained LM", "perplexity/pretrained"),
     ("report perplexity: stage 2 with L2", "perplexity/stage2_l2"),
     ("report perplexity: stage 2 without L2", "perplexity/stage2_no_l2"),
@@ -101,29 +116,50 @@ def read_timings(path: str | os.PathLike) -> dict[str, float]:
     return timings
 
 
-def format_table(metrics: Mapping[str, Any], timings: Mapping[str, float] | None = None) -> str:
-    """The demo's closing table as plain text (one block for reports, one line per other figure)."""
-    label_width = max(len(label) for label, _ in (*REPORT_ROWS, *OTHER_ROWS))
+def _report_block(metrics: Mapping[str, Any], title: str, label_width: int) -> list[str]:
     n = metrics.get("report/n_studies")
-    header = f"{'reports' + (f' ({n} test studies)' if n else ''):{label_width}s}"
-    lines = [header + "".join(f"  {title:>15s}" for title, _ in REPORT_COLUMNS)]
+    header = f"{title + (f' ({n} studies)' if n else ''):{label_width}s}"
+    lines = [header + "".join(f"  {name:>11s}" for name, _ in REPORT_COLUMNS)]
     for label, name in REPORT_ROWS:
-        cells = "".join(f"  {_cell(metrics.get(set_key('report', name, metric))):>15s}" for _, metric in REPORT_COLUMNS)
-        lines.append(f"{label:{label_width}s}{cells}")
+        cells = [metrics.get(set_key("report", name, metric)) for _, metric in REPORT_COLUMNS]
+        if all(cell is None for cell in cells) and name:
+            continue  # a set this evaluation was not given
+        lines.append(f"{label:{label_width}s}" + "".join(f"  {_cell(cell):>11s}" for cell in cells))
+    return lines
+
+
+def _interval_block(metrics: Mapping[str, Any], title: str, label_width: int) -> list[str]:
     resamples = metrics.get("eval/bootstrap")
-    lines.append("")
-    lines.append(f"{'CE F1 present, 95% CI' + (f' ({resamples} resamples)' if resamples else ''):{label_width}s}"
-                 f"  {'own':>16s}  {'model - row':>12s}  {'paired 95% CI':>16s}")
+    lines = [f"{title + (f' ({resamples} resamples)' if resamples else ''):{label_width}s}"
+             f"  {'own':>16s}  {'model - row':>12s}  {'paired 95% CI':>16s}"]
     for label, name in REPORT_ROWS:
+        if name == REFERENCE or (name and set_key("report", name, INTERVAL_METRIC) not in metrics):
+            continue
         own = _interval(metrics, set_key("report", name, INTERVAL_METRIC))
         diff = f"report/{DIFF}/{name}/{INTERVAL_METRIC}"
         difference, paired = (_cell(metrics.get(diff), signed=True), _interval(metrics, diff, signed=True)) if name else ("", "")
         lines.append(f"{label:{label_width}s}  {own:>16s}  {difference:>12s}  {paired:>16s}".rstrip())
-    lines.append("")
+    return lines
+
+
+def format_table(metrics: Mapping[str, Any], timings: Mapping[str, float] | None = None, unseen: Mapping[str, Any] | None = None) -> str:
+    """The demo's closing table as plain text: report blocks, strict-F1 intervals, one line per other
+    figure (a column each for the test split and, when given, the `unseen` set)."""
+    sets = [("test split", metrics)] + ([("unseen set", unseen)] if unseen is not None else [])
+    label_width = max(len(label) for label, _ in (*REPORT_ROWS, *OTHER_ROWS, ("strict F1, 95% CI (1000 resamples)", "")))
+    lines: list[str] = []
+    for title, values in sets:
+        lines += _report_block(values, f"reports, {title}", label_width) + [""]
+    for title, values in sets:
+        lines += _interval_block(values, f"strict F1 95% CI, {title}", label_width) + [""]
+    lines.append(f"{'':{label_width}s}" + "".join(f"  {title:>28s}" for title, _ in sets))
     for label, key in OTHER_ROWS:
-        interval = _interval(metrics, key, signed=f"/{DIFF}/" in key)
-        cell = _cell(metrics.get(key), signed=f"/{DIFF}/" in key)
-        lines.append(f"{label:{label_width}s}  {cell:>15s}" + (f"  {interval}" if interval != "-" else ""))
+        signed = f"/{DIFF}/" in key
+        cells = []
+        for _, values in sets:
+            interval = _interval(values, key, signed=signed)
+            cells.append(_cell(values.get(key), signed=signed) + (f" {interval}" if interval != "-" else ""))
+        lines.append(f"{label:{label_width}s}" + "".join(f"  {cell:>28s}" for cell in cells))
     if timings:
         lines.append("")
         lines.append(format_timings(timings))

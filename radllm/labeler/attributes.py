@@ -7,12 +7,14 @@ reads the side words ("right", "left", "bilateral", "bibasilar") and severity wo
 (`radllm.evaluation.attributes`) and the coherence rules can tell "No right effusion. Small left
 effusion." (two sides, no contradiction) from "No effusion. Small left effusion." (a contradiction).
 
-A word is attached to a mention when it lies in the same sentence, nothing that opens another
-clause or list item (a comma, ";", "and", "but", "or") lies between them, and no other
-mention lies between them; of several such words the nearest wins. So "small right pleural
-effusion and left lower lobe atelectasis" gives the effusion the right side and the atelectasis the
-left, "consolidation in the left upper lobe" reads the side after the mention, and in "left
-effusion and pneumothorax" the pneumothorax gets no side (the rules do not guess).
+A word is attached to a mention when it lies in the same sentence and nothing that opens another
+clause or list item (a comma, ";", "and", "but", "or") lies between them; of several such words
+the nearest wins. So "small right pleural effusion and left lower lobe atelectasis" gives the
+effusion the right side and the atelectasis the left, "consolidation in the left upper lobe" reads
+the side after the mention, "right middle lobe consolidation with associated opacity" gives the
+opacity the right side too, and in "left effusion and pneumothorax" the pneumothorax gets no side
+(the rules do not guess). Commas and "and" inside a list of numbers ("left 6th, 7th and 8th rib
+fractures") break nothing.
 
 Severity is put on one scale for every finding: mild (small, trace, minimal, mild), moderate, and
 severe (large, marked, severe, massive), because reports grade effusions by size and the heart
@@ -58,7 +60,7 @@ _SIDE = re.compile(r"\b(?:" + "|".join(f"(?P<s{i}>{p})" for i, p in enumerate(_S
 _SEVERITY = re.compile(r"\b(?:" + "|".join(f"(?P<v{i}>{p})" for i, p in enumerate(_SEVERITY_WORDS)) + r")\b")
 # What separates a qualifier from a finding it does not describe (sentence ends are separate).
 # "with" is no break: "opacity in the left upper lobe consistent with consolidation" is one finding.
-_CLAUSE_BREAK = re.compile(r"[,;]|\b(?:and|but|or|however|whereas|while)\b")
+_CLAUSE_BREAK = re.compile(r",(?! ?\d)|;|\b(?:and|or)\b(?! \d)|\b(?:but|however|whereas|while)\b")
 
 Span = tuple[int, int]
 
@@ -71,9 +73,7 @@ def _words(pattern: re.Pattern[str], values: Sequence, text: str) -> list[tuple[
     return found
 
 
-def _nearest(
-    span: Span, candidates: list[tuple[int, int, object]], text: str, sentence: Span, others: Sequence[Span]
-) -> object | None:
+def _nearest(span: Span, candidates: list[tuple[int, int, object]], text: str, sentence: Span) -> object | None:
     """The value of the nearest candidate attached to `span` (see the module docstring), or None."""
     start, end = span
     best: tuple[int, object] | None = None
@@ -88,7 +88,7 @@ def _nearest(
             continue
         if c_start < sentence[0] or c_end > sentence[1]:
             continue
-        if _CLAUSE_BREAK.search(text, gap[0], gap[1]) or any(gap[0] <= o_start and o_end <= gap[1] for o_start, o_end in others):
+        if _CLAUSE_BREAK.search(text, gap[0], gap[1]):
             continue
         if best is None or distance < best[0]:
             best = (distance, value)
@@ -114,9 +114,8 @@ def attach_attributes(
     out = []
     for span in spans:
         sentence = next((s for s in sentences if s[0] <= span[0] < s[1]), (0, len(text)))
-        others = [s for s in spans if s != span and not (s[0] < span[1] and span[0] < s[1])]
-        side = _nearest(span, sides, text, sentence, others)
-        severity = _nearest(span, severities, text, sentence, others)
+        side = _nearest(span, sides, text, sentence)
+        severity = _nearest(span, severities, text, sentence)
         out.append((side if isinstance(side, frozenset) else frozenset(), severity if isinstance(severity, str) else None))
     return out
 

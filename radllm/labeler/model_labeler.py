@@ -84,17 +84,18 @@ class ModelLabeler:
 
     @torch.inference_mode()
     def label_many(self, reports: Iterable[str]) -> list[Labels]:
-        """Labels of each report, in order, batch by batch."""
+        """Labels of each report, in order, batch by batch. An empty report (a generated one, or a
+        report's missing section) states nothing: every label blank, without running the model."""
         reports = list(reports)
-        out: list[Labels] = []
-        for start in range(0, len(reports), self.batch_size):
-            batch = reports[start : start + self.batch_size]
+        out: list[Labels] = [empty_labels() for _ in reports]
+        written = [i for i, report in enumerate(reports) if report.strip()]
+        for start in range(0, len(written), self.batch_size):
+            rows = written[start : start + self.batch_size]
+            batch = [reports[i] for i in rows]
             inputs = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
             logits = self.model(**inputs).logits.view(len(batch), len(self.observations), len(self.values))
-            for row in logits.argmax(dim=-1).tolist():
-                labels = empty_labels()
-                labels.update({name: self.values[index] for name, index in zip(self.observations, row)})
-                out.append(labels)
+            for i, row in zip(rows, logits.argmax(dim=-1).tolist()):
+                out[i].update({name: self.values[index] for name, index in zip(self.observations, row)})
         return out
 
     def label(self, report: str) -> Labels:

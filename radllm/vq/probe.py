@@ -16,6 +16,10 @@ Labels follow the demo CXR encoder: uncertain (-1) as positive, blank as negativ
 image shows; the same mapping `radllm evaluate` uses for clinical F1 by default. Budgets are fixed
 (epochs, seed), never wall-clock, so a figure can be reproduced.
 
+Decision thresholds are chosen for F1 per observation on a holdout of the train codes by default;
+a caller with its own validation split passes it as `threshold_codes` / `threshold_labels`, and
+the probe then fits on every train grid and chooses thresholds there (`radllm baselines` does).
+
     from radllm.vq.probe import ProbeConfig, code_probe
     result = code_probe(train_codes, train_labels, eval_codes, eval_labels, codebook_size=256)
     result.f1_micro_present, result.metrics()  # {"probe/f1_micro_present": ..., ...}
@@ -116,7 +120,7 @@ class ProbeResult:
 
     observations: list[str]  # trained on: both classes among the train labels
     excluded: dict[str, str]  # observation -> why it was not trained on
-    thresholds: dict[str, float]  # per trained observation, chosen for F1 on the holdout
+    thresholds: dict[str, float]  # per trained observation, chosen for F1 on the holdout (or the threshold codes)
     f1_micro_present: float
     f1_macro_present: float
     label_blind_f1_micro_present: float  # every trained observation predicted positive for every study
@@ -125,7 +129,7 @@ class ProbeResult:
     auroc: dict[str, float | None]  # per trained observation; None when the eval split has one class
     auroc_macro: float | None  # mean of the defined per-observation AUROCs
     n_fit: int
-    n_holdout: int
+    n_holdout: int  # train grids held out to choose thresholds; 0 when threshold codes were given
     n_eval: int
     grid: list[int]
     steps: int
@@ -133,6 +137,11 @@ class ProbeResult:
     seconds: float  # fitting and prediction (not encoding)
     probabilities: np.ndarray = field(repr=False)  # [n_eval, len(observations)]
     predictions: list[Labels] = field(repr=False)  # 1/0 per observation (all 14) per eval study
+    # The grids the thresholds were chosen on: "train holdout" or "threshold codes" (given by the
+    # caller), how many, and each trained observation's AUROC there (None: one class only).
+    thresholds_from: str = "train holdout"
+    n_threshold: int = 0
+    threshold_auroc: dict[str, float | None] = field(default_factory=dict)
 
     def metrics(self, prefix: str = "probe/") -> dict[str, Any]:
         """Flat JSON-ready keys, e.g. ``probe/f1_micro_present``, ``probe/f1/cardiomegaly``."""
@@ -170,14 +179,19 @@ def code_probe(
     eval_labels: Sequence[Labels],
     codebook_size: int,
     config: ProbeConfig | None = None,
+    threshold_codes: Tensor | None = None,
+    threshold_labels: Sequence[Labels] | None = None,
 ) -> ProbeResult:
-    """Train the probe on `train_codes`, choose thresholds on a holdout of them, score `eval_codes`.
+    """Train the probe on `train_codes`, choose thresholds on a holdout of them (or on `threshold_codes`), score `eval_codes`.
 
     Args:
         train_codes, eval_codes: integer code grids [N, h, w] (the same h, w), values in [0, K).
         train_labels, eval_labels: one label dict (observation -> 1/0/-1/None) per grid.
         codebook_size: K, the number of codes of the tokenizer.
         config: size and budget; `ProbeConfig()` when None.
+        threshold_codes, threshold_labels: grids and labels of a validation split to choose the
+            thresholds on (both or neither). Given, the probe fits on every train grid and
+            `config.holdout_fraction` is not used.
 
     Returns:
         A `ProbeResult`; `.metrics()` gives the ``probe/`` keys of `radllm vq-eval`.
@@ -187,10 +201,18 @@ def code_probe(
             grids for a holdout, or no observation with both classes among the train labels.
     """
     config = (config or ProbeConfig()).validate()
+    explicit = threshold_codes is not None or threshold_labels is not None
+    if explicit and (threshold_codes is None or threshold_labels is None):
+        raise RadllmError("probe: give both threshold_codes and threshold_labels, or neither")
     _check_codes(train_codes, len(train_labels), codebook_size, "train")
     _check_codes(eval_codes, len(eval_labels), codebook_size, "eval")
     if train_codes.shape[1:] != eval_codes.shape[1:]:
         raise RadllmError(f"probe: train grids {list(train_codes.shape[1:])} and eval grids {list(eval_codes.shape[1:])} differ")
+    if explicit:
+        _check_codes(threshold_codes, len(threshold_labels), codebook_size, "threshold")
+        if threshold_codes.shape[1:] != train_codes.shape[1:]:
+            shapes = f"train grids {list(train_codes.shape[1:])} and threshold grids {list(threshold_codes.shape[1:])}"
+            raise RadllmError(f"probe: {shapes} differ")
     all_targets = probe_targets(train_labels, OBSERVATIONS)  # [N, 14]
     positives = all_targets.sum(axis=0)
     trained = [i for i, n_pos in enumerate(positives) if 0 < n_pos < len(train_labels)]
@@ -202,11 +224,14 @@ def code_probe(
     targets = torch.from_numpy(all_targets[:, trained])  # [N, L]
 
     started = time.perf_counter()
-    n_holdout = max(1, round(config.holdout_fraction * len(train_labels)))
-    if len(train_labels) - n_holdout < 1:
-        raise RadllmError(f"probe: {len(train_labels)} train studies are too few to fit and hold out {n_holdout}")
-    order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(config.seed))
-    fit_rows, holdout_rows = order[n_holdout:], order[:n_holdout]
+    if explicit:
+        n_holdout, fit_rows, holdout_rows = 0, torch.arange(len(train_labels)), torch.arange(0)
+    else:
+        n_holdout = max(1, round(config.holdout_fraction * len(train_labels)))
+        if len(train_labels) - n_holdout < 1:
+            raise RadllmError(f"probe: {len(train_labels)} train studies are too few to fit and hold out {n_holdout}")
+        order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(config.seed))
+        fit_rows, holdout_rows = order[n_holdout:], order[:n_holdout]
     caller_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
@@ -214,11 +239,12 @@ def code_probe(
             torch.manual_seed(config.seed)
             net = CodeProbeNet(codebook_size, tuple(train_codes.shape[1:]), len(names), config.dim)
         losses = fit_probe(net, train_codes[fit_rows].long(), targets[fit_rows], config)
-        holdout_probs = predict_probabilities(net, train_codes[holdout_rows].long())
+        choice_codes = threshold_codes if explicit else train_codes[holdout_rows]
+        holdout_probs = predict_probabilities(net, choice_codes.long())
         probs = predict_probabilities(net, eval_codes.long())  # [M, L]
     finally:
         torch.set_num_threads(caller_threads)
-    holdout_targets = targets[holdout_rows].numpy()
+    holdout_targets = probe_targets(threshold_labels, names) if explicit else targets[holdout_rows].numpy()
     thresholds = [choose_threshold(holdout_probs[:, j], holdout_targets[:, j], "f1") for j in range(len(names))]
     seconds = time.perf_counter() - started
 
@@ -249,6 +275,9 @@ def code_probe(
         seconds=round(seconds, 2),
         probabilities=probs,
         predictions=predictions,
+        thresholds_from="threshold codes" if explicit else "train holdout",
+        n_threshold=len(holdout_probs),
+        threshold_auroc={name: binary_auroc(holdout_probs[:, j], holdout_targets[:, j]) for j, name in enumerate(names)},
     )
 
 
