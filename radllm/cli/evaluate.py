@@ -4,6 +4,8 @@
     radllm evaluate --pred images/index.jsonl --ref M --out runs/eval_img --classifier runs/demo/cxr_encoder
     radllm evaluate --pred runs/gen/reports.jsonl --pred baseline_normal=runs/baselines/baseline_normal.jsonl \
         --pred baseline_nearest=runs/baselines/baseline_nearest.jsonl --ref M --out runs/eval
+    radllm evaluate --pred runs/gen/reports.jsonl --ref M --out runs/eval --scorer chexbert,radgraph,bertscore \
+        --scorer-weights /models/scorers      # needs pip install 'radllm[scorers]'
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from radllm.evaluation.bootstrap import RESAMPLES
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
 from radllm.evaluation.intervals import DIFF
 from radllm.evaluation.reports import REPORT_LABEL_SOURCES
+from radllm.evaluation.scorers import SCORERS, check_scorers, parse_scorers
 
 NAME = "evaluate"
 HELP = "score generated reports (NLG + clinical efficacy), images (PSNR/SSIM, FID, agreement) and VQA"
@@ -49,11 +52,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labeler", default=None, metavar="DIR",
                         help="a local HF sequence-classification model directory (e.g. a CheXbert converted to HF, see "
                              "radllm.labeler.model_labeler) that labels generated and reference reports instead of the rules")
+    parser.add_argument("--scorer", default=None, metavar="NAMES",
+                        help=f"comma list of the report scorers papers quote, from local weights: {', '.join(SCORERS)} "
+                             "(report/chexbert_f1_*, report/radgraph_f1*, report/bertscore_f1*; radllm.evaluation.scorers; "
+                             "needs pip install 'radllm[scorers]')")
+    parser.add_argument("--scorer-weights", default=None, metavar="DIR",
+                        help="directory with the scorers' weights (chexbert.pth, bert-base-uncased/, radgraph.tar.gz, "
+                             "distilroberta-base/, ...); default: the Hugging Face cache. Nothing is downloaded: a missing "
+                             "file is named with the command that fetches it")
     parser.add_argument("--classifier", default=None, help="CXR encoder (dir or xrv safetensors) for clinical agreement of images")
     parser.add_argument("--feature-extractor", default=None, help="CXR encoder for FID features (default: --classifier)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
     parser.add_argument("--samples", type=int, default=8, help="studies shown side by side in report.html (default 8)")
-    parser.add_argument("--device", default="cpu", help="device for the CXR encoders (default cpu)")
+    parser.add_argument("--device", default="cpu", help="device for the CXR encoders and the --scorer models (default cpu)")
     parser.add_argument("--bootstrap", type=int, default=RESAMPLES, metavar="N",
                         help=f"paired-bootstrap resamples of studies for 95%% intervals of headline metrics and of the "
                              f"differences model - NAME (report/diff/NAME/...); 0 = off (default {RESAMPLES})")
@@ -100,7 +111,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         bootstrap=args.bootstrap,
         bootstrap_seed=args.bootstrap_seed,
+        scorers=parse_scorers(args.scorer) if args.scorer else (),
+        scorer_weights=args.scorer_weights,
     )
+    check_scorers(options.scorers, options.scorer_weights)  # a missing library or weight file fails before the slow work
     files = prediction_files(args.pred)
     perplexity = {}
     for value in args.perplexity:

@@ -36,6 +36,7 @@ from radllm.evaluation.page import FlaggedReport, Sample, render_page
 from radllm.evaluation.perplexity import Perplexity
 from radllm.evaluation.keys import ABSENT_IMAGES, REFERENCE
 from radllm.evaluation.reports import check_report_label_source, reference_labels, score_reports, truth_label_source
+from radllm.evaluation.scorers import standard_scores
 from radllm.evaluation.vqa import question_outcomes, vqa_metrics
 from radllm.labeler.model_labeler import ReportLabeler, load_labeler
 
@@ -60,6 +61,8 @@ class EvaluationOptions:
     device: str = "cpu"
     bootstrap: int = RESAMPLES  # resamples of the paired bootstrap (radllm.evaluation.intervals); 0 = no intervals
     bootstrap_seed: int = 0
+    scorers: tuple[str, ...] = ()  # papers' report scorers (radllm.evaluation.scorers.SCORERS), e.g. ("chexbert", "radgraph")
+    scorer_weights: str | None = None  # their weights directory (--scorer-weights); None = the Hugging Face cache
 
 
 def _check_ids(predictions: Mapping[str, list[dict[str, Any]]], references: Mapping[str, Reference], ref_path: Path) -> None:
@@ -107,6 +110,11 @@ def score_set(predictions: Mapping[str, list[dict[str, Any]]], references: Mappi
                         "reports by %s; their disagreement biases precision and recall (default: --ce-labels labeler)", metrics["eval/labeler"])
         reports = score_reports(predictions["report"], references, options.uncertain_policy, report_source, labeler, options.meteor)
         metrics.update(reports.metrics)
+        if options.scorers:  # CheXbert / RadGraph F1 / BERTScore as papers compute them, generated vs reference text
+            records = predictions["report"]
+            found = standard_scores(options.scorers, [r["report"] for r in records], [references[r["study_id"]].text for r in records],
+                                    options.scorer_weights, options.device)
+            metrics.update({f"report/{key}": value for key, value in found.items()})
         result.outcomes.report = dict(zip(reports.study_ids, reports.counts))
         result.outcomes.report_strict = dict(zip(reports.study_ids, reports.strict_counts))
         result.readings = dict(zip(reports.study_ids, reports.readings))
