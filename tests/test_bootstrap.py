@@ -172,3 +172,44 @@ def test_bootstrap_off_and_reserved_name(tmp_path: Path, capsys) -> None:
     assert not any("ci_" in key or "/diff/" in key or key == "eval/bootstrap" for key in metrics)
     assert main([*base, "--out", str(tmp_path / "o2"), "--pred", f"diff={pred}"]) == 2
     assert "reserved" in capsys.readouterr().err
+
+
+def test_macro_auroc_resamples_average_the_observations_defined_on_the_point_sample() -> None:
+    from radllm.evaluation.vqa import QuestionOutcome, vqa_metrics
+    from radllm.evaluation.intervals import vqa_statistics
+
+    rng = np.random.default_rng(1)
+    ids = [f"s{i}" for i in range(40)]
+    names = ["Cardiomegaly", "Edema", "No Finding"]
+    truth = {sid: _labels(cardiomegaly=int(rng.integers(0, 2)), edema=int(rng.integers(0, 2)), no_finding=1) for sid in ids}
+    records = [{"study_id": sid, "observation": name, "question": "q", "answer": "yes", "p_yes": float(rng.uniform())}
+               for sid in ids for name in names]
+    outcomes = {(r["study_id"], r["observation"], "q"): QuestionOutcome(r["study_id"], r["observation"], True, r["p_yes"],
+                                                                       truth[r["study_id"]][r["observation"]]) for r in records}
+    statistics = vqa_statistics(outcomes, list(outcomes), ids)
+    point = vqa_metrics(records, truth, "positive")
+    # No Finding has one class: left out of the macro average, as in the point value
+    assert point_value(statistics["auroc_macro"], len(ids)) == pytest.approx(point["vqa/auroc_macro"])
+    per_observation = [binary_auroc(np.array([r["p_yes"] for r in records if r["observation"] == n]),
+                                    np.array([truth[r["study_id"]][n] for r in records if r["observation"] == n])) for n in names[:2]]
+    assert point["vqa/auroc_macro"] == pytest.approx(np.mean(per_observation))
+    # a resample that draws one study many times is still defined where both classes remain
+    values = evaluate_resamples(statistics["auroc_macro"], resample_weights(len(ids), 200, seed=0))
+    assert np.isfinite(values).all() and 0 <= values.min() <= values.max() <= 1
+
+
+def test_strict_f1_and_contradiction_rate_intervals_in_evaluate(tmp_path: Path) -> None:
+    ids = [f"s{i}" for i in range(6)]
+    _write(tmp_path / "refs.jsonl", [{"study_id": s, "report": "x", "labels": _labels(cardiomegaly=1)} for s in ids])
+    clean, torn = "The heart is enlarged.", "The heart is normal in size. IMPRESSION: Cardiomegaly."
+    model = _write(tmp_path / "m.jsonl", [{"task": "report", "study_id": s, "report": torn if i < 2 else clean} for i, s in enumerate(ids)])
+    other = _write(tmp_path / "o.jsonl", [{"task": "report", "study_id": s, "report": clean} for s in ids])
+    assert main(["evaluate", "--ref", str(tmp_path / "refs.jsonl"), "--out", str(tmp_path / "e"), "--no-meteor", "--ce-labels", "labels",
+                 "--bootstrap", "200", "--pred", str(model), "--pred", f"clean={other}"]) == 0
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["report/ce_f1_micro_present"] == 1.0 and m["report/ce_f1_micro_present_strict"] == pytest.approx(2 * 4 / (8 + 2))
+    assert m["report/contradiction_rate"] == pytest.approx(2 / 6) and m["report/clean/contradiction_rate"] == 0.0
+    assert m["report/diff/clean/contradiction_rate"] == pytest.approx(2 / 6)
+    assert m["report/diff/clean/ce_f1_micro_present_strict/ci_high"] <= 0  # never better than the clean reports
+    assert m["report/contradiction_rate/ci_low"] <= 2 / 6 <= m["report/contradiction_rate/ci_high"]
+    assert m["report/reference/contradiction_rate"] == 0.0

@@ -11,7 +11,9 @@ import torch
 
 from radllm.encoders import CXREncoder, EncoderSpec
 from radllm.evaluation.clinical import Confusion, averaged_scores, binarize, confusion_tables
-from radllm.evaluation.images import frechet_distance, gaussian_statistics, generation_metrics
+from radllm.evaluation.images import (
+    absent_image_scores, frechet_distance, gaussian_statistics, generation_metrics, score_generated_images,
+)
 from radllm.evaluation.inputs import Reference
 from radllm.evaluation.nlg import metric_tokens, nlg_metrics
 from radllm.labeler import default_labeler
@@ -231,3 +233,14 @@ def test_generated_image_agreement_hand_computed(tmp_path) -> None:
     assert "image/fid" in m and m["image/gen_n"] == 2
     m = generation_metrics(records, refs, requested, "negative", None, None)
     assert "image/fid" not in m and "image/gen_clinical_agreement" not in m and "no --classifier" in m["image/gen_clinical_agreement_skipped"]
+    # the per-study counts the bootstrap resamples: a (tp cardio, fn effusion), b (tp cardio, fp effusion)
+    scores = score_generated_images(records, refs, requested, "positive", None, encoder)
+    assert scores.counts["a"].tolist() == [[1, 0, 0, 0], [0, 0, 1, 0]] and scores.counts["b"].tolist() == [[1, 0, 0, 0], [0, 1, 0, 0]]
+
+
+def test_an_image_showing_nothing_scores_the_share_of_absent_findings() -> None:
+    requested = [_labels(Cardiomegaly=1, Pleural_Effusion=0), _labels(Cardiomegaly=0), _labels(Pleural_Effusion=1)]
+    absent = absent_image_scores(["a", "b", "c"], requested, ["Cardiomegaly", "Pleural Effusion"], "positive")
+    # 6 pairs, of which 2 requested (a cardio, c effusion): agreement 4/6, no true positive -> F1 0
+    assert absent.metrics == {"image/gen_clinical_agreement": pytest.approx(4 / 6), "image/gen_clinical_f1_micro": 0.0}
+    assert absent.counts["c"].tolist() == [[0, 0, 0, 1], [0, 0, 1, 0]]

@@ -18,6 +18,7 @@ from radllm.evaluation import EvaluationOptions, evaluate
 from radllm.evaluation.bootstrap import RESAMPLES
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
 from radllm.evaluation.intervals import DIFF
+from radllm.evaluation.keys import ABSENT_IMAGES, REFERENCE
 from radllm.evaluation.reports import REPORT_LABEL_SOURCES
 from radllm.evaluation.scorers import SCORERS, check_scorers, parse_scorers
 
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             raise RadllmError(f"--perplexity {value!r}: expected NAME=PATH with a name not given before")
         perplexity[name] = path
     metrics = evaluate(files, args.ref, args.out, options, perplexity, run_directories(args.run_dir))
-    names = set(files) - {""}
+    names = (set(files) - {""}) | {REFERENCE, ABSENT_IMAGES}  # the sets evaluate adds itself are printed too
     for key, value in sorted(metrics.items()):
         parts = key.split("/")
         headline = len(parts) == 2 or (len(parts) == 3 and parts[1] in names) or (len(parts) == 4 and parts[1] == DIFF)

@@ -103,24 +103,8 @@ def score_set(predictions: Mapping[str, list[dict[str, Any]]], references: Mappi
     metrics: dict[str, Any] = {"eval/truth_labels": source, "eval/uncertain_policy": options.uncertain_policy, "eval/labeler": labeler.identity}
     result = SetScores(metrics, Outcomes())
     if predictions.get("report"):
-        report_source = check_report_label_source(scored, options.report_labels)
-        metrics["eval/report_reference_labels"] = report_source
-        if report_source == "labels":
-            log.warning("clinical efficacy mixes two labelers: reference reports by the labels in the reference file, generated "
-                        "reports by %s; their disagreement biases precision and recall (default: --ce-labels labeler)", metrics["eval/labeler"])
-        reports = score_reports(predictions["report"], references, options.uncertain_policy, report_source, labeler, options.meteor)
-        metrics.update(reports.metrics)
-        if options.scorers:  # CheXbert / RadGraph F1 / BERTScore as papers compute them, generated vs reference text
-            records = predictions["report"]
-            found = standard_scores(options.scorers, [r["report"] for r in records], [references[r["study_id"]].text for r in records],
-                                    options.scorer_weights, options.device)
-            metrics.update({f"report/{key}": value for key, value in found.items()})
-        result.outcomes.report = dict(zip(reports.study_ids, reports.counts))
-        result.outcomes.report_strict = dict(zip(reports.study_ids, reports.strict_counts))
-        result.readings = dict(zip(reports.study_ids, reports.readings))
-        result.outcomes.contradicted = {sid: bool(r.contradictions) for sid, r in result.readings.items()}
+        _score_reports(result, predictions["report"], references, scored, labeler, options)
     classifier = _encoder(options.classifier, options.device)
-    extractor = _encoder(options.feature_extractor, options.device) if options.feature_extractor else classifier
     if predictions.get("reconstruction"):
         metrics.update(reconstruction_metrics(predictions["reconstruction"], references, classifier))
     if predictions.get("image"):
@@ -130,6 +114,7 @@ def score_set(predictions: Mapping[str, list[dict[str, Any]]], references: Mappi
             requested = [truth[r["study_id"]] for r in records]
         else:  # the findings the prompt asked for, read by the labeler
             requested = labeler.label_many([r.get("prompt") or references[r["study_id"]].text for r in records])
+        extractor = _encoder(options.feature_extractor, options.device) if options.feature_extractor else classifier
         images = score_generated_images(records, references, requested, options.uncertain_policy, extractor, classifier)
         metrics.update(images.metrics)
         result.outcomes.image = images.counts
@@ -142,6 +127,28 @@ def score_set(predictions: Mapping[str, list[dict[str, Any]]], references: Mappi
         for record, outcome in zip(predictions["vqa"], question_outcomes(predictions["vqa"], truth, options.uncertain_policy)):
             result.outcomes.vqa[(record["study_id"], record["observation"], record.get("question"))] = outcome
     return result
+
+
+def _score_reports(
+    result: SetScores, records: list[dict[str, Any]], references: Mapping[str, Reference], scored: Sequence[Reference],
+    labeler: ReportLabeler, options: EvaluationOptions,
+) -> None:
+    """The ``report/`` keys, outcomes and coherence readings of `records` into `result`."""
+    report_source = check_report_label_source(scored, options.report_labels)
+    result.metrics["eval/report_reference_labels"] = report_source
+    if report_source == "labels":
+        log.warning("clinical efficacy mixes two labelers: reference reports by the labels in the reference file, generated "
+                    "reports by %s; their disagreement biases precision and recall (default: --ce-labels labeler)", labeler.identity)
+    reports = score_reports(records, references, options.uncertain_policy, report_source, labeler, options.meteor)
+    result.metrics.update(reports.metrics)
+    if options.scorers:  # CheXbert / RadGraph F1 / BERTScore as papers compute them, generated vs reference text
+        found = standard_scores(options.scorers, [r["report"] for r in records], [references[r["study_id"]].text for r in records],
+                                options.scorer_weights, options.device)
+        result.metrics.update({f"report/{key}": value for key, value in found.items()})
+    result.outcomes.report = dict(zip(reports.study_ids, reports.counts))
+    result.outcomes.report_strict = dict(zip(reports.study_ids, reports.strict_counts))
+    result.readings = dict(zip(reports.study_ids, reports.readings))
+    result.outcomes.contradicted = {sid: bool(r.contradictions) for sid, r in result.readings.items()}
 
 
 def compute_metrics(
