@@ -12,7 +12,7 @@ from radllm.evaluation.attributes import FindingAttributes, attribute_metrics, g
 from radllm.evaluation.clinical import pair_counts
 from radllm.evaluation.coherence import coherence_metrics, offending_sentences, read_coherence, split_sentences
 from radllm.evaluation.inputs import Reference
-from radllm.evaluation.reports import clinical_efficacy, report_metrics
+from radllm.evaluation.reports import clinical_efficacy, score_reports
 from radllm.labeler import default_labeler
 from radllm.labeler.attributes import BOTH_SIDES, parse_severity
 from radllm.labels import OBSERVATIONS, empty_labels
@@ -167,7 +167,7 @@ def test_report_metrics_strict_and_section_keys() -> None:
         {"study_id": "a", "report": "FINDINGS: No pleural effusion. IMPRESSION: Small left pleural effusion."},
         {"study_id": "b", "report": "FINDINGS: Moderate cardiomegaly. No pleural effusion. IMPRESSION: Moderate cardiomegaly."},
     ]
-    m = report_metrics(records, refs, "positive", "labeler", default_labeler(), meteor=False)
+    m = score_reports(records, refs, "positive", "labeler", default_labeler(), meteor=False).metrics
     assert m["report/ce_f1_micro_present"] == 1.0
     assert m["report/ce_f1_micro_present_strict"] == pytest.approx(2 / 3)  # effusion of a: fn
     assert m["report/contradiction_rate"] == 0.5

@@ -12,12 +12,12 @@ import torch
 from radllm.encoders import CXREncoder, EncoderSpec
 from radllm.evaluation.clinical import Confusion, averaged_scores, binarize, confusion_tables
 from radllm.evaluation.images import (
-    absent_image_scores, frechet_distance, gaussian_statistics, generation_metrics, score_generated_images,
+    absent_image_scores, frechet_distance, gaussian_statistics, score_generated_images,
 )
 from radllm.evaluation.inputs import Reference
 from radllm.evaluation.nlg import metric_tokens, nlg_metrics
 from radllm.labeler import default_labeler
-from radllm.evaluation.reports import clinical_efficacy, report_metrics
+from radllm.evaluation.reports import clinical_efficacy, score_reports
 from radllm.evaluation.vqa import vqa_metrics
 from radllm.imaging import save_png
 from radllm.labels import COMMON_FIVE, OBSERVATIONS, empty_labels
@@ -130,7 +130,7 @@ def test_report_metrics_use_the_labeler_on_predictions() -> None:
         "b": Reference("b", "No pleural effusion.", _labels(Pleural_Effusion=0)),
     }
     records = [{"study_id": "a", "report": "Small right pleural effusion."}, {"study_id": "b", "report": "Moderate effusion."}]
-    metrics = report_metrics(records, refs, "positive", "labels", default_labeler(), meteor=False)
+    metrics = score_reports(records, refs, "positive", "labels", default_labeler(), meteor=False).metrics
     # pred effusion 1, 1 vs ref 1, 0: tp 1, fp 1 -> P 1/2, R 1, F1 2/3; No Finding: ref b says 1, pred says blank -> fn.
     assert metrics["report/ce_f1/pleural_effusion"] == pytest.approx(2 / 3)
     assert metrics["report/ce_recall/no_finding"] == 0.0
@@ -225,13 +225,13 @@ def test_generated_image_agreement_hand_computed(tmp_path) -> None:
     records = [{"study_id": "a", "image": str(tmp_path / "top.png")}, {"study_id": "b", "image": str(tmp_path / "bright.png")}]
     refs = {sid: Reference(sid, "", None, [tmp_path / "top.png"]) for sid in ("a", "b")}
     requested = [_labels(Cardiomegaly=1, Pleural_Effusion=1), _labels(Cardiomegaly=-1)]
-    m = generation_metrics(records, refs, requested, "positive", encoder, encoder)
+    m = score_generated_images(records, refs, requested, "positive", encoder, encoder).metrics
     # a: (1,0) vs (1,1) -> 1 of 2 agree; b: (1,1) vs (1,0 blank) -> 1 of 2 -> 2/4
     assert m["image/gen_clinical_agreement"] == pytest.approx(0.5)
     # tp 2, fp 1 (b effusion), fn 1 (a effusion) -> F1 4/6
     assert m["image/gen_clinical_f1_micro"] == pytest.approx(4 / 6)
     assert "image/fid" in m and m["image/gen_n"] == 2
-    m = generation_metrics(records, refs, requested, "negative", None, None)
+    m = score_generated_images(records, refs, requested, "negative", None, None).metrics
     assert "image/fid" not in m and "image/gen_clinical_agreement" not in m and "no --classifier" in m["image/gen_clinical_agreement_skipped"]
     # the per-study counts the bootstrap resamples: a (tp cardio, fn effusion), b (tp cardio, fp effusion)
     scores = score_generated_images(records, refs, requested, "positive", None, encoder)

@@ -182,15 +182,3 @@ def score_generated_images(
                                       classifier.label_names, policy)
     scores.metrics = {**{f"image/{k}": v for k, v in out.items()}, **scores.metrics}
     return scores
-
-
-def generation_metrics(
-    records: Sequence[Mapping[str, Any]],
-    references: Mapping[str, Reference],
-    requested: Sequence[Labels],
-    policy: str,
-    feature_extractor: CXREncoder | None,
-    classifier: CXREncoder | None,
-) -> dict[str, Any]:
-    """The ``image/`` keys of `score_generated_images`."""
-    return score_generated_images(records, references, requested, policy, feature_extractor, classifier).metrics

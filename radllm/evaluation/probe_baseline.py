@@ -30,7 +30,8 @@ import torch
 
 from radllm.data.sample import TokenizedStudy
 from radllm.errors import RadllmError
-from radllm.evaluation.template_report import NO_FINDING, TEMPLATE, TEMPLATE_NORMAL_IMPRESSION, template_report
+from radllm.evaluation.template_report import TEMPLATE, TEMPLATE_NORMAL_IMPRESSION, template_report
+from radllm.labeler.labeler import NO_FINDING
 from radllm.labels import Labels
 from radllm.tasks.example import select_target_view
 from radllm.vq.probe import PROBE_LABEL_POLICY, ProbeConfig, ProbeResult, code_probe

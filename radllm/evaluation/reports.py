@@ -118,8 +118,12 @@ def score_reports(
     labeler: ReportLabeler,
     meteor: bool = True,
 ) -> ReportScores:
-    """Score report predictions against `references` (see `report_metrics` for the keys).
+    """Every ``report/`` key of report predictions `records` against `references`, and the per-study outcomes.
 
+    NLG scores; clinical efficacy (`clinical_efficacy`, strict keys included); coherence
+    (`radllm.evaluation.coherence`); ``findings_section/`` and ``impression_section/``
+    ``ce_f1_{micro,macro}_present`` (each section labelled alone, over the observations present in
+    the whole set); side and severity of correctly found findings (`radllm.evaluation.attributes`).
     `label_source` is one of `REPORT_LABEL_SOURCES` (checked by `check_report_label_source`).
     """
     refs = [references[r["study_id"]] for r in records]
@@ -148,22 +152,3 @@ def score_reports(
         strict_counts=pair_counts(predicted, truth, OBSERVATIONS, policy, contradicted),
         readings=readings,
     )
-
-
-def report_metrics(
-    records: Sequence[Mapping[str, Any]],
-    references: Mapping[str, Reference],
-    policy: str,
-    label_source: str,
-    labeler: ReportLabeler,
-    meteor: bool = True,
-) -> dict[str, Any]:
-    """Every ``report/`` key for `records` (report predictions) against `references`.
-
-    NLG scores; clinical efficacy (`clinical_efficacy`, strict keys included); coherence
-    (`radllm.evaluation.coherence`); ``findings_section/`` and ``impression_section/``
-    ``ce_f1_{micro,macro}_present`` (each section labelled alone, over the observations present in
-    the whole set); side and severity of correctly found findings (`radllm.evaluation.attributes`).
-    `label_source` is one of `REPORT_LABEL_SOURCES` (checked by `check_report_label_source`).
-    """
-    return score_reports(records, references, policy, label_source, labeler, meteor).metrics

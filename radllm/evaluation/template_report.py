@@ -23,10 +23,9 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from radllm.errors import RadllmError
+from radllm.labeler.labeler import NO_FINDING
 from radllm.labels import OBSERVATIONS
 from radllm.report_text import report_text
-
-NO_FINDING = "No Finding"
 
 
 class Phrases(NamedTuple):

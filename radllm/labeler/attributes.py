@@ -26,21 +26,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from radllm.labels import OBSERVATIONS
+
 #: Canonical sides; "bilateral" is both of them.
 RIGHT, LEFT = "right", "left"
 BOTH_SIDES = frozenset({RIGHT, LEFT})
 
-#: Observations whose side is part of the finding (heart size, devices and "No Finding" have none).
-SIDED_OBSERVATIONS: tuple[str, ...] = (
-    "Lung Opacity",
-    "Lung Lesion",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
+#: Observations whose side is part of the finding: all but heart and mediastinal size, edema
+#: (bilateral by nature), support devices (their side is a route, not a finding) and "No Finding".
+SIDED_OBSERVATIONS: tuple[str, ...] = tuple(
+    name for name in OBSERVATIONS
+    if name not in ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Edema", "Support Devices")
 )
 
 #: Severity scale, in order.
