@@ -208,7 +208,7 @@ $(D)/eval/metrics.json: $(D)/generate/reports.done $(D)/generate/images.done $(D
 #   unseen: DEMO_UNSEEN_N phantoms of another seed, every one a test study. Every recipe choice
 #           so far was made before they existed, so they give the figure no choice has seen.
 #   val:    the validation split, where recipe choices are made (`make demo-val`).
-DEMO_UNSEEN_N ?= 300
+DEMO_UNSEEN_N ?= 200
 DEMO_UNSEEN_SEED ?= 1
 
 $(D)/unseen/phantoms/manifest.jsonl: | venv
