@@ -548,7 +548,7 @@ def test_cli_prepare_mimic_cxr(mimic_tree, tmp_path, capsys):
 @pytest.mark.parametrize("with_table", [False, True])
 def test_iu_xray_huge_image_header_is_a_reject_not_a_crash(iu_tree, tmp_path, with_table):
     """A PNG whose header claims 100000² pixels: Pillow's DecompressionBombError used to escape."""
-    from tests.test_imaging import png_header_only
+    from test_imaging import png_header_only
 
     reports, images = iu_tree
     (images / "CXR5_IM-2117-1001.png").write_bytes(png_header_only(100_000, 100_000))

@@ -154,7 +154,7 @@ def run_tokenize(root: Path, tok_dir: Path, vq_dir: Path, out: Path, **kwargs):
 
 def test_tokenize_rejects_a_dicom_that_decodes_to_nan(dataset, tmp_path):
     """A NaN RescaleSlope used to become an all-zero code grid in the shards; now it is a counted reject."""
-    from tests.test_imaging import dicom_dataset, write
+    from test_imaging import dicom_dataset, write
 
     root, tok_dir, vq_dir, _ = dataset
     copy = tmp_path / "data"

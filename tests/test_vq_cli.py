@@ -14,7 +14,7 @@ from radllm.cli import main as cli_main
 from radllm.imaging import load_image
 from radllm.vq import VQConfig, VQModel, load_vq, save_vq
 from radllm.vq.evaluate import NO_CLASSIFIER_NOTE
-from tests.vq_fixtures import tiny_train_config, write_image_set
+from vq_fixtures import tiny_train_config, write_image_set
 
 TINY = VQConfig(image_size=32, base_channels=8, channel_mult=[1, 2, 2], num_res_blocks=1, z_channels=16, codebook_size=16, codebook_dim=4)
 

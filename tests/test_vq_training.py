@@ -22,7 +22,7 @@ from radllm.imaging.png import to_uint8
 from radllm.vq.data import ImageStream, epoch_batches, load_image_cache, manifest_images
 from radllm.vq.train_config import VQTrainConfig
 from radllm.vq.training import STATE_FILENAME, VQTrainer, weights_checksum
-from tests.vq_fixtures import tiny_train_config, write_image_set
+from vq_fixtures import tiny_train_config, write_image_set
 
 REPO = Path(__file__).resolve().parents[1]
 
