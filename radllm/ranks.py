@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from radllm.errors import RadllmError
+from radllm.preemption import JobStopped
 
 T = TypeVar("T")
 
@@ -72,7 +73,9 @@ def run_then_agree(work: Callable[[], T], ranks: Ranks, kept: str) -> T:
     """Run this rank's `work`, then wait until every rank has finished; fail if any rank failed.
 
     The all-reduce doubles as the barrier before rank 0 merges or indexes: a rank that raised
-    still takes part in it (otherwise the others would wait forever), then re-raises.
+    still takes part in it (otherwise the others would wait forever), then re-raises. A rank that
+    stopped on request (`JobStopped`) makes every rank raise `JobStopped` (exit 75), unless some
+    rank failed outright.
 
     Args:
         kept: what survives a failure, for the message on the ranks that did not fail.
@@ -85,10 +88,13 @@ def run_then_agree(work: Callable[[], T], ranks: Ranks, kept: str) -> T:
         result = work()
     except Exception as err:  # re-raised below, after telling the other ranks
         error = err
-    ok = torch.tensor([0 if error else 1], device=ranks.device)
-    dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    stopped = isinstance(error, JobStopped)
+    outcome = torch.tensor([int(error is not None and not stopped), int(stopped)], device=ranks.device)  # [failed, stopped]
+    dist.all_reduce(outcome, op=dist.ReduceOp.MAX)
     if error is not None:
         raise error
-    if not ok.item():
+    if outcome[0].item():
         raise RadllmError(f"another rank failed; rerun to finish ({kept})")
+    if outcome[1].item():
+        raise JobStopped(f"another rank was asked to stop; rerun to finish ({kept})")
     return result  # type: ignore[return-value]

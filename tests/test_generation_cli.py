@@ -373,22 +373,46 @@ def test_shuffled_vqa_scores_the_donor_images(setup, tmp_path):
     assert any(abs(math.log(r["p_yes"] / own[(r["study_id"], r["observation"])])) > 1 for r in shuffled)
 
 
-@pytest.mark.slow
-def test_sigkill_mid_run_then_resume(setup, clean_reports, tmp_path):
-    out = tmp_path / "killed.jsonl"
-    args = report_args(setup, setup["manifest"], out, "--batch-size", "1")
+def _run_until_two_records(args: list[str], out: Path) -> tuple[subprocess.Popen, Path]:
+    """`radllm generate` in a subprocess, returned once its part file holds two records (or it ended)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "radllm", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "radllm", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     part = part_path(out, 0, 1)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if part.exists() and part.read_text().count("\n") >= 2:
             break
         time.sleep(0.02)
+    return proc, part
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume(setup, clean_reports, tmp_path):
+    out = tmp_path / "killed.jsonl"
+    args = report_args(setup, setup["manifest"], out, "--batch-size", "1")
+    proc, part = _run_until_two_records(args, out)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     written = part.read_text().count("\n")
     assert not out.exists() and 2 <= written < N_STUDIES, "the kill must land mid-run"
+    assert main(args) == 0
+    check_complete(read_jsonl(out), clean_reports)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_ends_between_batches_with_75_then_resume(setup, clean_reports, tmp_path):
+    """SIGTERM (scancel, a container stop) finishes the batch in progress, leaves only complete
+    records, says so and exits 75; the same command then completes the output without duplicates."""
+    out = tmp_path / "stopped.jsonl"
+    args = report_args(setup, setup["manifest"], out, "--batch-size", "1")
+    proc, part = _run_until_two_records(args, out)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 75, stderr[-2000:]
+    assert "stopped by SIGTERM after" in stderr and "run the same command again to continue" in stderr
+    text = part.read_text()
+    assert text.endswith("\n") and all(json.loads(line)["study_id"] for line in text.splitlines())  # whole records only
+    assert not out.exists() and 2 <= text.count("\n") < N_STUDIES, "the stop must land mid-run"
     assert main(args) == 0
     check_complete(read_jsonl(out), clean_reports)
 

@@ -33,7 +33,7 @@ import pytest
 import torch
 from launching import run_group
 from safetensors.torch import load_file
-from training_fixtures import REPO, make_training_artifacts, write_train_config
+from training_fixtures import REPO, logged_train_steps, make_training_artifacts, write_train_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from radllm.cli import main as cli_main
@@ -307,26 +307,12 @@ def test_sigkill_then_resume_as_two_simulated_nodes_matches_the_uninterrupted_ru
     assert not (fake / "garbage").exists()  # the half-written directory was replaced by a real save
 
 
-def _logged_steps(run_dir: Path) -> set[int]:
-    """Train steps in metrics.jsonl so far (a line being written is skipped)."""
-    path = run_dir / "metrics.jsonl"
-    steps = set()
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("kind") == "train":
-            steps.add(record["step"])
-    return steps
-
-
 def test_preemption_signal_to_one_rank_checkpoints_both_and_resume_continues_identically(run_a, artifacts, tmp_path):
     """SIGUSR1 (slurm's pre-emption notice) to rank 1 only: both ranks save the same step and exit 75;
     `--resume auto` then logs run A's losses from the next step on."""
     import psutil
 
-    from radllm.training.preemption import PREEMPTED_EXIT_CODE
+    from radllm.preemption import PREEMPTED_EXIT_CODE
 
     run_dir = tmp_path / "run"
     config = write_train_config(tmp_path / "p.yaml", artifacts, run_dir, tasks=CURRICULUM)  # run A's task options
@@ -334,7 +320,7 @@ def test_preemption_signal_to_one_rank_checkpoints_both_and_resume_continues_ide
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while 1 not in _logged_steps(run_dir) and proc.poll() is None and time.monotonic() < deadline:
+        while 1 not in logged_train_steps(run_dir) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         ranks = [p for p in psutil.Process(proc.pid).children(recursive=True) if any(a.startswith("--local_rank") for a in p.cmdline())]
         rank1 = next(p for p in ranks if "--local_rank=1" in p.cmdline())
@@ -344,8 +330,8 @@ def test_preemption_signal_to_one_rank_checkpoints_both_and_resume_continues_ide
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == PREEMPTED_EXIT_CODE, output[-4000:]
-    stopped = max(_logged_steps(run_dir))
-    assert 1 < stopped < 6 and "pre-empted: checkpoint" in output
+    stopped = max(logged_train_steps(run_dir))
+    assert 1 < stopped < 6 and "pre-empted by SIGUSR1: checkpoint" in output
     assert complete_checkpoints(run_dir)[-1].name == f"step_{stopped:07d}"
 
     launch(config, "--resume", "auto")

@@ -10,6 +10,7 @@ the trainer must add the visual rows; everything is a pure function of the seeds
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,17 @@ def write_train_config(path: str | Path, art: TrainingArtifacts, run_dir: str | 
     path = Path(path)
     path.write_text(yaml.safe_dump(train_config_dict(art, run_dir, **overrides)))
     return path
+
+
+def logged_train_steps(run_dir: str | Path) -> set[int]:
+    """Train steps in a run's metrics.jsonl so far (a line being written is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    steps = set()
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("kind") == "train":
+            steps.add(record["step"])
+    return steps

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from radllm.errors import RadllmError
+from radllm.preemption import PREEMPTED_EXIT_CODE, JobStopped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,12 +129,15 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    rank = f" (rank {os.environ.get('RANK', 0)})" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
     try:
         status = int(args.handler(args) or 0)
     except RadllmError as err:
-        rank = f" (rank {os.environ.get('RANK', 0)})" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
         print(f"radllm {args.command}{rank}: error: {err}", file=sys.stderr)
         status = 2
+    except JobStopped as stop:  # a stop request answered at a clean boundary: requeue and rerun to continue
+        print(f"radllm {args.command}{rank}: {stop}", file=sys.stderr)
+        status = PREEMPTED_EXIT_CODE
     if argv is None and not args.finalize_at_exit:
         exit_now(status)
     return status

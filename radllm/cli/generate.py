@@ -138,14 +138,17 @@ def describe(summary, counts: dict[str, int] | None, out: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     """This rank's share, then (rank 0, once every rank succeeded) the merge."""
     from radllm.generation import prepare_job
+    from radllm.preemption import StopRequest
     from radllm.ranks import process_group, run_then_agree
 
+    stop = StopRequest()  # SIGTERM / SIGINT / SIGUSR1 or the launcher's exit: finish the batch, then exit 75
+    stop.install()
     with process_group(timeout_hours=args.dist_timeout_hours) as ranks:
         args.device = ranks.device_for(args.device)
 
         def share():  # inside the agreement: a rank that fails even to prepare must not strand the others
             job = prepare_job(build_request(args))
-            return job, job.run(ranks.rank, ranks.world_size)
+            return job, job.run(ranks.rank, ranks.world_size, stop)
 
         job, summary = run_then_agree(share, ranks, kept="records written so far are kept")
         counts = job.merge() if ranks.rank == 0 else None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from radllm.cli import add_run_config
 from radllm.config import load_config
@@ -37,7 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so building the `radllm` parser stays light; run_training (deepspeed) only once the config is checked.
     from radllm.training.config import TrainConfig
-    from radllm.training.preemption import PREEMPTED_EXIT_CODE, Preempted
     from radllm.training.preflight import preflight
 
     rank = int(os.environ.get("RANK", 0))
@@ -45,11 +43,7 @@ def run(args: argparse.Namespace) -> int:
     checked = preflight(config)
     from radllm.training.launch import run_training
 
-    try:
-        summary = run_training(config, checked, progress=not args.no_progress)
-    except Preempted as stop:
-        print(f"radllm train (rank {rank}): {stop}", file=sys.stderr)
-        return PREEMPTED_EXIT_CODE
+    summary = run_training(config, checked, progress=not args.no_progress)  # Preempted: exit 75 (radllm.cli.main)
     if rank == 0:
         print(json.dumps(summary, indent=2))
     return 0

@@ -37,14 +37,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so building the `radllm` parser stays light.
+    from radllm.preemption import StopRequest
     from radllm.ranks import process_group
     from radllm.vq.train_config import VQTrainConfig
     from radllm.vq.training import train_vq
 
     overrides = [*args.overrides, *(["resume=auto"] if args.resume else [])]
     config = load_config(VQTrainConfig, args.config, overrides)
+    stop = StopRequest()  # a signal or the launcher's exit: save the step, exit 75 (radllm.preemption)
+    stop.install()
     with process_group(timeout_hours=2, cuda_allowed=config.device != "cpu") as ranks:
-        summary = train_vq(config, ranks.rank, ranks.world_size, ranks.local_rank, progress=not args.no_progress)
+        summary = train_vq(config, ranks.rank, ranks.world_size, ranks.local_rank, progress=not args.no_progress, stop=stop)
     if ranks.rank == 0:
         print(json.dumps(summary, indent=2))
     return 0

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from radllm.data.sample import CorruptSample, TokenizedStudy, UnsafeMember, decode_study
 from radllm.data.shards import RawSample, ShardInfo, ShardReadError, iter_raw_samples, load_index
 from radllm.errors import RadllmError
+from radllm.preemption import ignore_job_signals
 from radllm.vocab_spec import VisualVocabSpec, check_compatible
 
 log = logging.getLogger(__name__)
@@ -386,7 +387,8 @@ class ShardLoader:
         self._fold_stats()
         dataset = _WorkerBatches(self.stream, self.epoch, list(self._consumed), self.batch_size, self.drop_last, self.collate_fn)
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers > 0 else {}
-        loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=_passthrough, **extra)
+        loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=_passthrough,
+                            worker_init_fn=ignore_job_signals, **extra)  # workers outlive the job's signal until their rank has saved
         for output in loader:
             self._live[output.worker] = output.stats
             if output.batch is None:

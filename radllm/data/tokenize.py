@@ -46,6 +46,7 @@ from radllm.devices import resolve_device
 from radllm.errors import RadllmError
 from radllm.imaging import load_image
 from radllm.manifest import SPLITS, Study, manifest_root, read_manifest
+from radllm.preemption import ignore_job_signals
 from radllm.report_text import clean_report, report_text
 from radllm.vocab.codec import encode_report
 from radllm.vocab.load import load_tokenizer, verify_vq
@@ -236,6 +237,7 @@ class ShardEncoder:
             batch_sampler=[batch for plan_batches in batches for batch in plan_batches],
             num_workers=self.num_workers,
             collate_fn=_keep_list,
+            worker_init_fn=ignore_job_signals,  # the job's signal is this process's to answer
         )
         items = iter(loader)
         first = 0

@@ -26,6 +26,7 @@ from radllm.generation.records import KeyFn, existing_records, merge_parts
 from radllm.generation.sampling import DecodingConfig
 from radllm.generation.shuffle import shuffle_images, tag_records
 from radllm.labels import OBSERVATIONS
+from radllm.preemption import StopRequest
 from radllm.tasks.example import STAGES
 from radllm.tasks.image_generation import FULL_REPORT, IMAGE_CONDITION_KEY, IMAGE_CONDITIONS, IMAGE_INSTRUCTIONS
 from radllm.tasks.report_generation import REPORT_INSTRUCTIONS
@@ -132,12 +133,13 @@ class Job:
                     "write to another --out, or delete the old output to start over"
                 )
 
-    def run(self, rank: int = 0, world_size: int = 1) -> RankSummary:
-        """Write this rank's missing records to its part file (after `check_existing`)."""
+    def run(self, rank: int = 0, world_size: int = 1, stop: StopRequest | None = None) -> RankSummary:
+        """Write this rank's missing records to its part file (after `check_existing`); a pending
+        `stop` ends it between batches (`JobStopped`)."""
         self.check_existing()
         return run_units(
             self.units, self.request.records_path, self.record_key, self.process, rank=rank, world_size=world_size,
-            batch_size=self.request.batch_size, progress=self.request.progress, desc=f"generate {self.request.task}",
+            batch_size=self.request.batch_size, progress=self.request.progress, desc=f"generate {self.request.task}", stop=stop,
         )
 
     def merge(self) -> dict[str, int]:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from radllm.generation.inputs import StudyInput
 from radllm.generation.records import KeyFn, PartWriter, Record, done_keys
+from radllm.preemption import JobStopped, StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,14 @@ def run_units(
     batch_size: int = 16,
     progress: bool = True,
     desc: str = "generate",
+    stop: StopRequest | None = None,
 ) -> RankSummary:
-    """Produce this rank's missing records, a batch at a time (see the module docstring)."""
+    """Produce this rank's missing records, a batch at a time (see the module docstring).
+
+    Raises:
+        JobStopped: `stop` became pending; checked before each batch, so every record written is
+            complete and the same command continues with the next one.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if not 0 <= rank < world_size:
@@ -89,6 +96,9 @@ def run_units(
     label = desc if world_size == 1 else f"{desc} [rank {rank}]"
     with tqdm(total=len(todo), desc=label, unit="sample", disable=not progress, position=rank if world_size > 1 else None) as bar:
         for first in range(0, len(todo), batch_size):
+            if stop is not None and stop.pending:
+                raise JobStopped(f"stopped by {stop.reason} after {summary.written} new record(s) of this rank's "
+                                 f"{len(todo)}; every record written is complete: run the same command again to continue")
             batch = todo[first : first + batch_size]
             result = process(batch)
             writer.append(result.records)

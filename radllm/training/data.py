@@ -186,6 +186,12 @@ class RankBatches:
         """`grad_accum` micro-batches of each owned stream, stream by stream."""
         return [batches.next_batch() for batches in self.streams.values() for _ in range(self.grad_accum)]
 
+    def samples_lost(self) -> dict[str, int]:
+        """{"samples_corrupt", "samples_missing"}: the samples this rank's readers skipped as corrupt
+        and the positions broken shards did not deliver, since this process started."""
+        stats = [batches.loader.stats() for batches in self.streams.values()]
+        return {"samples_corrupt": sum(s["corrupt"] for s in stats), "samples_missing": sum(s["missing"] for s in stats)}
+
     @property
     def packing_efficiency(self) -> float:
         real = sum(b.packing.real_tokens for b in self.streams.values())

@@ -51,7 +51,7 @@ from radllm.training.flops import attended_pairs, flops_model, peak_flops
 from radllm.training.grounding import eval_grounding_studies, measure_grounding
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
-from radllm.training.preemption import Preempted, StopRequest
+from radllm.preemption import Preempted, StopRequest
 from radllm.training.preflight import Preflight
 from radllm.training.run_log import MetricsLog
 from radllm.training.safe_checkpoint import safe_checkpoint
@@ -92,9 +92,10 @@ class StepStats:
     """What a step (or an evaluation) sums over ranks, sent as one fp64 vector: a single all-reduce.
 
     `sums`/`counts`: [G] NLL sums and target counts per `LOSS_GROUPS` entry; then the real
-    (non-padding) tokens, the anchor's `‖θ − θ₀‖²`, the non-finite flag, the stop signal and the
-    attended (query, key) pairs of the FLOP count. Each is a rank's own value before the
-    all-reduce and the global one after it.
+    (non-padding) tokens, the anchor's `‖θ − θ₀‖²`, the non-finite flag, the stop signal, the
+    attended (query, key) pairs of the FLOP count, and the samples the readers skipped as corrupt
+    or lost to a broken shard. Each is a rank's own value before the all-reduce and the global one
+    after it.
     """
 
     sums: torch.Tensor
@@ -104,6 +105,8 @@ class StepStats:
     nonfinite: float = 0.0
     stop_signalled: float = 0.0
     attended_pairs: float = 0.0
+    samples_corrupt: float = 0.0  # the readers' counts since this process started (cumulative, not per step)
+    samples_missing: float = 0.0
 
     def to_vector(self) -> torch.Tensor:
         scalars = [getattr(self, f.name) for f in fields(self)[2:]]
@@ -213,7 +216,7 @@ class Trainer:
             config.data.shards, config.data.eval_split, config.logging.grounding_studies, config.tasks, self.spec
         )
         self.state = TrainState()
-        self.stop_request = StopRequest()  # SIGTERM/SIGUSR1: checkpoint at the next step boundary (radllm.training.preemption)
+        self.stop_request = StopRequest()  # a signal or a launcher's exit: checkpoint at the next step boundary (radllm.preemption)
         self.stop_request.install()
         self.stop_agreed = False
         torch.manual_seed(config.seed + 1000 * (rank + 1))  # dropout etc.: distinct per rank, restored on resume
@@ -311,6 +314,7 @@ class Trainer:
             nonfinite=0.0 if torch.isfinite(sums).all() else 1.0,
             stop_signalled=float(self.stop_request.pending),  # rides on this all-reduce: every rank learns it at the same step
             attended_pairs=sum(attended_pairs(b["cu_seqlens"], mask) for b, mask in zip(batches, real, strict=True)),
+            **self.data.samples_lost(),
         )
         stats = StepStats.from_vector(self._all_reduce(local.to_vector()))
         self.stop_agreed = stats.stop_signalled > 0
@@ -331,6 +335,8 @@ class Trainer:
             "step_time": elapsed,
             "applied": applied,
             "task_loss": stats.task_loss,
+            # samples skipped so far, all ranks: a damaged shard shows here and in tensorboard, not only in a log line
+            "data": {"corrupt": int(stats.samples_corrupt), "missing": int(stats.samples_missing)},
         }
         if self.anchor:
             record["anchor_sq_dist"] = stats.anchor_sq_dist
@@ -456,7 +462,7 @@ class Trainer:
                 if step % schedule.save_every == 0 or last or self.stop_agreed:
                     saved = self.save()
                     if self.stop_agreed and not last:
-                        raise Preempted(step, str(saved))
+                        raise Preempted(step, str(saved), self.stop_request.reason)
             export = None if self.config.lora.enabled else self._export()
         finally:
             self.metrics.close()

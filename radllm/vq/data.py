@@ -30,6 +30,7 @@ from radllm.errors import RadllmError
 from radllm.imaging import load_image
 from radllm.imaging.png import to_uint8
 from radllm.manifest import manifest_root, read_manifest
+from radllm.preemption import ignore_job_signals
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class ImageStream:
         self.sampler = EpochBatchSampler(len(items), batch_size, seed, rank, world_size)
         self.loader = DataLoader(
             ImageDataset(items, size), batch_sampler=self.sampler, num_workers=num_workers, collate_fn=readable,
-            persistent_workers=num_workers > 0,
+            persistent_workers=num_workers > 0, worker_init_fn=ignore_job_signals,  # alive until their rank has saved
         )
 
     def batches(self, epoch: int, index: int) -> Iterator[tuple[tuple[int, int], torch.Tensor, int]]:

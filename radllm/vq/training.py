@@ -41,6 +41,7 @@ from tqdm import tqdm
 from radllm import atomic
 from radllm.config import save_config
 from radllm.errors import RadllmError
+from radllm.preemption import JobStopped, StopRequest
 from radllm.recipe.checkpoint_dirs import checkpoints_dir, complete_checkpoints, rotate, tag_for
 from radllm.recipe.nonfinite import check_nonfinite_streak
 from radllm.recipe.rng import rng_state, set_rng_state
@@ -96,8 +97,12 @@ class VQTrainer:
         progress: show tqdm bars (rank 0 only).
     """
 
-    def __init__(self, config: VQTrainConfig, rank: int = 0, world_size: int = 1, local_rank: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self, config: VQTrainConfig, rank: int = 0, world_size: int = 1, local_rank: int = 0, progress: bool = True,
+        stop: StopRequest | None = None,
+    ) -> None:
         self.config = config
+        self.stop = stop or StopRequest()  # checked at every step (radllm.preemption); the entry point installs it
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
         self.progress = progress and self.is_main
@@ -201,7 +206,15 @@ class VQTrainer:
         last_metrics: dict[str, float] = {}
         stopped_early = False
         while self.state.step < sched.max_steps:
-            if self._sum_over_ranks(budget is not None and time.monotonic() - start >= budget)[0]:
+            over_budget, stop_requested = self._sum_over_ranks(budget is not None and time.monotonic() - start >= budget,
+                                                               self.stop.pending)
+            if stop_requested:  # a signal or a launcher's exit on some rank: every rank saves this step and leaves
+                saved = self.save_checkpoint()
+                bar.close()
+                raise JobStopped(f"pre-empted by {self.stop.reason} at step {self.state.step}"
+                                 + (f": checkpoint {saved} saved" if saved else ": rank 0 saved the checkpoint")
+                                 + "; rerun with --resume to continue")
+            if over_budget:
                 stopped_early = True
                 log.info("wall-clock budget of %g min reached at step %d", sched.max_minutes, self.state.step)
                 break
@@ -461,13 +474,20 @@ def reconstruction_grid(originals: Tensor, reconstructions: Tensor) -> Tensor:
     return torch.cat([top, bottom], dim=1)  # [1, 2H, N*W]
 
 
-def train_vq(config: VQTrainConfig, rank: int = 0, world_size: int = 1, local_rank: int = 0, progress: bool = True) -> dict[str, Any]:
+def train_vq(
+    config: VQTrainConfig, rank: int = 0, world_size: int = 1, local_rank: int = 0, progress: bool = True,
+    stop: StopRequest | None = None,
+) -> dict[str, Any]:
     """Train a VQ-GAN from `config` (the library entry of `radllm vq-train` and `tools/train_vqgan.py`).
 
     Returns:
         summary: final step, samples seen, last train metrics, held-out eval metrics (rank 0),
             whether the wall-clock budget stopped the run, and the export directory.
+
+    Raises:
+        JobStopped: `stop` became pending on some rank; every rank stopped at the same step and
+            rank 0 saved it (`--resume` continues).
     """
-    trainer = VQTrainer(config, rank, world_size, local_rank, progress)
+    trainer = VQTrainer(config, rank, world_size, local_rank, progress, stop)
     trainer.setup()
     return trainer.train()
