@@ -92,12 +92,15 @@ class LaunchPlan:
 class _Job:
     """The rank processes of this node and the stop requests passed on to them."""
 
-    def __init__(self, plan: LaunchPlan) -> None:
-        self.ranks = [
-            subprocess.Popen(list(plan.command), env=plan.rank_environment(local_rank), preexec_fn=_die_with_launcher)
-            for local_rank in range(plan.nproc_per_node)
-        ]
+    def __init__(self) -> None:
+        self.ranks: list[subprocess.Popen] = []
         self.stop_signal: int | None = None
+
+    def start(self, plan: LaunchPlan) -> None:
+        """Spawn the ranks (unless a stop came first: then there is nothing to start)."""
+        for local_rank in range(plan.nproc_per_node):
+            if self.stop_signal is None:
+                self.ranks.append(subprocess.Popen(list(plan.command), env=plan.rank_environment(local_rank), preexec_fn=_die_with_launcher))
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         forward = signal.SIGINT if signum == signal.SIGINT and self.stop_signal == signal.SIGINT else signal.SIGUSR1
@@ -148,11 +151,12 @@ def launch(plan: LaunchPlan, grace_s: float = 60.0) -> int:
         of the first rank that failed (a rank killed by signal N counts as 128 + N), else 0.
     """
     plan.validate()
-    job = _Job(plan)
-    previous = {signum: signal.signal(signum, job.on_signal) for signum in STOP_SIGNALS}
+    job = _Job()
+    previous = {signum: signal.signal(signum, job.on_signal) for signum in STOP_SIGNALS}  # before any rank exists
     failure: int | None = None
     failed_at: float | None = None
     try:
+        job.start(plan)
         while any(process.poll() is None for process in job.ranks):
             for local_rank, process in enumerate(job.ranks):
                 status = process.poll()
@@ -175,4 +179,6 @@ def launch(plan: LaunchPlan, grace_s: float = 60.0) -> int:
         failure = next((s if s >= 0 else 128 - s for s in statuses if not job.stopped(s)), None)
     if failure is not None:
         return failure
+    if job.stop_signal is not None and len(statuses) < plan.nproc_per_node:
+        return PREEMPTED_EXIT_CODE  # stopped before every rank was started
     return 0 if all(status == 0 for status in statuses) else PREEMPTED_EXIT_CODE

@@ -118,6 +118,29 @@ def _gone(pids: list[int], timeout: float) -> bool:
     return False
 
 
+def test_launch_plan_gives_each_rank_its_place() -> None:
+    from radllm.launcher import LaunchPlan
+
+    env = LaunchPlan(["x"], nproc_per_node=4, nnodes=2, node_rank=1, master_addr="head", master_port=1234).rank_environment(2, base={})
+    assert env == {"RANK": "6", "LOCAL_RANK": "2", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "LOCAL_SIZE": "4", "CROSS_RANK": "1",
+                   "CROSS_SIZE": "2", "MASTER_ADDR": "head", "MASTER_PORT": "1234", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("import sys; sys.exit(0)", 0),
+    ("import os, sys; sys.exit(75 if os.environ['RANK'] == '1' else 0)", PREEMPTED_EXIT_CODE),
+    # rank 1 fails; rank 0 would sleep for a minute: it is asked to stop, then killed after the grace
+    ("import os, sys, time, signal; signal.signal(signal.SIGUSR1, signal.SIG_IGN); r = os.environ['RANK']; "
+     "time.sleep(0 if r == '1' else 60); sys.exit(3)", 3),
+])
+def test_launch_exit_status(script: str, expected: int) -> None:
+    from radllm.launcher import LaunchPlan, launch
+
+    started = time.monotonic()
+    assert launch(LaunchPlan([sys.executable, "-c", script], nproc_per_node=2), grace_s=1.0) == expected
+    assert time.monotonic() - started < 30  # the sleeping rank did not hold the launcher for its minute
+
+
 # --- 2 ranks through the real launchers ------------------------------------------------------------------
 
 

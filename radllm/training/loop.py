@@ -37,6 +37,7 @@ from radllm.modeling import model_inputs_for_packed_batch
 from radllm.modeling.chunked_loss import ChunkedLossHead
 from radllm.modeling.packed_nll import PackedScoring
 from radllm.packing.loss import count_targets, token_nll
+from radllm.preemption import Preempted, StopRequest
 from radllm.recipe.checkpoint_dirs import checkpoints_dir, tag_for
 from radllm.recipe.nonfinite import check_nonfinite_streak
 from radllm.recipe.rng import rng_state, set_rng_state
@@ -51,7 +52,6 @@ from radllm.training.flops import attended_pairs, flops_model, peak_flops
 from radllm.training.grounding import eval_grounding_studies, measure_grounding
 from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
-from radllm.preemption import Preempted, StopRequest
 from radllm.training.preflight import Preflight
 from radllm.training.run_log import MetricsLog
 from radllm.training.safe_checkpoint import safe_checkpoint
