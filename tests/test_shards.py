@@ -240,6 +240,28 @@ def test_rerun_skips_complete_shards_and_rewrites_only_missing_ones(dataset, tmp
     assert not list(out.glob(".*.tmp"))
 
 
+def test_a_stop_request_ends_tokenization_after_a_complete_shard_and_a_rerun_finishes(dataset, tmp_path):
+    """SIGTERM (recorded by the CLI's StopRequest) ends the run after the shard in progress, with its
+    record written; the rerun writes the rest, byte-identical to an uninterrupted run."""
+    import signal
+
+    from radllm.preemption import JobStopped, StopRequest
+
+    root, tok_dir, vq_dir, _ = dataset
+    whole = tmp_path / "whole"
+    run_tokenize(root, tok_dir, vq_dir, whole)
+    stop = StopRequest()
+    stop.signal = signal.SIGTERM  # as its handler records it
+    out = tmp_path / "stopped"
+    with pytest.raises(JobStopped, match=r"stopped by SIGTERM after 1 of this rank's 4 pending shard\(s\)"):
+        tokenize_shards(root / "manifest.jsonl", vq_dir, tok_dir, out, shard_size=2, batch_size=3, num_workers=0, progress=False, stop=stop)
+    assert [p.name for p in (out / "parts").glob("*.json")] == ["train-000000.tar.json"] and not list(out.glob(".*.tmp"))
+    summary, _ = run_tokenize(root, tok_dir, vq_dir, out)
+    assert (summary.shards_written, summary.shards_skipped) == (3, 1)
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == {p.name: p.read_bytes() for p in whole.glob("*.tar")}
+    assert (out / "index.json").read_bytes() == (whole / "index.json").read_bytes()
+
+
 def test_ranks_write_disjoint_shards_and_the_index_waits_for_all(dataset, tmp_path):
     root, tok_dir, vq_dir, studies = dataset
     plans = plan_shards(studies, 2)

@@ -42,14 +42,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """This rank's shards, then (rank 0, once every rank succeeded) the index."""
     from radllm.data.tokenize import tokenize_shards, write_index
+    from radllm.preemption import StopRequest
     from radllm.ranks import process_group, run_then_agree
 
+    stop = StopRequest()  # a signal or the launcher's exit: finish the shard, then exit 75
+    stop.install()
     with process_group(timeout_hours=args.dist_timeout_hours) as ranks:
         summary = run_then_agree(
             lambda: tokenize_shards(
                 args.manifest, args.vq, args.tokenizer, args.out,
                 shard_size=args.shard_size, batch_size=args.batch_size, device=ranks.device_for(args.device),
                 num_workers=args.num_workers, rank=ranks.rank, world_size=ranks.world_size, progress=not args.no_progress,
+                stop=stop,
             ),
             ranks,
             kept="complete shards are kept",

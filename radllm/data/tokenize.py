@@ -46,7 +46,7 @@ from radllm.devices import resolve_device
 from radllm.errors import RadllmError
 from radllm.imaging import load_image
 from radllm.manifest import SPLITS, Study, manifest_root, read_manifest
-from radllm.preemption import ignore_job_signals
+from radllm.preemption import JobStopped, StopRequest, ignore_job_signals
 from radllm.report_text import clean_report, report_text
 from radllm.vocab.codec import encode_report
 from radllm.vocab.load import load_tokenizer, verify_vq
@@ -318,15 +318,19 @@ def tokenize_shards(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    stop: StopRequest | None = None,
 ) -> TokenizeSummary:
     """Write this rank's share of the shards (complete ones are skipped); call `write_index` after all ranks.
 
     Args:
         num_workers: DataLoader processes decoding images while the VQ-GAN encodes (0: inline).
         rank, world_size: this process's share; a single process uses 0 and 1.
+        stop: checked after each shard is complete (`radllm.preemption`).
 
     Raises:
         RadllmError: see `resolve_inputs`; also an output directory made from other inputs.
+        JobStopped: `stop` became pending; every shard written is complete and recorded, and the
+            same command continues with the next.
     """
     inputs = resolve_inputs(manifest, vq_dir, tokenizer_dir, shard_size)
     out_dir = Path(out_dir)
@@ -354,6 +358,9 @@ def tokenize_shards(
             summary.shards_written += 1
             summary.samples_written += len(studies)
             summary.images_rejected += len(rejects)
+            if stop is not None and stop.pending and summary.shards_written < len(pending):
+                raise JobStopped(f"stopped by {stop.reason} after {summary.shards_written} of this rank's {len(pending)} "
+                                 "pending shard(s); every shard written is complete: run the same command again to continue")
     return summary
 
 
