@@ -107,6 +107,11 @@ def mark_complete(checkpoint: Path) -> None:
     atomic.write_text(checkpoint.parent / LATEST, checkpoint.name)
 
 
+def size_bytes(checkpoint: Path) -> int:
+    """Bytes on disk under a checkpoint directory (every rank's shards)."""
+    return sum(path.stat().st_size for path in checkpoint.rglob("*") if path.is_file())
+
+
 def rotate(run_dir: str | os.PathLike, keep: int) -> list[Path]:
     """Delete all but the newest `keep` complete checkpoints and any incomplete one older than the newest; returns deleted dirs.
 

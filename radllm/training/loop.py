@@ -411,9 +411,15 @@ class Trainer:
         return float(self._all_reduce(torch.tensor([0.0 if done else 1.0]))[0]) == 0.0
 
     def save(self) -> Path:
-        """Checkpoint the current step on every rank; rank 0 marks it complete and rotates."""
+        """Checkpoint the current step on every rank; rank 0 marks it complete and rotates.
+
+        Its wall time and size go to metrics.jsonl (kind "checkpoint") and the log: a pre-empted
+        job must finish a step and this save inside the scheduler's grace (slurm's KillWait, the
+        USR1 lead time of `#SBATCH --signal`), so users size those from this figure.
+        """
         import deepspeed.comm as dist
 
+        started = time.monotonic()
         root = checkpoints_dir(self.config.run_dir)
         tag = tag_for(self.state.step)
         if self.rank == 0:
@@ -433,8 +439,13 @@ class Trainer:
         dist.barrier()
         if self.rank == 0:
             ckpt.mark_complete(root / tag)
-            ckpt.rotate(self.config.run_dir, self.config.schedule.keep_checkpoints)
         dist.barrier()
+        seconds = time.monotonic() - started
+        if self.rank == 0:
+            size = ckpt.size_bytes(root / tag)
+            log.info("checkpoint %s of step %d written in %.1f s (%.2f GB)", root / tag, self.state.step, seconds, size / 1e9)
+            self.metrics.checkpoint(self.state.step, {"seconds": round(seconds, 3), "bytes": size})
+            ckpt.rotate(self.config.run_dir, self.config.schedule.keep_checkpoints)
         return root / tag
 
     # ---------------------------------------------------------------- the loop

@@ -1,4 +1,4 @@
-"""Rank-0 training logs: one JSON line per step, tensorboard scalars/text, and the progress bar.
+"""Rank-0 training logs: one JSON line per step (and per evaluation and checkpoint), tensorboard scalars/text, and the progress bar.
 
 `metrics.jsonl` gets every optimizer step (and every evaluation) as one line, flushed at once,
 so a run killed with SIGKILL keeps all steps it logged; a resumed run appends and the reader
@@ -51,6 +51,13 @@ class MetricsLog:
             return
         self._write({"kind": "eval", "step": step, **record})
         self._scalars("eval", step, record)
+
+    def checkpoint(self, step: int, record: dict[str, Any]) -> None:
+        """A checkpoint written at `step` (its seconds and bytes: the grace a pre-emption needs)."""
+        if not self.enabled:
+            return
+        self._write({"kind": "checkpoint", "step": step, **record})
+        self._scalars("checkpoint", step, record)
 
     def text(self, tag: str, step: int, markdown: str) -> None:
         """Tensorboard text (rendered as Markdown), e.g. the generated-report samples of an evaluation."""
