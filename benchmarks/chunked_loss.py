@@ -47,7 +47,7 @@ def one_step(vocab: int, seq_len: int, chunk: int) -> dict[str, float]:
     before = rss_mb()
     start = time.perf_counter()
     if chunk:
-        head = ChunkedLossHead.convert(model.get_output_embeddings(), chunk)
+        head = ChunkedLossHead.convert(model.get_output_embeddings(), chunk, model.config)
         with head.targets(labels):
             loss = model(input_ids=input_ids).logits.sum()
     else:

@@ -35,9 +35,18 @@ COMMON_FIVE: tuple[str, ...] = (
     "Pleural Effusion",
 )
 
+#: The observation that is the absence of the others: positive when none of them but Support Devices
+#: is positive or uncertain (`radllm.labeler`).
+NO_FINDING = "No Finding"
+
 VALID_VALUES = (1, 0, -1, None)
 
 Labels = dict[str, "int | None"]
+
+
+def slug(observation: str) -> str:
+    """"Pleural Effusion" -> "pleural_effusion": an observation's name in metric keys."""
+    return observation.lower().replace(" ", "_")
 
 
 def empty_labels() -> Labels:

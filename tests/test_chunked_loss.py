@@ -1,18 +1,23 @@
 """The chunked output-layer loss against whole logits: same per-token NLL and the same gradients.
 
 Reference: `radllm.packing.token_nll` on `hidden @ weight.T` computed whole, differentiated by
-autograd. The trainer's use under ZeRO-3 on 2 ranks is covered by tests/test_training_zero3.py
+autograd; for a soft-capped model (a tiny Gemma 2), `F.cross_entropy` of the model's own capped
+logits. The trainer's use under ZeRO-3 on 2 ranks is covered by tests/test_training_zero3.py
 (run A trains with the chunked head and matches a whole-logits single-process reference).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers import LlamaConfig
 
+from radllm.errors import RadllmError
 from radllm.modeling.chunked_loss import ChunkedLossHead, chunked_token_nll
 from radllm.packing import token_nll
 
@@ -61,7 +66,7 @@ def test_head_is_the_same_linear_layer_and_returns_logits_outside_targets():
     hidden, _, labels = _inputs()
     hidden = hidden.float()
     logits = head(hidden)
-    same = ChunkedLossHead.convert(head, chunk_tokens=4)
+    same = ChunkedLossHead.convert(head, 4, LlamaConfig())
     assert same is head and head.weight is weight and isinstance(head, nn.Linear)
     assert torch.equal(head(hidden), logits)  # plain linear layer outside `targets`
     with head.targets(labels):
@@ -69,4 +74,64 @@ def test_head_is_the_same_linear_layer_and_returns_logits_outside_targets():
     assert torch.allclose(nll, token_nll(logits, labels), rtol=1e-5, atol=1e-6)
     assert head.labels is None and head(hidden).shape == logits.shape
     with pytest.raises(TypeError, match="bias-free nn.Linear"):
-        ChunkedLossHead.convert(nn.Linear(4, 4, bias=True), 4)
+        ChunkedLossHead.convert(nn.Linear(4, 4, bias=True), 4, LlamaConfig())
+
+
+@pytest.mark.parametrize(("config_class", "key"), [("CohereConfig", "logit_scale"), ("GraniteConfig", "logits_scaling")])
+def test_a_model_that_rescales_its_logits_is_refused_with_the_setting_that_trains_it(config_class, key):
+    import transformers
+
+    config = getattr(transformers, config_class)(**{key: 0.5})
+    with pytest.raises(RadllmError, match=f"{key} = 0.5.*set model.loss_chunk_tokens: 0"):
+        ChunkedLossHead.convert(nn.Linear(8, 16, bias=False), 4, config)
+    ChunkedLossHead.convert(nn.Linear(8, 16, bias=False), 4, getattr(transformers, config_class)(**{key: 1.0}))  # no scaling: fine
+
+
+def _gemma2(softcap: float) -> nn.Module:
+    """A tiny Gemma-2 (tied head) with weights large enough for the cap to bend its logits."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = Gemma2Config(
+        vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, final_logit_softcapping=softcap, attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(config).double()
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_()  # logits of std ~4: the cap of 3 is felt
+    return model
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+def test_soft_capped_model_nll_and_gradients_equal_cross_entropy_of_its_capped_logits(chunk):
+    softcap = 3.0
+    reference_model = _gemma2(softcap)
+    model = copy.deepcopy(reference_model)
+    generator = torch.Generator().manual_seed(2)
+    input_ids = torch.randint(0, 40, (3, 9), generator=generator)
+    labels = torch.randint(0, 40, (3, 9), generator=generator)
+    labels[:, 0] = labels[0, :4] = labels[2, 5:] = -100  # no target, a prompt, padding
+    upstream = torch.rand(3, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="none")
+        return F.pad(nll.view(3, 8), (1, 0))
+
+    capped_logits = reference_model(input_ids=input_ids).logits
+    assert capped_logits.abs().max() < softcap  # the model's own cap
+    reference = cross_entropy(capped_logits)
+    (reference * upstream).sum().backward()
+
+    head = ChunkedLossHead.convert(model.get_output_embeddings(), chunk, model.config)
+    with head.targets(labels):
+        ours = model(input_ids=input_ids).logits  # the chunked NLL, not capped again by the model
+    assert model.config.final_logit_softcapping == softcap  # the model's cap is back on afterwards
+    (ours * upstream).sum().backward()
+    assert torch.allclose(ours.double(), reference, rtol=1e-5, atol=1e-6)
+    for (name, ours_param), reference_param in zip(model.named_parameters(), reference_model.parameters()):
+        assert torch.allclose(ours_param.grad, reference_param.grad, rtol=1e-5, atol=1e-6), name
+
+    with torch.no_grad():  # the same model without its cap: a loss the test can tell apart
+        model.config.final_logit_softcapping = None
+        uncapped = cross_entropy(model(input_ids=input_ids).logits)
+    assert (uncapped - reference).abs().max() > 0.1

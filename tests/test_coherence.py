@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from radllm.clinical_efficacy import clinical_efficacy
 from radllm.errors import RadllmError
 from radllm.evaluation.attributes import FindingAttributes, attribute_metrics, ground_truth_attributes, stated_attributes
 from radllm.evaluation.clinical import pair_counts
 from radllm.evaluation.coherence import coherence_metrics, offending_sentences, read_coherence, split_sentences
 from radllm.evaluation.inputs import Reference
-from radllm.evaluation.reports import clinical_efficacy, score_reports
+from radllm.evaluation.reports import score_reports
 from radllm.labeler import default_labeler
 from radllm.labeler.attributes import BOTH_SIDES, parse_severity
 from radllm.labels import OBSERVATIONS, empty_labels

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from radllm.cli import main
+from radllm.clinical_efficacy import clinical_efficacy
 from radllm.errors import RadllmError
 from radllm.evaluation.demo_table import format_table, read_timings
-from radllm.evaluation.reports import clinical_efficacy
 from radllm.labels import OBSERVATIONS
 
 

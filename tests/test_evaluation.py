@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from radllm.clinical_efficacy import clinical_efficacy
 from radllm.encoders import CXREncoder, EncoderSpec
 from radllm.evaluation.clinical import Confusion, averaged_scores, binarize, confusion_tables
 from radllm.evaluation.images import (
@@ -17,7 +18,7 @@ from radllm.evaluation.images import (
 from radllm.evaluation.inputs import Reference
 from radllm.evaluation.nlg import metric_tokens, nlg_metrics
 from radllm.labeler import default_labeler
-from radllm.evaluation.reports import clinical_efficacy, score_reports
+from radllm.evaluation.reports import score_reports
 from radllm.evaluation.vqa import vqa_metrics
 from radllm.imaging import save_png
 from radllm.labels import COMMON_FIVE, OBSERVATIONS, empty_labels

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
 from radllm.cli import main
-from radllm.evaluation.reports import clinical_efficacy
+from radllm.clinical_efficacy import clinical_efficacy
 from radllm.labeler.model_labeler import ModelLabeler
 from radllm.labels import OBSERVATIONS, empty_labels
 

@@ -21,10 +21,10 @@ from radllm.tasks import (
     IGNORE_INDEX,
     LABEL_OF_ANSWER,
     TASK_NAMES,
-    TASKS,
     TaskExample,
     TaskMixConfig,
     TaskMixer,
+    TaskSpec,
     answer_ids,
     image_condition_text,
     image_generation,
@@ -32,6 +32,8 @@ from radllm.tasks import (
     report_generation,
     report_generation_prompt,
     select_input_views,
+    task_spec,
+    task_specs,
     text_lm,
     unconditional_image_prompt,
     unconditional_report_prompt,
@@ -39,9 +41,10 @@ from radllm.tasks import (
     vqa_prompt,
     vqa_questions,
 )
-from radllm.tasks.image_generation import IMAGE_INSTRUCTIONS, UNCONDITIONAL_IMAGE_INSTRUCTION
+from radllm.tasks.image_generation import FULL_REPORT, IMAGE_INSTRUCTIONS, UNCONDITIONAL_IMAGE_INSTRUCTION
 from radllm.tasks.mix import NO_APPLICABLE_TASK, SKIPPED_INVALID
-from radllm.tasks.report_generation import REPORT_INSTRUCTIONS
+from radllm.tasks.registry import register_task
+from radllm.tasks.report_generation import AS_WRITTEN, REPORT_INSTRUCTIONS
 from radllm.tasks.vqa import VQA_QUESTIONS
 from radllm.vocab_spec import VisualVocabSpec, image_token
 
@@ -452,8 +455,55 @@ def many_studies(tokenizer, n: int) -> list[TokenizedStudy]:
     return [make_study(tokenizer, key=f"s{i}", report=REPORTS[i % 3], labels=labels, seed=i) for i in range(n)]
 
 
-def test_task_registry_is_complete():
-    assert set(TASKS) == set(TASK_NAMES)
+def test_task_registry_holds_each_task_once_in_draw_order():
+    # The draw order (part of every study's draw: changing it changes every run's data) is the
+    # order the tasks had before the registry; each spec names its own builder.
+    assert TASK_NAMES == ("report_generation", "image_generation", "vqa", "text_lm")
+    assert [s.position for s in task_specs()] == [0, 1, 2, 3]
+    builders = {"report_generation": report_generation, "image_generation": image_generation, "vqa": vqa, "text_lm": text_lm}
+    assert {s.name: s.build for s in task_specs()} == builders
+    assert [s.name for s in task_specs() if s.reads_images] == ["report_generation", "vqa"]
+    assert [s.name for s in task_specs() if s.donor_input] == ["report_generation", "image_generation", "vqa"]
+    assert TaskMixConfig().weights == {"report_generation": 1.0, "image_generation": 1.0, "vqa": 0.0, "text_lm": 0.0}
+    assert (TaskMixConfig().report_format, TaskMixConfig().image_condition) == (AS_WRITTEN, FULL_REPORT)
+
+
+def test_task_registry_refuses_a_taken_name_or_position():
+    with pytest.raises(RadllmError, match="takes position 1, which 'image_generation' holds"):
+        register_task(TaskSpec("findings_to_impression", text_lm, position=1))
+    with pytest.raises(RadllmError, match="'vqa' is registered twice"):
+        register_task(TaskSpec("vqa", vqa, position=2))
+    with pytest.raises(RadllmError, match="unknown task 'nope'"):
+        task_spec("nope")
+
+
+def test_a_new_task_is_one_spec_that_config_mixer_and_validation_take_up(tokenizer, spec, monkeypatch):
+    """"findings -> impression", registered as its own module would at import: the config accepts its
+    weight (default 0), validates its options, and the mixer draws it; no other file names it."""
+    import radllm.tasks.registry as registry
+    from radllm.report_text import report_text, split_report_text
+    from radllm.tasks import end_id, prompt_response_example, start_id
+    from radllm.vocab import encode_report
+
+    checked = []
+
+    def findings_to_impression(study, tokenizer, spec, rng, config):
+        findings, impression = split_report_text(study.report)
+        if not (findings and impression):
+            return []
+        prompt = [start_id(tokenizer), *encode_report(tokenizer, findings)]
+        return [prompt_response_example(prompt, [*encode_report(tokenizer, impression), end_id(tokenizer)], "findings_to_impression", study.key)]
+
+    monkeypatch.setattr(registry, "_SPECS", dict(registry._SPECS))  # the registry as it was, after the test
+    register_task(TaskSpec("findings_to_impression", findings_to_impression, position=4, validate_options=checked.append))
+    assert task_spec("findings_to_impression").position == 4 and TaskMixConfig().weights["findings_to_impression"] == 0.0
+    config = TaskMixConfig(weights={"report_generation": 0.0, "image_generation": 0.0, "findings_to_impression": 1.0}).validate()
+    assert checked == [config]
+    studies = [make_study(tokenizer, key=f"s{i}", report=report_text(REPORTS[i % 3], "Stable.")) for i in range(4)]
+    examples = list(TaskMixer(tokenizer, spec, config, seed=0).examples(studies))
+    assert examples and {e.task for e in examples} == {"findings_to_impression"}
+    with pytest.raises(RadllmError, match="unknown task"):
+        TaskMixConfig(weights={"findings_to_summary": 1.0}).validate()
 
 
 def test_mix_proportions_follow_weights(tokenizer, spec):

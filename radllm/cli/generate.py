@@ -22,45 +22,36 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from radllm.cli import add_dist_timeout
 from radllm.generation.sampling import STRATEGIES, DecodingConfig
 from radllm.labels import OBSERVATIONS
-from radllm.tasks.image_generation import IMAGE_CONDITIONS
 
-_INPUTS = {
-    "reports": "manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images",
-    "images": "manifest (.jsonl; report text of each study) or a text file with one report per line",
-    "vqa": "manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images",
-}
-_HELP = {
-    "reports": "write a report for every study's images (text tokens only)",
-    "images": "draw a chest X-ray for every report (exactly HxW image tokens, classifier-free guidance)",
-    "vqa": "answer yes/no/uncertain questions about every study, with p(yes) for AUROC",
-}
-_DEFAULT_STRATEGY = {"reports": "greedy", "images": "sample", "vqa": "greedy"}
-
+if TYPE_CHECKING:
+    from radllm.generation.mode import GenerationMode
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `generate` and its per-task subcommands."""
+    """Add `generate` and one subcommand per generation mode (`radllm.generation.job.MODES`)."""
+    from radllm.generation.job import MODES
+
     parser = subparsers.add_parser("generate", help="batch generation: reports, images or VQA answers", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
-    for task in ("reports", "images", "vqa"):
-        sub = tasks.add_parser(task, help=_HELP[task], description=_HELP[task])
-        configure_task(sub, task)
+    for mode in MODES.values():
+        sub = tasks.add_parser(mode.name, help=mode.help, description=mode.help)
+        configure_task(sub, mode)
         add_dist_timeout(sub)
         sub.set_defaults(handler=run)
 
 
-def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
-    """Arguments of one task."""
+def configure_task(parser: argparse.ArgumentParser, mode: GenerationMode) -> None:
+    """Arguments of one mode: those every mode shares, the decoding ones of a mode that decodes, then its own."""
     parser.add_argument("--model", required=True, type=Path, help="exported model directory (HF files + radllm.json)")
-    parser.add_argument("--vq", type=Path, default=None, required=task == "images",
+    parser.add_argument("--vq", type=Path, default=None, required=mode.needs_vq,
                         help="VQ-GAN directory the model's radllm.json was built for (needed to encode images / decode PNGs)")
-    parser.add_argument("--input", required=True, type=Path, help=_INPUTS[task])
-    out_help = "output directory (images/*.png + images.jsonl)" if task == "images" else "output JSONL"
-    parser.add_argument("--out", required=True, type=Path, help=out_help)
+    parser.add_argument("--input", required=True, type=Path, help=mode.input_help)
+    parser.add_argument("--out", required=True, type=Path, help=mode.out_help)
     parser.add_argument("--split", default=None, help="manifest/shards: only this split (default: all)")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default 16)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:0, ... (default auto)")
@@ -71,40 +62,20 @@ def configure_task(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="sampling seed; each study draws from its own generator seeded by (seed, study id)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    if task != "images":
+    if mode.reads_images:
         parser.add_argument("--max-views", type=int, default=2, help="images shown per study, frontal first (default 2)")
         parser.add_argument("--shuffle-images", type=int, default=None, metavar="SEED",
                             help="control: show each study the images of another study of the input (a derangement seeded by "
                                  "SEED); records say which in image_from. Scored against the own references = a model that ignores "
                                  "the image")
-    if task == "vqa":
-        parser.add_argument("--observations", nargs="+", default=list(OBSERVATIONS), metavar="NAME",
-                            help="CheXpert observations to ask about (default all 14)")
-        parser.add_argument("--questions", type=Path, default=None,
-                            help="JSONL of {study_id, observation, question} instead of the templates")
-        return
-    strategies = [s for s in STRATEGIES if task == "reports" or s != "beam"]
-    parser.add_argument("--strategy", choices=strategies, default=_DEFAULT_STRATEGY[task],
-                        help=f"decoding (default {_DEFAULT_STRATEGY[task]})")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
-    parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (default 0 = off)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
-    if task == "images":
-        parser.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale (1 = no guidance; default 4)")
-        parser.add_argument("--condition", choices=IMAGE_CONDITIONS, default=None,
-                            help="what the prompt holds: the whole report or its impression alone (default: the model's "
-                                 "tasks.image_condition, recorded in its config.json at export; report for other models)")
-        parser.add_argument("--candidates", type=int, default=1, metavar="N",
-                            help="draw N images per study and keep the one the model itself reads back as the condition text "
-                                 "most likely (radllm.generation.self_check; default 1 = plain sampling, N times the cost)")
-        return
-    parser.add_argument("--cfg-scale", type=float, default=1.0,
-                        help="report guidance: next-token scores moved away from the model's report for an empty image "
-                             "(1 = no guidance; needs a model trained with tasks.report_drop_prob > 0)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest report in tokens (default 256)")
-    parser.add_argument("--min-new-tokens", type=int, default=0, help="eos is forbidden before this many tokens (default 0)")
-    parser.add_argument("--num-beams", type=int, default=4, help="beams for --strategy beam (default 4)")
-    parser.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length**penalty (default 1)")
+    if mode.decodes is not None:
+        strategies = [s for s in STRATEGIES if mode.beam or s != "beam"]
+        parser.add_argument("--strategy", choices=strategies, default=mode.decodes, help=f"decoding (default {mode.decodes})")
+        parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+        parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (default 0 = off)")
+        parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
+    if mode.add_options is not None:
+        mode.add_options(parser)
 
 
 def build_request(args: argparse.Namespace):
@@ -152,5 +123,5 @@ def run(args: argparse.Namespace) -> int:
 
         job, summary = run_then_agree(share, ranks, kept="records written so far are kept")
         counts = job.merge() if ranks.rank == 0 else None
-        print(describe(summary, counts, job.request.records_path))
+        print(describe(summary, counts, job.records_path))
     return 0

@@ -44,7 +44,7 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from radllm.data.sample import CorruptSample, TokenizedStudy, UnsafeMember, decode_study
-from radllm.data.shards import RawSample, ShardInfo, ShardReadError, iter_raw_samples, load_index
+from radllm.data.shards import RawSample, ShardIndex, ShardInfo, ShardReadError, iter_raw_samples, load_index
 from radllm.errors import RadllmError
 from radllm.preemption import ignore_job_signals
 from radllm.vocab_spec import VisualVocabSpec, check_compatible
@@ -165,6 +165,8 @@ class ShardStream(IterableDataset):
         drop_remainder: see the module docstring (equal counts by dropping vs. repeating).
         expected_spec: if given, the index's visual vocab spec must equal it (codes made by
             another VQ-GAN or for another tokenizer are refused, not silently misread).
+        index: `directory`'s index when the caller has read it already (`load_index`), so one
+            run reads index.json once.
 
     Raises:
         RadllmError: missing/malformed index, unknown split, a spec mismatch, or fewer samples
@@ -183,12 +185,13 @@ class ShardStream(IterableDataset):
         shuffle_buffer: int = 1000,
         drop_remainder: bool = True,
         expected_spec: VisualVocabSpec | None = None,
+        index: ShardIndex | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.directory = Path(directory)
-        self.index = load_index(self.directory)
+        self.index = index if index is not None else load_index(self.directory)
         if expected_spec is not None:
             check_compatible(expected_spec, self.index.visual_vocab, "the model/tokenizer", str(self.directory / "index.json"))
         self.split = split

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from radllm.errors import RadllmError
-from radllm.evaluation.keys import slug
+from radllm.labels import slug
 from radllm.labeler.attributes import SIDED_OBSERVATIONS, parse_severity, parse_side
 from radllm.labeler.labeler import Mention
 from radllm.labels import OBSERVATIONS

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from radllm.evaluation.keys import slug
+from radllm.labels import slug
 from radllm.labeler.attributes import SIDED_OBSERVATIONS, side_name
 from radllm.labeler.labeler import NO_FINDING, Labeler, Mention, aggregate, default_labeler
 from radllm.labeler.model_labeler import ReportLabeler

@@ -8,11 +8,6 @@ common five); per-observation values are ``<group>/<metric>/<observation slug>``
 from __future__ import annotations
 
 
-def slug(observation: str) -> str:
-    """"Pleural Effusion" -> "pleural_effusion"."""
-    return observation.lower().replace(" ", "_")
-
-
 #: Set names `radllm evaluate` writes itself: the reference reports' coherence
 #: (``report/reference/contradiction_rate``) and, for generated images, an image in which the
 #: classifier finds nothing (``image/baseline_absent/...``). A prediction file may not take them.

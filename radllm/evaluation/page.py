@@ -25,7 +25,8 @@ from PIL import Image
 
 from radllm.evaluation.curves import RunLog, curve_panels
 from radllm.evaluation.intervals import DIFF, METRICS
-from radllm.evaluation.keys import REFERENCE, set_key, set_label, slug
+from radllm.evaluation.keys import REFERENCE, set_key, set_label
+from radllm.labels import slug
 from radllm.evaluation.svg import bar_chart, line_chart
 from radllm.imaging import load_image
 from radllm.labels import OBSERVATIONS

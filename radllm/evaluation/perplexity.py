@@ -30,8 +30,8 @@ from radllm.data.sample import TokenizedStudy
 from radllm.data.split import read_split
 from radllm.errors import RadllmError
 from radllm.generation.model import load_generator
-from radllm.modeling.packed_attention import model_inputs_for_packed_batch
-from radllm.packing import causal_lm_loss, collate_packed, pack_examples
+from radllm.modeling.packed_nll import packed_token_nll
+from radllm.packing import collate_packed, count_targets, pack_examples
 from radllm.tasks import TaskExample, TaskMixConfig, study_rng, text_lm
 from radllm.vocab_spec import VisualVocabSpec
 
@@ -82,10 +82,8 @@ def summed_nll(
     for start in tqdm(batches, desc="perplexity", unit="batch", disable=not progress):
         batch = collate_packed(rows[start : start + rows_per_batch])
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        logits = model(**model_inputs_for_packed_batch(batch, implementation, model.dtype)).logits  # [B, L, V]
-        loss, n = causal_lm_loss(logits, batch["labels"])
-        total += float(loss)
-        count += int(n)
+        total += float(packed_token_nll(model, batch, implementation, model.dtype).sum())
+        count += int(count_targets(batch["labels"]))
     return total, count
 
 

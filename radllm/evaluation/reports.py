@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,14 +10,14 @@ import numpy as np
 
 from radllm.errors import RadllmError
 from radllm.evaluation.attributes import StudyAttributes, attribute_metrics, stated_attributes
-from radllm.evaluation.clinical import TP, averaged_scores, confusion_tables, pair_counts
+from radllm.evaluation.clinical import TP, averaged_scores, clinical_efficacy, confusion_tables, pair_counts
 from radllm.evaluation.coherence import ReportCoherence, coherence_metrics, read_coherence
 from radllm.evaluation.inputs import Reference
-from radllm.evaluation.keys import slug
+from radllm.labels import slug
 from radllm.evaluation.nlg import nlg_metrics
-from radllm.labeler.labeler import NO_FINDING, default_labeler
+from radllm.labeler.labeler import default_labeler
 from radllm.labeler.model_labeler import ReportLabeler
-from radllm.labels import COMMON_FIVE, OBSERVATIONS, Labels
+from radllm.labels import OBSERVATIONS, Labels
 from radllm.report_text import split_report_text
 
 #: How the reference reports are labelled for the clinical efficacy of generated reports:
@@ -52,39 +52,6 @@ def reference_labels(references: Sequence[Reference], source: str, labeler: Repo
     if source == "labels":
         return [dict(ref.labels) for ref in references]  # type: ignore[arg-type]
     return labeler.label_many([ref.text for ref in references])
-
-
-def clinical_efficacy(
-    predicted: Sequence[Labels], reference: Sequence[Labels], policy: str, contradicted: Sequence[Collection[str]] | None = None
-) -> dict[str, float]:
-    """``ce_*`` keys (without the group prefix): averages over 14, 5 and the present observations, and per-observation values.
-
-    "present" are the observations with at least one positive reference (after the uncertain
-    policy) among the scored studies: on a dataset that never shows some findings (phantoms have
-    no edema) their averages are not diluted by observations nobody could get right or wrong.
-    ``ce_f1_micro_present_excl_no_finding`` leaves "No Finding" out of the present ones (a model
-    that says "normal" to normal studies earns nothing there). With `contradicted` (per study, the
-    observations the report both affirms and negates), ``ce_f1_micro_present_strict`` and
-    ``ce_f1_macro_present_strict`` count each such observation as an error whichever way the
-    reference goes, where the plain keys follow CheXpert and let the positive mention win.
-    """
-    tables = confusion_tables(predicted, reference, OBSERVATIONS, policy)
-    present = [name for name in OBSERVATIONS if tables[name].tp + tables[name].fn > 0]
-    out: dict[str, float] = {"ce_n_present": len(present)}
-    for suffix, names in (("14", OBSERVATIONS), ("5", COMMON_FIVE), ("present", present)):
-        for key, value in averaged_scores({n: tables[n] for n in names}).items():
-            out[f"ce_{key}_{suffix}"] = value
-    out["ce_f1_micro_present_excl_no_finding"] = averaged_scores({n: tables[n] for n in present if n != NO_FINDING})["f1_micro"]
-    if contradicted is not None:
-        strict = confusion_tables(predicted, reference, present, policy, contradicted)
-        out["ce_f1_micro_present_strict"] = averaged_scores(strict)["f1_micro"]
-        out["ce_f1_macro_present_strict"] = averaged_scores(strict)["f1_macro"]
-    for name, table in tables.items():
-        out[f"ce_precision/{slug(name)}"] = table.precision
-        out[f"ce_recall/{slug(name)}"] = table.recall
-        out[f"ce_f1/{slug(name)}"] = table.f1
-        out[f"ce_n_positive/{slug(name)}"] = table.tp + table.fn
-    return out
 
 
 @dataclass

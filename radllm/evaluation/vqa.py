@@ -19,7 +19,7 @@ import numpy as np
 
 from radllm.encoders.metrics import binary_auroc
 from radllm.evaluation.clinical import binarize
-from radllm.evaluation.keys import slug
+from radllm.labels import slug
 from radllm.labels import OBSERVATIONS, Labels
 from radllm.tasks import ANSWERS
 

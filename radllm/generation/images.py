@@ -20,20 +20,27 @@ unconditional branch is not run at all (half the compute, identical output).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from radllm.data.sample import study_key
 from radllm.errors import RadllmError
 from radllm.generation.decode import decode_image
+from radllm.generation.inputs import StudyInput
+from radllm.generation.mode import GenerationMode, JobPlan
 from radllm.generation.model import Generator
 from radllm.generation.plan import BatchResult, Unit, study_units
+from radllm.generation.request import GenerateRequest
 from radllm.generation.sampling import DecodingConfig, sample_generators
 from radllm.generation.self_check import candidate_key, pick_best, reading_nll
 from radllm.imaging import save_png
-from radllm.tasks import image_condition_text, image_generation_prompt, unconditional_image_prompt
+from radllm.tasks import IMAGE_GENERATION, image_condition_text, image_generation_prompt, unconditional_image_prompt
+from radllm.tasks.image_generation import FULL_REPORT, IMAGE_CONDITION_KEY, IMAGE_CONDITIONS, IMAGE_INSTRUCTIONS
 
 TASK = "image"
 INDEX_NAME = "images.jsonl"
@@ -105,3 +112,56 @@ def process(
             }
         )
     return BatchResult(records, errors)
+
+
+def image_condition_of(model_config: Any) -> str:
+    """The image condition a model was trained with: its config.json's `IMAGE_CONDITION_KEY`, or
+    the whole report for models exported before the option (or by other tools).
+
+    Raises:
+        RadllmError: the recorded value is not a known condition.
+    """
+    condition = getattr(model_config, IMAGE_CONDITION_KEY, FULL_REPORT)
+    if condition not in IMAGE_CONDITIONS:
+        raise RadllmError(f"model config {IMAGE_CONDITION_KEY} = {condition!r}; expected one of {list(IMAGE_CONDITIONS)}")
+    return condition
+
+
+def plan(request: GenerateRequest, gen: Generator, studies: list[StudyInput]) -> JobPlan:
+    """One unit per study, drawn with the request's condition (else the model's); resumed only under the same settings."""
+    r = request
+    condition = r.image_condition or image_condition_of(gen.model.config)
+    return JobPlan(
+        units(studies), record_key,
+        partial(process, gen, out_dir=r.out, decoding=r.decoding, cfg_scale=r.cfg_scale, stage=r.stage, template=r.template,
+                condition=condition, candidates=r.candidates),
+        {"cfg_scale": r.cfg_scale, "seed": r.decoding.seed, "condition": condition, "candidates": r.candidates},
+    )
+
+
+def _check_options(request: GenerateRequest) -> None:
+    check_decoding(request.decoding)
+
+
+def records_path(out: Path) -> Path:
+    """--out is a directory: the PNGs under `IMAGE_DIR`, the records in `INDEX_NAME`."""
+    return out / INDEX_NAME
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """`radllm generate images`' own options: guidance, the prompt's condition, self-checked candidates."""
+    parser.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale (1 = no guidance; default 4)")
+    parser.add_argument("--condition", choices=IMAGE_CONDITIONS, default=None,
+                        help="what the prompt holds: the whole report or its impression alone (default: the model's "
+                             "tasks.image_condition, recorded in its config.json at export; report for other models)")
+    parser.add_argument("--candidates", type=int, default=1, metavar="N",
+                        help="draw N images per study and keep the one the model itself reads back as the condition text "
+                             "most likely (radllm.generation.self_check; default 1 = plain sampling, N times the cost)")
+
+
+MODE = GenerationMode(
+    "images", IMAGE_GENERATION, help="draw a chest X-ray for every report (exactly HxW image tokens, classifier-free guidance)",
+    input_help="manifest (.jsonl; report text of each study) or a text file with one report per line",
+    out_help="output directory (images/*.png + images.jsonl)", plan=plan, add_options=add_options, decodes="sample", reads_images=False, needs_vq=True, guidance=True,
+    candidates=True, instructions=IMAGE_INSTRUCTIONS, check_options=_check_options, records_path=records_path,
+)

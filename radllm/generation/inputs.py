@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from radllm.data.split import iter_split
-from radllm.data.shards import INDEX_FILENAME, load_index
+from radllm.data.shards import INDEX_FILENAME, ShardIndex, load_index
 from radllm.errors import RadllmError
 from radllm.imaging import is_supported_image
 from radllm.manifest import looks_like_manifest, manifest_root, read_manifest
@@ -60,15 +60,19 @@ def shard_inputs(directory: str | os.PathLike, spec: VisualVocabSpec, split: str
     return list(iter_shard_inputs(directory, spec, split))
 
 
-def iter_shard_inputs(directory: str | os.PathLike, spec: VisualVocabSpec, split: str | None = None) -> Iterator[StudyInput]:
-    """`shard_inputs` one study at a time, so a caller that needs the first few reads only those.
+def iter_shard_inputs(
+    directory: str | os.PathLike, spec: VisualVocabSpec, split: str | None = None, index: ShardIndex | None = None
+) -> Iterator[StudyInput]:
+    """`shard_inputs` one study at a time, so a caller that needs the first few reads only those
+    (`index`: `directory`'s index, when the caller has read it already).
 
     Raises:
         RadllmError: once a split has been read through, if any of its samples were corrupt or missing.
     """
-    splits = [split] if split is not None else list(load_index(directory).splits)
+    index = index if index is not None else load_index(directory)
+    splits = [split] if split is not None else list(index.splits)
     for name in splits:
-        for sample in iter_split(directory, name, spec):
+        for sample in iter_split(directory, name, spec, index):
             yield StudyInput(sample.study_id, list(sample.views), None, list(sample.image_codes), sample.report)
 
 

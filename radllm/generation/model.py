@@ -23,7 +23,7 @@ from radllm.errors import RadllmError
 from radllm.vocab.load import load_tokenizer, verify_vq
 from radllm.vocab_spec import SPEC_FILENAME, VisualVocabSpec
 from radllm.vq.checkpoint import load_vq
-from radllm.vq.model import VQModel
+from radllm.vq.tokenizer import ImageTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Generator:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     spec: VisualVocabSpec
-    vq: VQModel | None
+    vq: ImageTokenizer | None
     stop_together: Callable[[bool], bool] | None = None
 
     @property
@@ -60,7 +60,7 @@ class Generator:
         pad = self.tokenizer.pad_token_id
         return int(pad if pad is not None else self.tokenizer.eos_token_id)
 
-    def require_vq(self) -> VQModel:
+    def require_vq(self) -> ImageTokenizer:
         if self.vq is None:
             raise RadllmError("this step needs the VQ-GAN: pass --vq VQ_DIR")
         return self.vq

@@ -8,18 +8,24 @@ report guidance scale (1 = none; the unconditional branch is `unconditional_repo
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
+from functools import partial
 
 from radllm.errors import RadllmError
 from radllm.generation.beam import beam_search
 from radllm.generation.constraints import report_token_mask
 from radllm.generation.decode import decode_text
+from radllm.generation.inputs import StudyInput
+from radllm.generation.mode import GenerationMode, JobPlan
 from radllm.generation.model import Generator
 from radllm.generation.plan import BatchResult, Unit, study_units
+from radllm.generation.request import GenerateRequest
 from radllm.generation.sampling import DecodingConfig, sample_generators
 from radllm.generation.views import prompt_codes
 from radllm.report_text import as_written_order
-from radllm.tasks import end_id, report_generation_prompt, select_input_views, unconditional_report_prompt
+from radllm.tasks import REPORT_GENERATION, end_id, report_generation_prompt, select_input_views, unconditional_report_prompt
+from radllm.tasks.report_generation import REPORT_INSTRUCTIONS
 from radllm.vocab import decode_report
 
 TASK = "report"
@@ -84,3 +90,31 @@ def process(
         for (study, _), tokens in zip(ready, ids)
     ]
     return BatchResult(records, errors)
+
+
+def plan(request: GenerateRequest, gen: Generator, studies: list[StudyInput]) -> JobPlan:
+    """One unit per study; records are resumed only under the same decoding and guidance."""
+    r = request
+    return JobPlan(
+        units(studies), record_key,
+        partial(process, gen, decoding=r.decoding, stage=r.stage, template=r.template, max_views=r.max_views, cfg_scale=r.cfg_scale),
+        {"decoding": r.decoding.describe(), "cfg_scale": r.cfg_scale},
+    )
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """`radllm generate reports`' own options: report guidance, lengths, beam search."""
+    parser.add_argument("--cfg-scale", type=float, default=1.0,
+                        help="report guidance: next-token scores moved away from the model's report for an empty image "
+                             "(1 = no guidance; needs a model trained with tasks.report_drop_prob > 0)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest report in tokens (default 256)")
+    parser.add_argument("--min-new-tokens", type=int, default=0, help="eos is forbidden before this many tokens (default 0)")
+    parser.add_argument("--num-beams", type=int, default=4, help="beams for --strategy beam (default 4)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length**penalty (default 1)")
+
+
+MODE = GenerationMode(
+    "reports", REPORT_GENERATION, help="write a report for every study's images (text tokens only)",
+    input_help="manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images", out_help="output JSONL",
+    plan=plan, add_options=add_options, decodes="greedy", guidance=True, beam=True, instructions=REPORT_INSTRUCTIONS,
+)

@@ -17,13 +17,13 @@ from radllm.generation.inputs import StudyInput
 from radllm.imaging import load_image
 from radllm.tasks import select_input_views
 from radllm.vq.encode import encode_images
-from radllm.vq.model import VQModel
+from radllm.vq.tokenizer import ImageTokenizer
 
 log = logging.getLogger(__name__)
 
 
 def prompt_codes(
-    studies: Sequence[StudyInput], vq: VQModel | None, max_views: int, batch_size: int = 64
+    studies: Sequence[StudyInput], vq: ImageTokenizer | None, max_views: int, batch_size: int = 64
 ) -> tuple[list[list[np.ndarray] | None], list[str]]:
     """Codes of each study's prompt views, in view order.
 
@@ -45,7 +45,7 @@ def prompt_codes(
         if vq is None:
             raise RadllmError(f"study {study.study_id}: its images must be VQ-encoded; pass --vq VQ_DIR")
         try:
-            images = [load_image(study.image_paths[v], vq.config.image_size) for v in views]  # [1, S, S] each
+            images = [load_image(study.image_paths[v], vq.image_size) for v in views]  # [1, S, S] each
         except (RadllmError, OSError) as err:
             errors.append(f"study {study.study_id}: {err}")
             log.warning("skipping study %s: unreadable image (%s)", study.study_id, err)

@@ -15,20 +15,24 @@ Questions: by default one per study and CheXpert observation, the template phras
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from radllm.errors import RadllmError
 from radllm.generation.decode import score_continuations
 from radllm.generation.inputs import StudyInput
+from radllm.generation.mode import GenerationMode, JobPlan
 from radllm.generation.model import Generator
 from radllm.generation.plan import BatchResult, Unit
+from radllm.generation.request import GenerateRequest
 from radllm.generation.views import prompt_codes
 from radllm.jsonl import iter_json_objects
 from radllm.labels import OBSERVATIONS
-from radllm.tasks import ANSWERS, answer_ids, vqa_prompt, vqa_questions
+from radllm.tasks import ANSWERS, VQA, answer_ids, vqa_prompt, vqa_questions
 from radllm.tasks.example import pick_template
 
 TASK = "vqa"
@@ -124,3 +128,24 @@ def process(gen: Generator, batch: Sequence[Unit], max_views: int) -> BatchResul
         )
     left_out = [f"question {u.key}: its study's images are unreadable" for u in batch if codes_of[u.study.study_id] is None]
     return BatchResult(records, left_out)
+
+
+def plan(request: GenerateRequest, gen: Generator, studies: list[StudyInput]) -> JobPlan:
+    """One unit per question: the request's --questions file, else every observation's template question."""
+    r = request
+    units = question_units(studies, r.questions) if r.questions is not None else template_units(studies, r.observations, r.template)
+    return JobPlan(units, record_key, partial(process, gen, max_views=r.max_views))
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """`radllm generate vqa`' own options: which observations, or a file of questions."""
+    parser.add_argument("--observations", nargs="+", default=list(OBSERVATIONS), metavar="NAME",
+                        help="CheXpert observations to ask about (default all 14)")
+    parser.add_argument("--questions", type=Path, default=None, help="JSONL of {study_id, observation, question} instead of the templates")
+
+
+MODE = GenerationMode(
+    "vqa", VQA, help="answer yes/no/uncertain questions about every study, with p(yes) for AUROC",
+    input_help="manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images", out_help="output JSONL",
+    plan=plan, add_options=add_options,
+)

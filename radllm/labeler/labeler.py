@@ -33,10 +33,9 @@ from radllm.labeler import cues as C
 from radllm.labeler.attributes import attach_attributes, attribute_vocabulary
 from radllm.labeler.matching import PhraseMatcher, tokens
 from radllm.labeler.vocabulary import ANATOMY, EXCLUSIONS, MENTIONS, QUALIFIERS
-from radllm.labels import Labels, empty_labels
+from radllm.labels import NO_FINDING, Labels, empty_labels
 from radllm.report_text import clean_report
 
-NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"
 
 _MENTION, _ANATOMY, _EXCLUSION = "mention", "anatomy", "exclusion"

@@ -1,4 +1,6 @@
-"""Per-example NLL of a causal LM over packed rows: one forward for many examples, one number each.
+"""Scoring packed rows with a causal LM: the per-token NLL of a batch (`packed_token_nll`, the one
+forward every loss and score of radllm runs: the trainer's loss, grounding, perplexity), and the
+per-example NLL built on it (`per_example_nll`): one forward for many examples, one number each.
 
 The trainer's loss needs only sums over all tokens; comparing two versions of the same example
 (e.g. with its own image and with another study's, `radllm.training.grounding`) needs the summed
@@ -23,9 +25,35 @@ from typing import Any
 import torch
 
 from radllm.errors import RadllmError
+from radllm.modeling.chunked_loss import ChunkedLossHead
 from radllm.modeling.packed_attention import model_inputs_for_packed_batch
-from radllm.packing import PackedRow, collate_packed, pack_examples, token_nll
-from radllm.tasks import IGNORE_INDEX, TaskExample
+from radllm.packing import PackedRow, collate_packed, pack_examples, target_mask, token_nll
+from radllm.tasks import TaskExample
+
+
+def packed_token_nll(
+    model: Callable[..., Any],
+    batch: dict[str, torch.Tensor],
+    attn_implementation: str,
+    dtype: torch.dtype,
+    loss_head: ChunkedLossHead | None = None,
+) -> torch.Tensor:
+    """float32 [B, L]: the NLL of each target of a collated packed batch at its label's position
+    (`radllm.packing.token_nll`'s alignment; 0 off `target_mask`).
+
+    Args:
+        model: a Hugging Face causal LM or a DeepSpeed engine wrapping one, called with the inputs
+            `attn_implementation` takes (`model_inputs_for_packed_batch`: attention never crosses
+            the samples of a row); its mode (train/eval) and grad state are the caller's.
+        batch: `radllm.packing.collate_packed` output (plus any extra keys), on the model's device.
+        loss_head: the model's output layer converted to a `ChunkedLossHead`: the NLL is computed
+            from hidden states a chunk at a time and the logits never exist whole.
+    """
+    inputs = model_inputs_for_packed_batch(batch, attn_implementation, dtype)
+    if loss_head is None:
+        return token_nll(model(**inputs).logits, batch["labels"])
+    with loss_head.targets(batch["labels"]):
+        return model(**inputs).logits  # [B, L]: the chunked head's NLL in place of logits
 
 
 @dataclass(frozen=True)
@@ -105,14 +133,11 @@ def per_example_nll(
         chunk = mine[index * scoring.rows_per_batch : (index + 1) * scoring.rows_per_batch]
         batch = collate_packed(chunk or rows[:1])
         batch = {k: v.to(scoring.device) for k, v in batch.items()}
-        logits = model(**model_inputs_for_packed_batch(batch, scoring.attn_implementation, scoring.dtype)).logits  # [B, L, V]
+        token_losses = packed_token_nll(model, batch, scoring.attn_implementation, scoring.dtype)  # [B, L]
         if not chunk:
             continue  # the lockstep forward of a rank without rows left
-        labels = batch["labels"]
-        scored = labels != IGNORE_INDEX
-        scored[:, 0] = False  # nothing predicts a row's first token (token_nll puts 0 there)
-        run_nll = segment_sums(token_nll(logits, labels), batch["cu_seqlens"]).cpu()  # [S]
-        run_count = segment_sums(scored, batch["cu_seqlens"]).cpu()
+        run_nll = segment_sums(token_losses, batch["cu_seqlens"]).cpu()  # [S]
+        run_count = segment_sums(target_mask(batch["labels"]), batch["cu_seqlens"]).cpu()
         owner = torch.tensor(run_examples(chunk))
         real = owner >= 0
         sums.index_add_(0, owner[real], run_nll[real])

@@ -36,9 +36,18 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.pad(per_token.view(batch, length - 1), (1, 0))  # [B, L]
 
 
+def target_mask(labels: torch.Tensor) -> torch.Tensor:
+    """bool [B, L]: the labels a causal LM is scored on, at their own positions (as `token_nll`
+    places losses): not IGNORE_INDEX and not at t = 0 of a row (nothing predicts it). The one
+    target rule of training, evaluation loss, grounding and perplexity."""
+    mask = labels != IGNORE_INDEX
+    mask[:, 0] = False
+    return mask
+
+
 def count_targets(labels: torch.Tensor) -> torch.Tensor:
-    """int64 scalar: the labels a causal LM is scored on, i.e. not IGNORE_INDEX and not at t = 0 (nothing predicts it)."""
-    return (labels[:, 1:] != IGNORE_INDEX).sum()
+    """int64 scalar: the number of targets (`target_mask`)."""
+    return target_mask(labels).sum()
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,9 +2,12 @@
 
 Tasks: report generation (image → report), image generation (report → image, condition dropped
 for classifier-free guidance), VQA from CheXpert labels, text-only report LM. Each is one module
-holding its name, its instruction or question banks, its prompt builders and its task function;
-`example` holds what they share (the `TaskExample`, token conventions, view selection, rng
-draws) and `mix` registers them and draws one per study (`TaskMixConfig`, `TaskMixer`).
+holding its name, its instruction or question banks, its prompt builders, its task function and
+its `TaskSpec`, which it registers (`registry`); `example` holds what they share (the
+`TaskExample`, token conventions, view selection, rng draws), `config` the run config's `tasks:`
+section (`TaskMixConfig`), and `mix` draws one task per study (`TaskMixer`). A new task is one new
+module that registers its spec: every module of this package is imported here, so it registers
+without an edit of this file.
 
 Stage 1 uses plain image↔report pairs, stage 2 wraps the same pairs in instruction templates;
 VQA questions are their own instruction in both stages. Every instruction and question comes
@@ -12,6 +15,9 @@ before the image or report it is about, so the response always follows its input
 prompt builders exported here are the ones generation must call to reproduce the training-time
 prompts exactly.
 """
+
+import importlib
+import pkgutil
 
 from radllm.tasks.example import (
     IGNORE_INDEX,
@@ -30,25 +36,32 @@ from radllm.tasks.image_generation import (
     image_generation_prompt,
     unconditional_image_prompt,
 )
-from radllm.tasks.mix import IMAGE_READING_TASKS, TASK_NAMES, TASKS, TaskMixConfig, TaskMixer, study_rng
+from radllm.tasks.config import TaskMixConfig
+from radllm.tasks.mix import TaskMixer, study_rng
+from radllm.tasks.registry import TaskSpec, task_names, task_spec, task_specs
 from radllm.tasks.report_generation import REPORT_GENERATION, report_generation, report_generation_prompt, unconditional_report_prompt
 from radllm.tasks.text_lm import TEXT_LM, text_lm
 from radllm.tasks.vqa import ANSWERS, LABEL_OF_ANSWER, VQA, answer_ids, vqa, vqa_prompt, vqa_questions
+
+for _module in pkgutil.iter_modules(__path__):  # a task module not named above registers itself too
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+#: Every task's name, in the order of every draw (each task module registered its task).
+TASK_NAMES: tuple[str, ...] = task_names()
 
 __all__ = [
     "ANSWERS",
     "IGNORE_INDEX",
     "IMAGE_GENERATION",
-    "IMAGE_READING_TASKS",
     "LABEL_OF_ANSWER",
     "REPORT_GENERATION",
-    "TASKS",
     "TASK_NAMES",
     "TEXT_LM",
     "VQA",
     "TaskExample",
     "TaskMixConfig",
     "TaskMixer",
+    "TaskSpec",
     "answer_ids",
     "end_id",
     "image_block",
@@ -62,6 +75,9 @@ __all__ = [
     "select_target_view",
     "start_id",
     "study_rng",
+    "task_names",
+    "task_spec",
+    "task_specs",
     "text_lm",
     "unconditional_image_prompt",
     "unconditional_report_prompt",

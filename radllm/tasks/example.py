@@ -115,6 +115,11 @@ def with_prompt_image_targets(example: TaskExample, spec: VisualVocabSpec, weigh
     return replace(example, labels=labels, weights=weights)
 
 
+def with_donor_images(study: TokenizedStudy, donor: TokenizedStudy) -> TokenizedStudy:
+    """`study` showing `donor`'s views and image codes (its report, the target, stays its own)."""
+    return replace(study, image_codes=list(donor.image_codes), views=list(donor.views))
+
+
 def start_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """Id that opens every sequence: bos, else eos."""
     token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id

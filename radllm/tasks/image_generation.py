@@ -20,13 +20,13 @@ both branches see exactly the prompts the model was trained on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
+from dataclasses import replace
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
 from radllm.report_text import report_text, split_report_text
+from radllm.tasks.config import TaskMixConfig, check_choice, check_loss_weight, check_probability
 from radllm.tasks.example import (
     Rng,
     TaskExample,
@@ -40,11 +40,10 @@ from radllm.tasks.example import (
     select_target_view,
     start_id,
 )
+from radllm.tasks.registry import TaskSpec, register_task
 from radllm.vocab import encode_report
 from radllm.vocab_spec import VisualVocabSpec
 
-if TYPE_CHECKING:  # mix, the task registry, imports this module: a run-time import back would be a cycle
-    from radllm.tasks.mix import TaskMixConfig
 
 IMAGE_GENERATION = "image_generation"
 
@@ -155,3 +154,20 @@ def image_generation(
         condition = report if config.image_condition == FULL_REPORT else image_condition_text(study.report, config.image_condition)
         prompt = image_generation_prompt(condition, tokenizer, spec, config.stage, rng)
     return [prompt_response_example(prompt, response, IMAGE_GENERATION, study.key, config.image_loss_weight)]
+
+
+def with_donor_report(study: TokenizedStudy, donor: TokenizedStudy) -> TokenizedStudy:
+    """`study` conditioned on `donor`'s report (its image, the target, stays its own)."""
+    return replace(study, report=donor.report, report_ids=donor.report_ids)
+
+
+def _validate_options(config: TaskMixConfig) -> None:
+    check_probability(config, "cfg_drop_prob")
+    check_choice(config, "image_condition", IMAGE_CONDITIONS)
+    check_loss_weight(config, "image_loss_weight")
+
+
+SPEC = register_task(TaskSpec(
+    IMAGE_GENERATION, image_generation, position=1, default_weight=1.0, reads_images=False,
+    donor_input=with_donor_report, validate_options=_validate_options,
+))

@@ -25,13 +25,13 @@ its teacher-forced inputs (`report_response`, `drop_words`); with the defaults i
 from __future__ import annotations
 
 from collections.abc import Sequence, Set
-from typing import TYPE_CHECKING
-
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
+from radllm.errors import RadllmError
 from radllm.report_text import report_text, split_report_text
+from radllm.tasks.config import TaskMixConfig, check_choice, check_loss_weight, check_probability
 from radllm.tasks.example import (
     Rng,
     TaskExample,
@@ -46,12 +46,12 @@ from radllm.tasks.example import (
     report_token_ids,
     select_input_views,
     start_id,
+    with_donor_images,
 )
+from radllm.tasks.registry import TaskSpec, register_task
 from radllm.vocab import encode_report
 from radllm.vocab_spec import VisualVocabSpec
 
-if TYPE_CHECKING:  # mix, the task registry, imports this module: a run-time import back would be a cycle
-    from radllm.tasks.mix import TaskMixConfig
 
 REPORT_GENERATION = "report_generation"
 
@@ -183,3 +183,17 @@ def report_generation(
     if config.word_dropout > 0:
         example = drop_words(example, len(prompt), config.word_dropout, rng, spec.text_vocab_size, set(tokenizer.all_special_ids))
     return [example]
+
+
+def _validate_options(config: TaskMixConfig) -> None:
+    check_probability(config, "report_drop_prob")
+    check_choice(config, "report_format", REPORT_FORMATS)
+    check_loss_weight(config, "impression_weight")
+    if not 0.0 <= config.word_dropout < 1.0:
+        raise RadllmError(f"tasks.word_dropout = {config.word_dropout}; expected a rate in [0, 1)")
+
+
+SPEC = register_task(TaskSpec(
+    REPORT_GENERATION, report_generation, position=0, default_weight=1.0, reads_images=True,
+    donor_input=with_donor_images, validate_options=_validate_options,
+))

@@ -5,16 +5,13 @@ Sequence: start, report ids, eos; every token after the start token is a target.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
+from radllm.tasks.config import TaskMixConfig
 from radllm.tasks.example import Rng, TaskExample, end_id, prompt_response_example, report_token_ids, start_id
+from radllm.tasks.registry import TaskSpec, register_task
 from radllm.vocab_spec import VisualVocabSpec
-
-if TYPE_CHECKING:  # mix, the task registry, imports this module: a run-time import back would be a cycle
-    from radllm.tasks.mix import TaskMixConfig
 
 TEXT_LM = "text_lm"
 
@@ -33,3 +30,6 @@ def text_lm(
     if not report:
         return []
     return [prompt_response_example([start_id(tokenizer)], [*report, end_id(tokenizer)], TEXT_LM, study.key)]
+
+
+SPEC = register_task(TaskSpec(TEXT_LM, text_lm, position=3, default_weight=0.0))

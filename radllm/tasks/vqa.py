@@ -13,7 +13,6 @@ score all three by likelihood.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -21,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from radllm.data.sample import TokenizedStudy
 from radllm.errors import RadllmError
 from radllm.labels import OBSERVATIONS
+from radllm.tasks.config import TaskMixConfig
 from radllm.tasks.example import (
     Rng,
     TaskExample,
@@ -32,12 +32,12 @@ from radllm.tasks.example import (
     prompt_response_example,
     select_input_views,
     start_id,
+    with_donor_images,
 )
+from radllm.tasks.registry import TaskSpec, register_task
 from radllm.vocab import encode_report
 from radllm.vocab_spec import VisualVocabSpec
 
-if TYPE_CHECKING:  # mix, the task registry, imports this module: a run-time import back would be a cycle
-    from radllm.tasks.mix import TaskMixConfig
 
 VQA = "vqa"
 
@@ -179,3 +179,13 @@ def vqa(
         prompt = vqa_prompt(codes, question, tokenizer, spec)
         examples.append(prompt_response_example(prompt, answer_ids(tokenizer, ANSWERS[label]), VQA, study.key))
     return examples
+
+
+def _validate_options(config: TaskMixConfig) -> None:
+    if config.vqa_questions_per_study < 1:
+        raise RadllmError(f"tasks.vqa_questions_per_study = {config.vqa_questions_per_study}; expected at least 1")
+
+
+SPEC = register_task(TaskSpec(
+    VQA, vqa, position=2, default_weight=0.0, reads_images=True, donor_input=with_donor_images, validate_options=_validate_options,
+))

@@ -28,9 +28,10 @@ from transformers import PreTrainedTokenizerBase
 
 from radllm.data.reader import ShardLoader, ShardStream
 from radllm.data.sample import TokenizedStudy
+from radllm.data.shards import ShardIndex
 from radllm.errors import RadllmError
 from radllm.packing import PackedRow, PackingStats, collate_packed, pack_examples
-from radllm.tasks import IMAGE_READING_TASKS, TASK_NAMES, TaskMixConfig, TaskMixer
+from radllm.tasks import TASK_NAMES, TaskMixConfig, TaskMixer, task_spec
 from radllm.training.config import DataOptions
 from radllm.vocab_spec import VisualVocabSpec
 
@@ -55,7 +56,7 @@ def loss_groups(rows: list[PackedRow], spec: VisualVocabSpec) -> torch.Tensor:
         for length, task in zip(row.seq_lens, row.tasks):
             span = out[i, position : position + length]  # a view: writes land in `out`
             span.fill_(TASK_NAMES.index(task))
-            if task in IMAGE_READING_TASKS:
+            if task_spec(task).reads_images:
                 span[image_target[i, position : position + length]] = prompt_images
             position += length
     return out
@@ -85,6 +86,7 @@ class PackedBatches:
         micro_batch_size: int,
         stream: int,
         streams: int,
+        index: ShardIndex | None = None,
     ) -> None:
         self.data = data
         self.micro_batch_size = micro_batch_size
@@ -92,7 +94,7 @@ class PackedBatches:
         self.pad_id = tokenizer.pad_token_id
         reader = ShardStream(
             data.shards, data.split, rank=stream, world_size=streams, seed=seed,
-            shuffle=True, shuffle_buffer=data.shuffle_buffer, expected_spec=spec,
+            shuffle=True, shuffle_buffer=data.shuffle_buffer, expected_spec=spec, index=index,
         )
         self.loader = ShardLoader(reader, data.studies_per_batch, num_workers=data.num_workers)
         self.mixer = TaskMixer(tokenizer, spec, tasks, seed)
@@ -171,10 +173,11 @@ class RankBatches:
         rank: int,
         world_size: int,
         streams: int,
+        index: ShardIndex | None = None,
     ) -> None:
         self.grad_accum = grad_accum
         self.streams = {
-            s: PackedBatches(data, tasks, tokenizer, spec, seed=seed, micro_batch_size=micro_batch_size, stream=s, streams=streams)
+            s: PackedBatches(data, tasks, tokenizer, spec, seed=seed, micro_batch_size=micro_batch_size, stream=s, streams=streams, index=index)
             for s in owned_streams(rank, world_size, streams)
         }
 
@@ -217,13 +220,14 @@ def eval_rows(
     seed: int,
     rank: int,
     world_size: int,
+    index: ShardIndex | None = None,
 ) -> list[PackedRow]:
     """The fixed evaluation rows of one rank: `data.eval_rows` rows packed from the eval split, unshuffled.
 
     Epoch 0's tasks (seeded per study) make the eval set the same in every evaluation and run.
     """
     assert data.eval_split is not None
-    stream = ShardStream(data.shards, data.eval_split, rank=rank, world_size=world_size, seed=seed, shuffle=False, expected_spec=spec)
+    stream = ShardStream(data.shards, data.eval_split, rank=rank, world_size=world_size, seed=seed, shuffle=False, expected_spec=spec, index=index)
     mixer = TaskMixer(tokenizer, spec, tasks, seed)
     rows: list[PackedRow] = []
     for studies in ShardLoader(stream, data.studies_per_batch):

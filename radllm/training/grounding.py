@@ -40,17 +40,16 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
+from radllm.data.shards import ShardIndex
 from radllm.data.split import iter_split
 from radllm.errors import RadllmError
 from radllm.generation.shuffle import derangement
 from radllm.modeling.packed_nll import PackedScoring, per_example_nll
-from radllm.tasks import IGNORE_INDEX, IMAGE_GENERATION, REPORT_GENERATION, TASK_NAMES, TASKS, VQA, TaskExample, TaskMixConfig, study_rng
+from radllm.tasks import IGNORE_INDEX, TaskExample, TaskMixConfig, study_rng, task_spec, task_specs
 from radllm.vocab_spec import VisualVocabSpec
 
 log = logging.getLogger(__name__)
 
-#: Tasks whose targets the image (for image generation: the report) should decide.
-IMAGE_CONDITIONED_TASKS: tuple[str, ...] = (REPORT_GENERATION, VQA, IMAGE_GENERATION)
 #: Per-study NLL differences at most this large (nats) are ties: numerical noise, not reading.
 TIE_NATS = 1e-4
 
@@ -87,21 +86,15 @@ def has_images_and_report(study: TokenizedStudy) -> bool:
     return bool(study.image_codes) and len(study.report_ids) > 0
 
 
-def grounding_studies(shards: str, split: str, spec: VisualVocabSpec, n: int) -> list[TokenizedStudy]:
+def grounding_studies(shards: str, split: str, spec: VisualVocabSpec, n: int, index: ShardIndex | None = None) -> list[TokenizedStudy]:
     """The first `n` studies of `split` in index order with images and a report: the same on every rank and run."""
-    return list(islice((s for s in iter_split(shards, split, spec) if has_images_and_report(s)), n))
+    return list(islice((s for s in iter_split(shards, split, spec, index) if has_images_and_report(s)), n))
 
 
 def grounded_tasks(tasks: TaskMixConfig) -> list[str]:
-    """The image-conditioned tasks the run trains (weight > 0), in `TASK_NAMES` order."""
-    return [name for name in TASK_NAMES if name in IMAGE_CONDITIONED_TASKS and tasks.weights.get(name, 0.0) > 0]
-
-
-def with_donor_input(study: TokenizedStudy, donor: TokenizedStudy, task: str) -> TokenizedStudy:
-    """`study` showing `donor`'s input for `task`: its views and codes, or (image generation) its report."""
-    if task == IMAGE_GENERATION:
-        return replace(study, report=donor.report, report_ids=donor.report_ids)
-    return replace(study, image_codes=list(donor.image_codes), views=list(donor.views))
+    """The tasks the run trains (weight > 0) whose input can be swapped for a donor's
+    (`TaskSpec.donor_input`: their targets the image, or the report, should decide), in draw order."""
+    return [spec.name for spec in task_specs() if spec.donor_input is not None and tasks.weights.get(spec.name, 0.0) > 0]
 
 
 def scoring_config(tasks: TaskMixConfig) -> TaskMixConfig:
@@ -137,12 +130,12 @@ def probe_examples(
     config = scoring_config(tasks)
     out: list[ProbeExample] = []
     for name in grounded_tasks(tasks):
-        task = TASKS[name]
+        task = task_spec(name)
         for index, study in enumerate(studies):
-            shown = with_donor_input(study, studies[int(donors[index])], name)
+            shown = task.donor_input(study, studies[int(donors[index])])
             try:
-                own = task(study, tokenizer, spec, study_rng(seed, 0, study.key), config)
-                shuffled = task(shown, tokenizer, spec, study_rng(seed, 0, study.key), config)
+                own = task.build(study, tokenizer, spec, study_rng(seed, 0, study.key), config)
+                shuffled = task.build(shown, tokenizer, spec, study_rng(seed, 0, study.key), config)
             except RadllmError as err:
                 log.warning("grounding: %s of study %s skipped: %s", name, study.key, err)
                 continue
@@ -217,13 +210,15 @@ def measure_grounding(
     return result
 
 
-def eval_grounding_studies(shards: str, split: str | None, n: int, tasks: TaskMixConfig, spec: VisualVocabSpec) -> list[TokenizedStudy]:
+def eval_grounding_studies(
+    shards: str, split: str | None, n: int, tasks: TaskMixConfig, spec: VisualVocabSpec, index: ShardIndex | None = None
+) -> list[TokenizedStudy]:
     """The trainer's diagnostic studies (`n` = `logging.grounding_studies` of `split` = `data.eval_split`):
     none when off, without an eval split, for a text-only task mix, or when the split has fewer than 2
     usable studies (with a warning)."""
     if not n or split is None or not grounded_tasks(tasks):
         return []
-    studies = grounding_studies(shards, split, spec, n)
+    studies = grounding_studies(shards, split, spec, n, index)
     if len(studies) < 2:
         log.warning("grounding diagnostic off: eval split %r has %d studies with images and a report, it needs 2", split, len(studies))
         return []

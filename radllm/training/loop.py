@@ -33,15 +33,13 @@ import torch
 
 from radllm.config import save_config
 from radllm.errors import RadllmError
-from radllm.modeling import model_inputs_for_packed_batch
 from radllm.modeling.chunked_loss import ChunkedLossHead
-from radllm.modeling.packed_nll import PackedScoring
-from radllm.packing.loss import count_targets, token_nll
+from radllm.modeling.packed_nll import PackedScoring, packed_token_nll
+from radllm.packing.loss import count_targets, target_mask
 from radllm.preemption import Preempted, StopRequest
 from radllm.recipe.checkpoint_dirs import checkpoints_dir, tag_for
 from radllm.recipe.nonfinite import check_nonfinite_streak
 from radllm.recipe.rng import rng_state, set_rng_state
-from radllm.tasks import IGNORE_INDEX
 from radllm.training import checkpoint as ckpt
 from radllm.training.anchor import L2Anchor, PretrainedWeights, zeros_reference
 from radllm.training.config import TrainConfig
@@ -49,13 +47,12 @@ from radllm.training.data import LOSS_GROUPS, NO_GROUP, RankBatches, collate_row
 from radllm.training.ds_config import fill_ds_config, offloads_optimizer, zero_stage
 from radllm.training.export import export_config, export_from_engine
 from radllm.training.flops import attended_pairs, flops_model, peak_flops
-from radllm.training.grounding import eval_grounding_studies, measure_grounding
-from radllm.training.model import compute_dtype, load_model, load_model_config, new_token_ids, vocab_parameter_names
+from radllm.training.diagnostics import Diagnostics
+from radllm.training.model import compute_dtype, load_model, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
 from radllm.training.preflight import Preflight
 from radllm.training.run_log import MetricsLog
 from radllm.training.safe_checkpoint import safe_checkpoint
-from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_table, write_samples
 from radllm.training.universal import optimizer_settings, repair_after_universal_load, universal_checkpoint
 
 log = logging.getLogger(__name__)
@@ -79,8 +76,7 @@ def task_losses(
     """
     per_token = token_losses.reshape(-1)  # [B*L], at each label's position
     group = groups.reshape(-1).clamp(min=0)  # ignored positions add 0 to group 0
-    valid = (labels.reshape(-1) != IGNORE_INDEX).float()
-    valid[:: labels.shape[1]] = 0.0  # position 0 of a row is never predicted (token_nll puts 0 there)
+    valid = target_mask(labels).reshape(-1).float()
     sums = torch.zeros(len(LOSS_GROUPS), device=per_token.device).index_add(0, group, per_token)
     counts = torch.zeros(len(LOSS_GROUPS), device=per_token.device).index_add(0, group, valid)
     objective = per_token.sum() if weights is None else (per_token * weights.reshape(-1).to(per_token.dtype)).sum()
@@ -144,77 +140,21 @@ class Trainer:
     """Everything of one run on one rank (see the module docstring). `train()` runs it to `max_steps`."""
 
     def __init__(self, config: TrainConfig, checked: Preflight, rank: int, world_size: int, progress: bool = True) -> None:
-        import deepspeed
+        """Set the run up in phases (model, optimizer and engine, data, diagnostics), then resume if asked.
 
-        self.config, self.rank, self.world_size = config, rank, world_size
+        `checked` is the preflight's result: the tokenizer, spec, DeepSpeed JSON, model config,
+        shard index and config fingerprint, each read once per run.
+        """
+        self.config, self.checked, self.rank, self.world_size = config, checked, rank, world_size
         self.tokenizer, self.spec = checked.tokenizer, checked.spec
         self.cuda = torch.cuda.is_available()
         self.dtype = compute_dtype(config.model.dtype, self.cuda)
         resume_from = ckpt.resolve_resume(config.run_dir, config.resume)
-        saved = ckpt.saved_layout(resume_from, config.fingerprint()) if resume_from is not None else None
-        self.streams = config.data.streams or (saved.streams if saved else world_size)
-        if saved is not None and saved.streams != self.streams:
-            raise RadllmError(
-                f"{resume_from}: written with data.streams = {saved.streams}, this run has {self.streams}; a resumed run keeps its streams"
-            )
-        streams_per_rank = len(owned_streams(rank, world_size, self.streams))
-        model_config = load_model_config(config.model)
-        self.ds_config = fill_ds_config(
-            checked.ds_json, config.optim, world_size, int(model_config.hidden_size), self.dtype == torch.bfloat16,
-            where=config.deepspeed, streams_per_rank=streams_per_rank,
-        )
-        # Another world size: ZeRO's per-rank slices are loaded from their universal form.
-        self.resume_universal = saved is not None and saved.world_size != world_size and zero_stage(self.ds_config) > 0
-        if self.resume_universal:
-            self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
-        quantization = None
-        if config.lora.enabled and config.lora.quantize_4bit:
-            from radllm.training.lora import quantization_config_4bit
-
-            quantization = quantization_config_4bit(self.dtype)
-        self.loaded = load_model(config.model, self.spec.vocab_size, self.ds_config, self.dtype, config.seed, quantization)
-        if quantization is not None and rank == 0:
-            quantized = sum(type(m).__name__ == "Linear4bit" for m in self.loaded.model.modules())
-            log.info("QLoRA: base weights in 4-bit NF4: %d Linear4bit layers", quantized)
-        model = self.loaded.model
-        # The loss from hidden states, a chunk at a time (radllm.modeling.chunked_loss). peft's
-        # trainable-token wrapper computes the head itself, so LoRA runs keep whole logits.
-        self.loss_head = None
-        if config.model.loss_chunk_tokens and not config.lora.enabled:
-            self.loss_head = ChunkedLossHead.convert(model.get_output_embeddings(), config.model.loss_chunk_tokens)
-        if config.lora.enabled:
-            from radllm.training.lora import apply_lora
-
-            model = apply_lora(model, config.lora, new_token_ids(self.spec))
-        optimizer, schedule = build_optimizer(model, config.optim, config.schedule.max_steps, self.cuda, offloads_optimizer(self.ds_config))
-        self.engine, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config, dist_init_required=False
-        )
-        heads = int(model_config.num_attention_heads)
-        head_dim = int(getattr(model_config, "head_dim", None) or model_config.hidden_size // heads)
-        self.flops = flops_model(self.engine.module, int(model_config.num_hidden_layers), heads * head_dim)
-        self.peak_flops = peak_flops(torch.cuda.get_device_name(), config.logging.peak_tflops) if self.cuda else None
-        if self.cuda and self.peak_flops is None and rank == 0:
-            log.warning(
-                "MFU is not logged: no peak FLOP/s known for %r; set logging.peak_tflops (dense bf16 TFLOP/s per device)",
-                torch.cuda.get_device_name(),
-            )
-        self.anchor = self._build_anchor() if config.anchor.lambda_reg > 0 else None
-        self.data = RankBatches(
-            config.data, config.tasks, self.tokenizer, self.spec, seed=config.seed, micro_batch_size=config.optim.micro_batch_size,
-            grad_accum=config.optim.grad_accum, rank=rank, world_size=world_size, streams=self.streams,
-        )
-        self.eval_batch = None
-        if config.data.eval_split:
-            rows = eval_rows(config.data, config.tasks, self.tokenizer, self.spec, seed=config.seed, rank=rank, world_size=world_size)
-            self.eval_batch = collate_rows(rows, self.spec)
-        # The diagnostics' studies are the same on every rank.
-        self.sample_studies = []
-        if config.logging.sample_reports:
-            self.sample_studies = sample_studies(config.data.shards, config.data.eval_split, config.logging.sample_reports, self.spec)
-        self.grounding_studies = eval_grounding_studies(
-            config.data.shards, config.data.eval_split, config.logging.grounding_studies, config.tasks, self.spec
-        )
+        self._setup_layout(resume_from)
+        model = self._setup_model()
+        self._setup_engine(model)
+        self._setup_data()
+        self.diagnostics = Diagnostics(config, checked, rank, world_size, self._scoring(), self._all_reduce)
         self.state = TrainState()
         self.stop_request = StopRequest()  # a signal or a launcher's exit: checkpoint at the next step boundary (radllm.preemption)
         self.stop_request.install()
@@ -228,7 +168,95 @@ class Trainer:
             config.run_dir, rank == 0, config.schedule.max_steps, self.state.step, config.schedule.log_every, progress
         )
 
-    # ---------------------------------------------------------------- setup helpers
+    # ---------------------------------------------------------------- setup phases
+    def _setup_layout(self, resume_from: Path | None) -> None:
+        """Data streams and the filled DeepSpeed config; a checkpoint written by another world size is loaded universally."""
+        config, world_size = self.config, self.world_size
+        saved = ckpt.saved_layout(resume_from, self.checked.fingerprint) if resume_from is not None else None
+        self.streams = config.data.streams or (saved.streams if saved else world_size)
+        if saved is not None and saved.streams != self.streams:
+            raise RadllmError(
+                f"{resume_from}: written with data.streams = {saved.streams}, this run has {self.streams}; a resumed run keeps its streams"
+            )
+        streams_per_rank = len(owned_streams(self.rank, world_size, self.streams))
+        self.ds_config = fill_ds_config(
+            self.checked.ds_json, config.optim, world_size, int(self.checked.model_config.hidden_size), self.dtype == torch.bfloat16,
+            where=config.deepspeed, streams_per_rank=streams_per_rank,
+        )
+        # Another world size: ZeRO's per-rank slices are loaded from their universal form.
+        self.resume_universal = saved is not None and saved.world_size != world_size and zero_stage(self.ds_config) > 0
+        if self.resume_universal:
+            self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
+
+    def _setup_model(self) -> torch.nn.Module:
+        """The model to train: loaded (4-bit for QLoRA) with the visual rows, its chunked loss head, LoRA adapters."""
+        config = self.config
+        quantization = None
+        if config.lora.enabled and config.lora.quantize_4bit:
+            from radllm.training.lora import quantization_config_4bit
+
+            quantization = quantization_config_4bit(self.dtype)
+        self.loaded = load_model(
+            config.model, self.checked.model_config, self.spec.vocab_size, self.ds_config, self.dtype, config.seed, quantization
+        )
+        if quantization is not None and self.rank == 0:
+            quantized = sum(type(m).__name__ == "Linear4bit" for m in self.loaded.model.modules())
+            log.info("QLoRA: base weights in 4-bit NF4: %d Linear4bit layers", quantized)
+        model = self.loaded.model
+        # The loss from hidden states, a chunk at a time (radllm.modeling.chunked_loss). peft's
+        # trainable-token wrapper computes the head itself, so LoRA runs keep whole logits.
+        self.loss_head = None
+        if config.model.loss_chunk_tokens and not config.lora.enabled:
+            self.loss_head = ChunkedLossHead.convert(model.get_output_embeddings(), config.model.loss_chunk_tokens, model.config)
+        if config.lora.enabled:
+            from radllm.training.lora import apply_lora
+
+            model = apply_lora(model, config.lora, new_token_ids(self.spec))
+        return model
+
+    def _setup_engine(self, model: torch.nn.Module) -> None:
+        """Optimizer and schedule, the DeepSpeed engine, the FLOP model of the MFU, and the L2 anchor."""
+        import deepspeed
+
+        config, model_config = self.config, self.checked.model_config
+        optimizer, schedule = build_optimizer(model, config.optim, config.schedule.max_steps, self.cuda, offloads_optimizer(self.ds_config))
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config, dist_init_required=False
+        )
+        heads = int(model_config.num_attention_heads)
+        head_dim = int(getattr(model_config, "head_dim", None) or model_config.hidden_size // heads)
+        self.flops = flops_model(self.engine.module, int(model_config.num_hidden_layers), heads * head_dim)
+        self.peak_flops = peak_flops(torch.cuda.get_device_name(), config.logging.peak_tflops) if self.cuda else None
+        if self.cuda and self.peak_flops is None and self.rank == 0:
+            log.warning(
+                "MFU is not logged: no peak FLOP/s known for %r; set logging.peak_tflops (dense bf16 TFLOP/s per device)",
+                torch.cuda.get_device_name(),
+            )
+        self.anchor = self._build_anchor() if config.anchor.lambda_reg > 0 else None
+
+    def _setup_data(self) -> None:
+        """This rank's training streams and its fixed evaluation rows."""
+        config, index = self.config, self.checked.index
+        self.data = RankBatches(
+            config.data, config.tasks, self.tokenizer, self.spec, seed=config.seed, micro_batch_size=config.optim.micro_batch_size,
+            grad_accum=config.optim.grad_accum, rank=self.rank, world_size=self.world_size, streams=self.streams, index=index,
+        )
+        self.eval_batch = None
+        if config.data.eval_split:
+            rows = eval_rows(
+                config.data, config.tasks, self.tokenizer, self.spec, seed=config.seed, rank=self.rank, world_size=self.world_size,
+                index=index,
+            )
+            self.eval_batch = collate_rows(rows, self.spec)
+
+    def _scoring(self) -> PackedScoring:
+        """How diagnostics pack and split held-out examples: the training row length and batch, this rank's share."""
+        config = self.config
+        return PackedScoring(
+            self.loaded.attn_implementation, self.dtype, self.engine.device, config.data.seq_len, config.optim.micro_batch_size,
+            self.rank, self.world_size,
+        )
+
     def _build_anchor(self) -> L2Anchor:
         module = self.engine.module
         stage = self.engine.zero_optimization_stage()
@@ -250,7 +278,7 @@ class Trainer:
         return anchor
 
     def _load(self, checkpoint: Path) -> None:
-        state = ckpt.read_resume_state(checkpoint, self.config.fingerprint(), self.rank, list(self.data.streams))
+        state = ckpt.read_resume_state(checkpoint, self.checked.fingerprint, self.rank, list(self.data.streams))
         load_dir, tag = checkpoint.parent, checkpoint.name
         if self.resume_universal:
             load_dir, tag = checkpoint, universal_checkpoint(checkpoint, self.rank).name
@@ -280,12 +308,7 @@ class Trainer:
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`task_losses` of one collated batch: per-group NLL sums and counts, and the weighted objective."""
         batch = {k: v.to(self.engine.device) for k, v in batch.items()}
-        inputs = model_inputs_for_packed_batch(batch, self.loaded.attn_implementation, self.dtype)
-        if self.loss_head is not None:
-            with self.loss_head.targets(batch["labels"]):
-                token_losses = self.engine(**inputs).logits  # [B, L]: the chunked head's NLL, logits never whole
-        else:
-            token_losses = token_nll(self.engine(**inputs).logits, batch["labels"])
+        token_losses = packed_token_nll(self.engine, batch, self.loaded.attn_implementation, self.dtype, self.loss_head)
         return task_losses(token_losses, batch["labels"], batch["loss_groups"], batch.get("loss_weights"))
 
     def train_step(self) -> dict[str, Any]:
@@ -369,47 +392,6 @@ class Trainer:
         stats = StepStats.from_vector(self._all_reduce(StepStats(sums.double().cpu(), counts.double().cpu()).to_vector()))
         return {"loss": stats.loss, "targets": int(stats.counts.sum()), "task_loss": stats.task_loss}
 
-    def write_samples(self, step: int) -> dict[str, float]:
-        """Generated-report samples (radllm.training.samples): identical forwards on every rank, rank 0 writes.
-
-        Returns their clinical scores (`sample_scores`), the same on every rank.
-        """
-        start = time.perf_counter()
-        self.engine.eval()
-        try:
-            records = sample_reports(
-                self.engine.module, self.tokenizer, self.spec, self.sample_studies, stage=self.config.tasks.stage,
-                max_views=self.config.tasks.max_views, max_new_tokens=self.config.logging.sample_max_new_tokens,
-                stop_together=self._all_ranks_done,
-            )
-        finally:
-            self.engine.train()
-        if self.rank == 0:
-            path = write_samples(self.config.run_dir, step, records)
-            self.metrics.text("samples/reports", step, samples_table(records))
-            log.info("step %d: %d report samples in %.1f s -> %s", step, len(records), time.perf_counter() - start, path)
-        return sample_scores(records)
-
-    def grounding(self) -> dict[str, dict[str, Any]]:
-        """Own- vs shuffled-image NLL per image-conditioned task (radllm.training.grounding): rows split over ranks, summed."""
-        config = self.config
-        scoring = PackedScoring(
-            self.loaded.attn_implementation, self.dtype, self.engine.device, config.data.seq_len, config.optim.micro_batch_size,
-            self.rank, self.world_size,
-        )
-        self.engine.eval()
-        try:
-            stats = measure_grounding(
-                self.engine, self.grounding_studies, self.tokenizer, self.spec, config.tasks, config.seed, scoring, self._all_reduce
-            )
-        finally:
-            self.engine.train()
-        return {task: value.to_json() for task, value in stats.items()}
-
-    def _all_ranks_done(self, done: bool) -> bool:
-        """The rank-agreed stopping rule of sample decoding: True once every rank's rows have ended."""
-        return float(self._all_reduce(torch.tensor([0.0 if done else 1.0]))[0]) == 0.0
-
     def save(self) -> Path:
         """Checkpoint the current step on every rank; rank 0 marks it complete and rotates.
 
@@ -434,7 +416,7 @@ class Trainer:
             "stage": self.config.tasks.stage,
             "world_size": self.world_size,
             "streams": self.streams,
-            "config_fingerprint": self.config.fingerprint(),
+            "config_fingerprint": self.checked.fingerprint,
         })
         dist.barrier()
         if self.rank == 0:
@@ -465,10 +447,7 @@ class Trainer:
                 last = step == schedule.max_steps
                 if self.eval_batch is not None and (step % schedule.eval_every == 0 or last):
                     record = self.evaluate()
-                    if self.sample_studies:
-                        record["samples"] = self.write_samples(step)
-                    if self.grounding_studies:
-                        record["grounding"] = self.grounding()
+                    record.update(self.diagnostics.run(self.engine, step, self.metrics))
                     self.metrics.eval(step, record)
                 if step % schedule.save_every == 0 or last or self.stop_agreed:
                     saved = self.save()

@@ -16,6 +16,7 @@ same treatment from its own old rows; a tied one shares the embedding matrix.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -135,18 +136,25 @@ class LoadedModel:
 
 
 def load_model(
-    options: ModelOptions, vocab_size: int, ds_config: dict[str, Any], dtype: torch.dtype, seed: int, quantization_config: Any = None
+    options: ModelOptions,
+    model_config: PretrainedConfig,
+    vocab_size: int,
+    ds_config: dict[str, Any],
+    dtype: torch.dtype,
+    seed: int,
+    quantization_config: Any = None,
 ) -> LoadedModel:
     """Load `model.init` (or build `model.architecture`) partitioned for `ds_config`, with `vocab_size` rows.
 
-    Call after the process group exists and before `deepspeed.initialize`. `quantization_config`
-    (QLoRA: `radllm.training.lora.quantization_config_4bit`) loads the pretrained weights quantised.
+    Call after the process group exists and before `deepspeed.initialize`. `model_config` is
+    `load_model_config(options)` (the preflight's, not modified); `quantization_config` (QLoRA:
+    `radllm.training.lora.quantization_config_4bit`) loads the pretrained weights quantised.
     """
     from transformers.integrations import HfDeepSpeedConfig
 
     hf_ds_config = HfDeepSpeedConfig(ds_config) if ds_config.get("zero_optimization", {}).get("stage", 0) == 3 else None
     implementation = attention_implementation(options.attn_implementation)
-    config = load_model_config(options)
+    config = copy.deepcopy(model_config)
     torch.manual_seed(seed)  # from-scratch init (zero.Init broadcasts rank 0's values anyway)
     if options.init:
         model = AutoModelForCausalLM.from_pretrained(

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from radllm.data.shards import load_index
+from radllm.data.shards import ShardIndex, load_index
 from radllm.errors import RadllmError
 from radllm.training.config import TrainConfig
 from radllm.training.ds_config import load_ds_json, zero_stage
@@ -27,11 +27,14 @@ from radllm.vocab_spec import SPEC_FILENAME, VisualVocabSpec, check_compatible, 
 
 @dataclass
 class Preflight:
-    """What the checks loaded anyway and the trainer reuses."""
+    """What the checks loaded anyway and the trainer reuses, so a run reads each once."""
 
     tokenizer: PreTrainedTokenizerBase
     spec: VisualVocabSpec
     ds_json: dict[str, Any]
+    model_config: PretrainedConfig  # model.init's config.json, or model.architecture's
+    index: ShardIndex  # data.shards/index.json
+    fingerprint: str  # `TrainConfig.fingerprint()`: what every checkpoint of the run is checked against
 
 
 def preflight(config: TrainConfig) -> Preflight:
@@ -73,7 +76,7 @@ def preflight(config: TrainConfig) -> Preflight:
     check_lora_supported(config.lora, zero_stage(ds_json), torch.cuda.is_available())
     if config.anchor.lambda_reg > 0 and zero_stage(ds_json) not in (1, 2, 3):
         raise RadllmError(f"anchor.lambda_reg > 0 needs a ZeRO stage 1-3 DeepSpeed config (fp32 master weights); {config.deepspeed} has stage {zero_stage(ds_json)}")
-    return Preflight(tokenizer, spec, ds_json)
+    return Preflight(tokenizer, spec, ds_json, model_config, index, config.fingerprint())
 
 
 def _existing_dir(path: str | None, key: str) -> Path:

@@ -29,7 +29,8 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from radllm import atomic
-from radllm.evaluation.reports import clinical_efficacy
+from radllm.clinical_efficacy import clinical_efficacy
+from radllm.data.shards import ShardIndex
 from radllm.generation import reports
 from radllm.generation.inputs import StudyInput, iter_shard_inputs
 from radllm.generation.model import Generator
@@ -40,12 +41,12 @@ from radllm.vocab_spec import VisualVocabSpec
 SAMPLES_DIRNAME = "samples"
 
 
-def sample_studies(shards: str, split: str, n: int, spec: VisualVocabSpec) -> list[StudyInput]:
+def sample_studies(shards: str, split: str, n: int, spec: VisualVocabSpec, index: ShardIndex | None = None) -> list[StudyInput]:
     """The first `n` (`logging.sample_reports`) studies with images of split `split` (`data.eval_split`), in index order.
 
-    Reads only those studies.
+    Reads only those studies (`index`: the shards' index, when the caller has read it).
     """
-    studies = (s for s in iter_shard_inputs(shards, spec, split) if s.has_images)
+    studies = (s for s in iter_shard_inputs(shards, spec, split, index) if s.has_images)
     return list(islice(studies, n))
 
 

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from radllm.errors import RadllmError
 from radllm.vocab_spec import BOI_TOKEN, EOI_TOKEN, SPEC_FILENAME, VisualVocabSpec, image_token, load_spec
-from radllm.vq.checkpoint import load_vq_config, vq_weights_hash
+from radllm.vq.checkpoint import tokenizer_geometry, vq_weights_hash
 
 
 def load_hf_tokenizer(directory: str | os.PathLike) -> PreTrainedTokenizerBase:
@@ -79,12 +79,12 @@ def vq_spec_fields(vq_dir: str | os.PathLike) -> dict[str, Any]:
     `build_tokenizer` writes them into a new spec and `verify_vq` compares a spec with them, so a
     spec and its check can never disagree on how a VQ-GAN's settings map to spec fields.
     """
-    vq_config = load_vq_config(vq_dir)
+    geometry = tokenizer_geometry(vq_dir)  # any tokenizer format, read from its config alone
     return {
-        "codebook_size": vq_config.codebook_size,
-        "grid_height": vq_config.grid_size,
-        "grid_width": vq_config.grid_size,
-        "image_size": vq_config.image_size,
+        "codebook_size": geometry.codebook_size,
+        "grid_height": geometry.grid[0],
+        "grid_width": geometry.grid[1],
+        "image_size": geometry.image_size,
         "vq_hash": vq_weights_hash(vq_dir),
     }
 

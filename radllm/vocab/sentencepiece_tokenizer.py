@@ -30,7 +30,7 @@ from radllm.errors import RadllmError
 from radllm.manifest import iter_manifest
 from radllm.vocab.extend import DEFAULT_PAD_MULTIPLE, build_tokenizer, check_output_dir
 from radllm.vocab_spec import VisualVocabSpec
-from radllm.vq.checkpoint import load_vq_config
+from radllm.vq.checkpoint import tokenizer_geometry
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def build_sentencepiece_tokenizer(
     the same load → extend → save path (and provenance hash) as a pretrained base tokenizer.
     """
     check_output_dir(out_dir, overwrite)
-    load_vq_config(vq_dir)  # fail on a bad VQ directory before minutes of training
+    tokenizer_geometry(vq_dir)  # fail on a bad VQ directory before minutes of training
     texts = report_texts(manifest, splits)
     log.info("training SentencePiece BPE (vocab %d) on %d reports", vocab_size, len(texts))
     base = sentencepiece_to_hf(train_sentencepiece(texts, vocab_size, num_threads))

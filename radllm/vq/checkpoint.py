@@ -1,11 +1,13 @@
-"""The VQ checkpoint directory: the artifact every image-tokenizing step loads.
+"""Tokenizer directories: radllm's own VQ checkpoint, and which implementation loads which format.
 
-Layout (Hugging Face style, no pickle anywhere):
+Layout of radllm's own format (Hugging Face style, no pickle anywhere):
 
     vq/
       model.safetensors   VQModel state dict (encoder, quantizer incl. usage EMA, decoder)
       config.json         VQConfig fields + {"format": "radllm-vq", "version": 1}
 
+Every tokenizer directory has these two files; its config's "format" picks the implementation
+(`TOKENIZER_FORMATS`: "radllm-vq" is `VQModel`, "llamagen-vq" a released LlamaGen tokenizer).
 The sha256 of `model.safetensors` (`vq_weights_hash`) is the `vq_hash` recorded in the visual
 vocabulary spec, so shards and models can prove which tokenizer produced their codes.
 Training state (optimizers, discriminator, step) belongs to the trainer's own checkpoints.
@@ -14,22 +16,31 @@ Training state (optimizers, discriminator, step) belongs to the trainer's own ch
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from radllm import atomic
 from radllm.errors import RadllmError
 from radllm.vocab_spec import sha256_file
+from radllm.vq import llamagen
 from radllm.vq.config import VQConfig
 from radllm.vq.model import VQModel
+from radllm.vq.tokenizer import (
+    CONFIG_FILENAME,
+    WEIGHTS_FILENAME,
+    CodeGeometry,
+    ImageTokenizer,
+    check_state,
+    config_from_object,
+    read_config_object,
+    read_weights,
+)
 
-WEIGHTS_FILENAME = "model.safetensors"
-CONFIG_FILENAME = "config.json"
 VQ_FORMAT = "radllm-vq"
 VQ_FORMAT_VERSION = 1
 
@@ -46,66 +57,78 @@ def save_vq(model: VQModel, directory: str | os.PathLike) -> Path:
 
 
 def load_vq_config(directory: str | os.PathLike) -> VQConfig:
-    """Read and validate `config.json` of a VQ directory.
+    """Read and validate `config.json` of a radllm-vq directory.
 
     Raises:
         RadllmError: missing or unparsable file, wrong format/version, unknown or invalid fields.
     """
-    path = Path(directory) / CONFIG_FILENAME
-    if not path.is_file():
-        raise RadllmError(f"{path}: missing; {directory} is not a VQ checkpoint directory (expected {CONFIG_FILENAME} and {WEIGHTS_FILENAME})")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RadllmError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(obj, dict):
-        raise RadllmError(f"{path}: expected a JSON object")
+    path, obj = read_config_object(directory)
     if obj.pop("format", None) != VQ_FORMAT:
         raise RadllmError(f"{path}: 'format' must be {VQ_FORMAT!r}; this is not a radllm VQ checkpoint")
-    version = obj.pop("version", None)
-    if version != VQ_FORMAT_VERSION:
-        raise RadllmError(f"{path}: VQ checkpoint version {version!r}, this radllm reads version {VQ_FORMAT_VERSION}")
-    names = {f.name for f in dataclasses.fields(VQConfig)}
-    unknown = sorted(set(obj) - names)
-    if unknown:
-        raise RadllmError(f"{path}: unknown VQ config field(s) {unknown}")
-    try:
-        return VQConfig(**obj)
-    except RadllmError as err:
-        raise RadllmError(f"{path}: {err}") from err
-    except TypeError as err:
-        raise RadllmError(f"{path}: invalid VQ config: {err}") from err
+    return config_from_object(path, obj, VQConfig, VQ_FORMAT_VERSION, "VQ")
 
 
-def load_vq(directory: str | os.PathLike, device: str | torch.device = "cpu") -> VQModel:
-    """Rebuild the VQModel of a VQ directory on `device`, in eval mode.
+def vq_geometry(directory: Path) -> CodeGeometry:
+    """Image size, code grid and codebook of a radllm-vq directory, from its config alone."""
+    return CodeGeometry.of_square(load_vq_config(directory))
 
-    Raises:
-        RadllmError: missing/corrupt files, or weights that do not match the config (missing,
-            unexpected or differently shaped tensors, each named).
-    """
+
+def load_radllm_vq(directory: Path, device: str | torch.device) -> VQModel:
+    """Rebuild the VQModel of a radllm-vq directory on `device`, in eval mode."""
     config = load_vq_config(directory)
-    path = Path(directory) / WEIGHTS_FILENAME
-    if not path.is_file():
-        raise RadllmError(f"{path}: missing VQ weights file")
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise RadllmError(f"{path}: corrupt or unreadable safetensors file ({err})") from err
+    path, state = read_weights(directory)
     model = VQModel(config)
-    expected = model.state_dict()
-    problems = [f"missing {name}" for name in expected if name not in state]
-    problems += [f"unexpected {name}" for name in state if name not in expected]
-    problems += [
-        f"{name}: shape {list(state[name].shape)} in file, {list(tensor.shape)} expected by {CONFIG_FILENAME}"
-        for name, tensor in expected.items()
-        if name in state and state[name].shape != tensor.shape
-    ]
-    if problems:
-        shown = "; ".join(problems[:10]) + (f"; ... ({len(problems)} problems)" if len(problems) > 10 else "")
-        raise RadllmError(f"{path}: weights do not match {CONFIG_FILENAME}: {shown}")
+    check_state(model.state_dict(), state, path)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class TokenizerFormat:
+    """How radllm reads one "format" of tokenizer directory."""
+
+    geometry: Callable[[Path], CodeGeometry]  # from config.json alone: what the vocabulary spec records
+    load: Callable[[Path, str | torch.device], ImageTokenizer]  # the model on a device, in eval mode
+
+
+# The one place a tokenizer implementation is registered: everything else reads directories
+# through `load_vq` and `tokenizer_geometry`.
+TOKENIZER_FORMATS: dict[str, TokenizerFormat] = {
+    VQ_FORMAT: TokenizerFormat(geometry=vq_geometry, load=load_radllm_vq),
+    llamagen.LLAMAGEN_FORMAT: TokenizerFormat(geometry=llamagen.llamagen_geometry, load=llamagen.load_llamagen),
+}
+
+
+def tokenizer_format(directory: str | os.PathLike) -> TokenizerFormat:
+    """The implementation that reads `directory`, chosen by its config's "format".
+
+    Raises:
+        RadllmError: no readable `config.json`, or a format radllm does not read.
+    """
+    path, obj = read_config_object(directory)
+    name = obj.get("format")
+    if name not in TOKENIZER_FORMATS:
+        raise RadllmError(f"{path}: 'format' is {name!r}; radllm reads image-tokenizer formats {sorted(TOKENIZER_FORMATS)}")
+    return TOKENIZER_FORMATS[name]
+
+
+def tokenizer_geometry(directory: str | os.PathLike) -> CodeGeometry:
+    """Image size, code grid and codebook size of any tokenizer directory, without loading its weights.
+
+    Raises:
+        RadllmError: an unreadable or invalid `config.json`.
+    """
+    return tokenizer_format(directory).geometry(Path(directory))
+
+
+def load_vq(directory: str | os.PathLike, device: str | torch.device = "cpu") -> ImageTokenizer:
+    """Rebuild the image tokenizer of a tokenizer directory on `device`, in eval mode.
+
+    Raises:
+        RadllmError: missing/corrupt files, a format radllm does not read, or weights that do not
+            match the config (missing, unexpected or differently shaped tensors, each named).
+    """
+    return tokenizer_format(directory).load(Path(directory), device)
 
 
 def vq_weights_hash(directory: str | os.PathLike) -> str:

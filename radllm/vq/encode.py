@@ -18,18 +18,18 @@ from radllm.errors import RadllmError
 from radllm.imaging import is_supported_image, load_image
 from radllm.vq.checkpoint import load_vq
 from radllm.vq.data import ImageItem, manifest_images
-from radllm.vq.model import VQModel
+from radllm.vq.tokenizer import ImageTokenizer
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def encode_images(vq: VQModel, images: Iterable[Tensor], batch_size: int = 64) -> Iterator[Tensor]:
+def encode_images(vq: ImageTokenizer, images: Iterable[Tensor], batch_size: int = 64) -> Iterator[Tensor]:
     """Codes of each image, in input order, computed `batch_size` images per forward pass.
 
     Args:
         vq: the tokenizer; it is put in eval mode (training mode would update usage statistics).
-        images: [1, H, W] tensors in [0, 1] (e.g. from `load_image` at `vq.config.image_size`);
+        images: [1, H, W] tensors in [0, 1] (e.g. from `load_image` at `vq.image_size`);
             consumed lazily, so a long stream is never held in memory at once.
         batch_size: images per forward pass.
 
@@ -39,7 +39,7 @@ def encode_images(vq: VQModel, images: Iterable[Tensor], batch_size: int = 64) -
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     vq.eval()
-    device = next(vq.parameters()).device
+    device = vq.device
     pending: list[Tensor] = []
 
     def flush() -> Iterator[Tensor]:
@@ -77,9 +77,9 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[ImageItem]:
 
 
 def encode_items(
-    vq: VQModel, items: Sequence[ImageItem], batch_size: int = 64, progress: bool = False, desc: str = "vq-encode"
+    vq: ImageTokenizer, items: Sequence[ImageItem], batch_size: int = 64, progress: bool = False, desc: str = "vq-encode"
 ) -> Iterator[tuple[ImageItem, Tensor]]:
-    """(item, int64 [h, w] codes) for each readable item, in order, decoded at `vq.config.image_size`.
+    """(item, int64 [h, w] codes) for each readable item, in order, decoded at `vq.image_size`.
 
     The tokenization path itself (`load_image` then `encode_images`), so codes equal what the
     LLM's shards hold. Unreadable images are skipped and logged; the caller counts them as
@@ -90,7 +90,7 @@ def encode_items(
     def decoded() -> Iterator[Tensor]:
         for item in tqdm(items, desc=desc, unit="img", disable=not progress):
             try:
-                tensor = load_image(item.path, vq.config.image_size)  # [1, S, S]
+                tensor = load_image(item.path, vq.image_size)  # [1, S, S]
             except (RadllmError, OSError) as err:
                 log.warning("skipping unreadable image %s: %s", item.path, err)
                 continue

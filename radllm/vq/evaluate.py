@@ -26,8 +26,8 @@ from radllm.vq.checkpoint import load_vq
 from radllm.vq.data import ImageItem, load_image_cache, manifest_images
 from radllm.vq.encode import encode_items
 from radllm.vq.metrics import code_perplexity, codebook_usage, gradient_magnitude_error, psnr, ssim
-from radllm.vq.model import VQModel
 from radllm.vq.probe import ProbeConfig, code_probe
+from radllm.vq.tokenizer import ImageTokenizer
 from radllm.vq.training import GRID_IMAGES, reconstruction_grid
 
 NO_CLASSIFIER_NOTE = "clinical_agreement needs a CXR classifier (--classifier ENCODER_DIR); none was given"
@@ -35,10 +35,10 @@ PROBE_TRAIN_SPLIT = "train"
 
 
 @torch.no_grad()
-def reconstruct(vq: VQModel, images: torch.Tensor, batch_size: int = 64, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def reconstruct(vq: ImageTokenizer, images: torch.Tensor, batch_size: int = 64, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes [N, h, w] and reconstructions [N, 1, H, W] in [0, 1] of `images` [N, 1, H, W] (CPU outputs)."""
     vq.eval()
-    device = next(vq.parameters()).device
+    device = vq.device
     codes, recons = [], []
     for start in tqdm(range(0, images.shape[0], batch_size), desc="reconstructing", unit="batch", disable=not progress, leave=False):
         c = vq.encode(images[start : start + batch_size].to(device))  # [b, h, w]
@@ -80,10 +80,10 @@ def evaluate_vq(
     items = manifest_images(manifest, split)[:limit]
     if not items:
         raise RadllmError(f"{manifest}: no images in split {split!r}")
-    data = load_image_cache(items, vq.config.image_size, progress, f"{split} images")
+    data = load_image_cache(items, vq.image_size, progress, f"{split} images")
     originals = data.batch(range(len(data)))  # [N, 1, S, S]
     codes, recons = reconstruct(vq, originals, batch_size, progress)
-    k = vq.config.codebook_size
+    k = vq.codebook_size
     metrics: dict[str, Any] = {
         "psnr": float(psnr(originals, recons).mean()),
         "ssim": float(ssim(originals, recons).mean()),
@@ -121,7 +121,7 @@ def evaluate_vq(
 
 
 def probe_metrics(
-    vq: VQModel,
+    vq: ImageTokenizer,
     train_studies: Sequence[Study],
     eval_studies: Sequence[Study],
     manifest: str | os.PathLike,
@@ -144,7 +144,7 @@ def probe_metrics(
         sides[what] = (codes, labels, skipped)
     encode_seconds = time.perf_counter() - started
     (train_codes, train_labels, train_skipped), (eval_codes, eval_labels, eval_skipped) = sides["train"], sides["eval"]
-    result = code_probe(train_codes, train_labels, eval_codes, eval_labels, vq.config.codebook_size, config)
+    result = code_probe(train_codes, train_labels, eval_codes, eval_labels, vq.codebook_size, config)
     return {
         **result.metrics(),
         "probe/excluded": result.excluded,
@@ -155,7 +155,7 @@ def probe_metrics(
 
 
 def study_codes(
-    vq: VQModel, studies: Sequence[Study], root: Path, batch_size: int, progress: bool, desc: str
+    vq: ImageTokenizer, studies: Sequence[Study], root: Path, batch_size: int, progress: bool, desc: str
 ) -> tuple[torch.Tensor, list[Labels], int]:
     """Codes [N, h, w] of each study's first frontal image, the studies' labels, and how many were left out.
 
@@ -169,6 +169,5 @@ def study_codes(
             items.append(ImageItem(study.study_id, frontal[0][1], frontal[0][0].view))
             labels[study.study_id] = study.labels
     pairs = list(encode_items(vq, items, batch_size, progress, desc))
-    grid = (vq.config.grid_size, vq.config.grid_size)
-    codes = torch.stack([c for _, c in pairs]) if pairs else torch.zeros(0, *grid, dtype=torch.long)
+    codes = torch.stack([c for _, c in pairs]) if pairs else torch.zeros(0, *vq.grid, dtype=torch.long)
     return codes, [labels[item.study_id] for item, _ in pairs], len(studies) - len(pairs)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from radllm.vq.config import VQConfig
 from radllm.vq.quantizer import QuantizerOutput, VectorQuantizer
+from radllm.vq.tokenizer import SquareGridSizes
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -157,7 +159,7 @@ class VQOutput:
     quantizer: QuantizerOutput
 
 
-class VQModel(nn.Module):
+class VQModel(SquareGridSizes, nn.Module):
     """Encoder -> VectorQuantizer -> Decoder, with images in [0, 1] at the interface.
 
     Internally pixels are mapped to [-1, 1] (zero-centred inputs and a symmetric output range
@@ -199,6 +201,10 @@ class VQModel(nn.Module):
             raise ValueError(f"expected codes [B, h, w], got shape {list(codes.shape)}")
         x_hat = self.decoder(self.quantizer.lookup(codes))  # [B, 1, h*f, w*f] in [-1, 1] scale
         return ((x_hat + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    @property
+    def device(self) -> torch.device:
+        return self.quantizer.codebook.weight.device
 
     @property
     def last_decoder_layer(self) -> Tensor:

@@ -38,12 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from radllm.clinical_efficacy import clinical_efficacy
 from radllm.encoders.dataset import LabelPolicy
 from radllm.encoders.metrics import binary_auroc, choose_threshold
 from radllm.errors import RadllmError
-from radllm.evaluation.keys import slug
-from radllm.evaluation.reports import clinical_efficacy
-from radllm.labels import OBSERVATIONS, Labels
+from radllm.labels import OBSERVATIONS, Labels, slug
 from radllm.recipe.schedule import warmup_cosine
 
 #: Manifest labels -> probe targets: what the image shows (as configs/demo/cxr_encoder.yaml).
