@@ -21,7 +21,7 @@ from radllm.errors import RadllmError
 from radllm.generation.inputs import shard_inputs
 from radllm.training.config import TrainConfig
 from radllm.training.export import export_config, write_hf_model
-from radllm.training.model import add_visual_rows
+from radllm.training.model import add_visual_rows, load_model_config
 from radllm.training.samples import sample_reports, sample_scores, sample_studies, samples_path, samples_table, write_samples
 from radllm.vocab import load_tokenizer
 
@@ -39,7 +39,7 @@ def setup(tmp_path_factory):
     tokenizer, spec = load_tokenizer(config.tokenizer)
     model = LlamaForCausalLM.from_pretrained(art.pretrained, dtype=torch.float32)
     add_visual_rows(model, spec.vocab_size, config.model.new_row_noise, config.seed)
-    model_config = export_config(config.model, config.tokenizer, config.tasks.image_condition, torch.float32)
+    model_config = export_config(load_model_config(config.model), tokenizer, spec, config.tasks.image_condition, torch.float32)
     export = write_hf_model(model.state_dict(), model_config, config.tokenizer, root / "model")
     return config, tokenizer, spec, export, path
 

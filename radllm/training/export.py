@@ -17,6 +17,7 @@ LoRA runs export through `radllm.training.lora.export_lora` (merged, or as a pef
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from dataclasses import replace
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from transformers import PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from radllm.atomic import atomic_directory
 from radllm.errors import RadllmError
@@ -41,13 +42,15 @@ from radllm.vocab_spec import SPEC_FILENAME, VisualVocabSpec
 LORA_MODES = ("merge", "adapter")
 
 
-def export_config(model: ModelOptions, tokenizer_dir: str | os.PathLike, image_condition: str, dtype: torch.dtype) -> PretrainedConfig:
-    """The trained model's HF config: the source config (`model`) with the tokenizer's extended vocabulary and ids.
+def export_config(
+    source: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, image_condition: str, dtype: torch.dtype
+) -> PretrainedConfig:
+    """The trained model's HF config: a copy of the source config (`load_model_config(model)`) with
+    the tokenizer's extended vocabulary and ids.
 
     `image_condition` (`tasks.image_condition`) is stored as generation's default image prompt.
     """
-    model_config = load_model_config(model)
-    tokenizer, spec = load_tokenizer(tokenizer_dir)
+    model_config = copy.deepcopy(source)
     model_config.vocab_size = spec.vocab_size
     model_config.pad_token_id = tokenizer.pad_token_id
     model_config.bos_token_id = tokenizer.bos_token_id
@@ -109,11 +112,11 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         raise RadllmError(f"--lora {lora_mode!r}: expected one of {list(LORA_MODES)}")
     check_checkpoint_files(checkpoint)  # before anything of the directory is trusted
     config = run_config_of(checkpoint)
-    _, spec = load_tokenizer(config.tokenizer)
+    tokenizer, spec = load_tokenizer(config.tokenizer)
     dtype = compute_dtype(config.model.dtype, torch.cuda.is_available())
     with weights_only_loading(checkpoint):  # zero_to_fp32 unpickles with weights_only=False otherwise
         state_dict = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
-    model_config = export_config(config.model, config.tokenizer, config.tasks.image_condition, dtype)
+    model_config = export_config(load_model_config(config.model), tokenizer, spec, config.tasks.image_condition, dtype)
     if not config.lora.enabled:
         return write_hf_model(state_dict, model_config, config.tokenizer, out_dir)
     from radllm.training.lora import export_lora

@@ -466,7 +466,7 @@ class Trainer:
     def _export(self) -> Path | None:
         """The trained model as an HF directory at `export_path` (rank 0 writes; every rank joins the gather)."""
         config = self.config
-        model_config = export_config(config.model, config.tokenizer, config.tasks.image_condition, self.dtype)
+        model_config = export_config(self.checked.model_config, self.tokenizer, self.spec, config.tasks.image_condition, self.dtype)
         return export_from_engine(self.engine, model_config, config.tokenizer, config.export_path, self.rank)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,11 +171,6 @@ def load_model(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     log.info("model: %s, %d -> %d vocabulary rows, attention %s, %s", type(model).__name__, old, vocab_size, implementation, dtype)
     return LoadedModel(model, hf_ds_config, old, implementation, dtype)
-
-
-def model_dir_vocab(path: str | os.PathLike) -> int:
-    """Embedding rows of a local HF model directory (from its config.json)."""
-    return int(load_model_config(ModelOptions(init=str(path))).vocab_size)
 
 
 def vocab_parameter_names(model: nn.Module) -> set[str]:

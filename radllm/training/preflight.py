@@ -67,7 +67,8 @@ def preflight(config: TrainConfig) -> Preflight:
         anchor_dir = _existing_dir(config.anchor_source, "anchor.pretrained")
         if not any(anchor_dir.glob("model*.safetensors")):
             raise RadllmError(f"anchor.pretrained = {str(anchor_dir)!r}: no model*.safetensors weights there")
-        anchor_vocab = load_model_config(type(config.model)(init=str(anchor_dir))).vocab_size
+        same_as_init = config.model.init is not None and anchor_dir.resolve() == Path(config.model.init).resolve()
+        anchor_vocab = (model_config if same_as_init else load_model_config(type(config.model)(init=str(anchor_dir)))).vocab_size
         if anchor_vocab > spec.vocab_size:
             raise RadllmError(f"anchor.pretrained = {str(anchor_dir)!r} has vocab_size {anchor_vocab} > the tokenizer's {spec.vocab_size}")
     if config.model.attn_implementation == "flex_attention" and not torch.cuda.is_available():
