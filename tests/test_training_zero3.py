@@ -79,7 +79,8 @@ def artifacts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_a(artifacts, tmp_path_factory):
     root = tmp_path_factory.mktemp("run-a")
-    config = write_train_config(root / "a.yaml", artifacts, root / "run", logging={"sample_reports": 2, "sample_max_new_tokens": 12}, tasks=CURRICULUM)
+    config = write_train_config(root / "a.yaml", artifacts, root / "run", tasks=CURRICULUM,
+                                logging={"sample_reports": 2, "sample_max_new_tokens": 12, "text_perplexity_studies": 1000})
     launch(config)
     return load_config(TrainConfig, config)
 
@@ -346,6 +347,20 @@ def run_single(config: Path, *extra: str) -> str:
     result = subprocess.run([sys.executable, str(REPO / "radllm" / "train.py"), "--config", str(config), "--no-progress", *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+def test_held_out_text_perplexity_at_eval_steps_equals_radllm_perplexity_on_the_export(run_a, tmp_path):
+    """`logging.text_perplexity_studies` larger than the val split scores all of it: the trainer's
+    value (ZeRO-3, rows split over 2 ranks) is `radllm perplexity --split val` of the export."""
+    out = tmp_path / "ppl.json"
+    assert cli_main(["perplexity", "--model", run_a.export_path, "--shards", run_a.data.shards, "--split", run_a.data.eval_split,
+                     "--out", str(out), "--device", "cpu", "--dtype", "float32", "--no-progress"]) == 0
+    expected = json.loads(out.read_text())
+    evals = read_metrics(run_a.run_dir, kind="eval")
+    logged = evals[6]["text_perplexity"]  # step 6 is the exported weights
+    assert (logged["n_studies"], logged["n_tokens"]) == (expected["n_studies"], expected["n_tokens"]) and logged["n_tokens"] > 0
+    assert logged["nll"] == pytest.approx(expected["nll"], rel=1e-5) and logged["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-5)
+    assert evals[3]["text_perplexity"]["nll"] != pytest.approx(logged["nll"], rel=1e-4)  # measured anew at each evaluation
 
 
 def test_two_rank_checkpoint_resumes_on_one_rank_and_continues_run_a(run_a, artifacts, tmp_path):

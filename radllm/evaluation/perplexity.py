@@ -24,16 +24,14 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
-from radllm.data.sample import TokenizedStudy
 from radllm.data.split import read_split
 from radllm.errors import RadllmError
 from radllm.generation.model import load_generator
 from radllm.modeling.packed_nll import packed_token_nll
 from radllm.packing import collate_packed, count_targets, pack_examples
-from radllm.tasks import TaskExample, TaskMixConfig, study_rng, text_lm
-from radllm.vocab_spec import VisualVocabSpec
+from radllm.tasks import TaskExample, text_lm_examples
 
 
 @dataclass
@@ -50,12 +48,6 @@ class Perplexity:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def report_examples(studies: Sequence[TokenizedStudy], tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec) -> list[TaskExample]:
-    """The text-only LM example of every study with a non-empty report."""
-    config = TaskMixConfig()
-    return [example for study in studies for example in text_lm(study, tokenizer, spec, study_rng(0, 0, study.key), config)]
 
 
 @torch.no_grad()
@@ -105,7 +97,7 @@ def report_perplexity(
     """
     loaded = load_generator(model_dir, device=device, dtype=dtype)
     studies = read_split(shards, split, loaded.spec)
-    examples = report_examples(studies, loaded.tokenizer, loaded.spec)
+    examples = text_lm_examples(studies, loaded.tokenizer, loaded.spec)
     total, count = summed_nll(loaded.model, examples, loaded.pad_id, tokens_per_row, rows_per_batch, progress)
     if count == 0:
         raise RadllmError(f"{shards}: split {split!r} has no report tokens to score")

@@ -40,7 +40,7 @@ from radllm.tasks.config import TaskMixConfig
 from radllm.tasks.mix import TaskMixer, study_rng
 from radllm.tasks.registry import TaskSpec, task_names, task_spec, task_specs
 from radllm.tasks.report_generation import REPORT_GENERATION, report_generation, report_generation_prompt, unconditional_report_prompt
-from radllm.tasks.text_lm import TEXT_LM, text_lm
+from radllm.tasks.text_lm import TEXT_LM, text_lm, text_lm_examples
 from radllm.tasks.vqa import ANSWERS, LABEL_OF_ANSWER, VQA, answer_ids, vqa, vqa_prompt, vqa_questions
 
 for _module in pkgutil.iter_modules(__path__):  # a task module not named above registers itself too
@@ -79,6 +79,7 @@ __all__ = [
     "task_spec",
     "task_specs",
     "text_lm",
+    "text_lm_examples",
     "unconditional_image_prompt",
     "unconditional_report_prompt",
     "vqa",

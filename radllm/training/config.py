@@ -111,7 +111,7 @@ class ScheduleOptions:
 
 @dataclass
 class LoggingOptions:
-    """What each evaluation logs besides the eval loss (radllm.training.samples, radllm.training.grounding)."""
+    """What each evaluation logs besides the eval loss (radllm.training.diagnostics)."""
 
     # eval-split studies (the first N in index order) whose reports are generated greedily at every
     # evaluation, written to tensorboard text and run_dir/samples/step_NNNNNNN.jsonl; 0 = off
@@ -121,6 +121,11 @@ class LoggingOptions:
     # compared with their own vs another study's image (report, for image generation) at every
     # evaluation: grounding/<task>/gain_nats, frac_better (radllm.training.grounding); 0 = off
     grounding_studies: int = 64
+    # eval-split studies (the first N with a report, in index order) whose reports the model scores
+    # as plain text (the text-only LM task: start token, report, eos) at every evaluation:
+    # text_perplexity/{nll, perplexity, n_tokens, n_studies}, the language the anti-forgetting
+    # anchor is meant to keep (what `radllm perplexity` measures on an export); 0 = off
+    text_perplexity_studies: int = 0
     # dense bf16 TFLOP/s of one GPU for the logged MFU (radllm.training.flops); null = look the
     # device up by name (H100/H200/A100/L40S/L4/A10), no MFU for unknown devices
     peak_tflops: float | None = None
