@@ -70,14 +70,20 @@ class Preempted(JobStopped):
 
 
 def ignore_job_signals(worker_id: int | None = None) -> None:
-    """`worker_init_fn` of data-loader workers: ignore the job's stop signals.
+    """`worker_init_fn` of data-loader workers: ignore the job's stop signals, die with the rank.
 
     torch's workers die of a SIGTERM that does not come from their rank, and a rank whose worker
-    died fails before it can save. Ignoring is safe: a worker exits when its rank shuts the loader
-    down, and on its own within seconds of its rank's exit (torch's parent watchdog).
+    died fails before it can save, so they ignore it. They must not outlive their rank, though:
+    a rank that exits without shutting its loader down (the end of a run with a stream still
+    open) leaves workers whose parent watchdog cannot end them when their result pipe is full
+    (the queue's feeder thread blocks on it and the exit waits for that thread), and the SIGTERM
+    Python's exit sends daemonic children is now ignored. Such an orphan kept the rendezvous
+    port it inherited and failed the next launch on that port (EADDRINUSE). So the kernel kills
+    each worker when its rank exits (PR_SET_PDEATHSIG with SIGKILL, which cannot be ignored).
     """
     for signum in JOB_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+    kernel_signals_parent_death(signal.SIGKILL)
 
 
 class LauncherWatch:

@@ -108,6 +108,40 @@ def test_data_loader_workers_outlive_the_jobs_signal_and_exit_with_their_process
     assert _gone([worker], timeout=30)
 
 
+def test_a_data_loader_worker_is_killed_by_the_kernel_when_its_rank_exits(tmp_path: Path) -> None:
+    """Workers ignore the job's SIGTERM, so nothing but the kernel may end one whose rank left as
+    radllm's commands do (`exit_now`: os._exit, no loader shutdown): an orphan worker kept the
+    rendezvous port it inherited and failed the demo's next launch with EADDRINUSE. The worker
+    reports its parent-death signal (prctl PR_GET_PDEATHSIG), then the rank exits mid-stream."""
+    script = tmp_path / "loader.py"
+    script.write_text(
+        "import ctypes, os, sys, time, torch, psutil\n"
+        "from torch.utils.data import DataLoader, IterableDataset\n"
+        "from radllm.preemption import ignore_job_signals\n"
+        "class Endless(IterableDataset):\n"
+        "    def __iter__(self):\n"
+        "        value = ctypes.c_int(0)\n"
+        "        ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0)\n"  # PR_GET_PDEATHSIG
+        "        yield value.value\n"
+        "        while True:\n"
+        "            yield torch.zeros(1 << 18)\n"  # 1 MB items: the result pipe fills
+        "items = iter(DataLoader(Endless(), batch_size=None, num_workers=1, worker_init_fn=ignore_job_signals, prefetch_factor=8))\n"
+        "print('pdeathsig', next(items), flush=True)\n"
+        "next(items); time.sleep(2)\n"
+        "print('worker', psutil.Process().children()[0].pid, flush=True)\n"
+        "os._exit(0)\n"  # radllm.cli.exit_now, with the iterator still open
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"pdeathsig {int(signal.SIGKILL)}" in out.stdout, out.stdout
+    worker = int(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("worker")))
+    try:
+        assert _gone([worker], timeout=30)
+    finally:
+        if psutil.pid_exists(worker):
+            psutil.Process(worker).kill()
+
+
 def _gone(pids: list[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
