@@ -82,7 +82,7 @@ def pair_counts(
     (`radllm.evaluation.bootstrap`) recompute micro averages of resampled studies from summed counts.
 
     `contradicted[i]` (strict scoring): observations that report i both affirms and negates
-    (`radllm.evaluation.coherence`). Such a pair is an error whichever way the reference goes: a
+    (`radllm.labeler.coherence`). Such a pair is an error whichever way the reference goes: a
     false negative when the reference is positive, a false positive when it is negative.
     """
     if len(predicted) != len(reference) or (contradicted is not None and len(contradicted) != len(predicted)):

@@ -217,8 +217,8 @@ def findings_and_impression(sections: Mapping[str, str]) -> tuple[str, str]:
 
 # --- report_text ----------------------------------------------------------------------------
 
-_FINDINGS_TAG = "FINDINGS:"
-_IMPRESSION_TAG = "IMPRESSION:"
+FINDINGS_TAG = "FINDINGS:"
+IMPRESSION_TAG = "IMPRESSION:"
 
 
 def report_text(findings: str, impression: str, impression_first: bool = False) -> str:
@@ -233,9 +233,9 @@ def report_text(findings: str, impression: str, impression_first: bool = False) 
     """
     parts = []
     if findings.strip():
-        parts.append(f"{_FINDINGS_TAG} {findings.strip()}")
+        parts.append(f"{FINDINGS_TAG} {findings.strip()}")
     if impression.strip():
-        parts.append(f"{_IMPRESSION_TAG} {impression.strip()}")
+        parts.append(f"{IMPRESSION_TAG} {impression.strip()}")
     return " ".join(reversed(parts) if impression_first else parts)
 
 
@@ -248,14 +248,14 @@ def split_report_text(text: str) -> tuple[str, str]:
     tag keeps the rest inside that section.
     """
     text = text.strip()
-    if text.startswith(_IMPRESSION_TAG):
-        impression, tag, findings = text[len(_IMPRESSION_TAG) :].partition(_FINDINGS_TAG)
+    if text.startswith(IMPRESSION_TAG):
+        impression, tag, findings = text[len(IMPRESSION_TAG) :].partition(FINDINGS_TAG)
         return findings.strip() if tag else "", impression.strip()
-    head, tag, tail = text.partition(_IMPRESSION_TAG)
+    head, tag, tail = text.partition(IMPRESSION_TAG)
     impression = tail.strip() if tag else ""
     findings = head.strip()
-    if findings.startswith(_FINDINGS_TAG):
-        findings = findings[len(_FINDINGS_TAG) :].strip()
+    if findings.startswith(FINDINGS_TAG):
+        findings = findings[len(FINDINGS_TAG) :].strip()
     return findings, impression
 
 
@@ -267,6 +267,6 @@ def as_written_order(text: str) -> str:
     targets is scored and read like any other.
     """
     stripped = text.strip()
-    if not (stripped.startswith(_IMPRESSION_TAG) and _FINDINGS_TAG in stripped):
+    if not (stripped.startswith(IMPRESSION_TAG) and FINDINGS_TAG in stripped):
         return text
     return report_text(*split_report_text(stripped))

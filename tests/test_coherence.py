@@ -11,7 +11,7 @@ from radllm.clinical_efficacy import clinical_efficacy
 from radllm.errors import RadllmError
 from radllm.evaluation.attributes import FindingAttributes, attribute_metrics, ground_truth_attributes, stated_attributes
 from radllm.evaluation.clinical import pair_counts
-from radllm.evaluation.coherence import coherence_metrics, offending_sentences, read_coherence, split_sentences
+from radllm.labeler.coherence import coherence_metrics, offending_sentences, read_coherence, split_sentences
 from radllm.evaluation.inputs import Reference
 from radllm.evaluation.reports import score_reports
 from radllm.labeler import default_labeler
@@ -88,6 +88,19 @@ def test_side_consistency_between_sections() -> None:
     assert unsided.sided_in_both == [] and unsided.side_conflicts == []
 
 
+def test_an_impression_finding_no_findings_sentence_affirms_is_unsupported() -> None:
+    assert _reading("FINDINGS: No focal consolidation. IMPRESSION: Small right pneumothorax. Mild cardiomegaly.").unsupported == [
+        "Cardiomegaly", "Pneumothorax"]  # in OBSERVATIONS order
+    assert _reading("FINDINGS: There is a small right pneumothorax. IMPRESSION: Right pneumothorax.").unsupported == []
+    assert _reading("FINDINGS: Possible small right pneumothorax. IMPRESSION: Right pneumothorax.").unsupported == []
+    # a negated mention does not support, and a report without findings has nothing to check
+    assert _reading("FINDINGS: No pneumothorax. IMPRESSION: Right pneumothorax.").unsupported == ["Pneumothorax"]
+    assert _reading("IMPRESSION: Right pneumothorax.").unsupported == []
+    # an interpretation of what the findings describe is supported (INFERRED_FROM), not the reverse
+    assert _reading("FINDINGS: Right upper lobe consolidation. IMPRESSION: Possible pneumonia.").unsupported == []
+    assert _reading("FINDINGS: Possible pneumonia. IMPRESSION: Right upper lobe consolidation.").unsupported == ["Consolidation"]
+
+
 def test_coherence_metrics_of_a_small_set() -> None:
     reports = [
         "FINDINGS: No pneumothorax. IMPRESSION: Small right pneumothorax.",  # contradiction
@@ -120,6 +133,7 @@ def test_phantom_references_are_coherent() -> None:
     metrics = coherence_metrics(reports, read_coherence(reports))
     assert metrics["contradiction_rate"] == 0 and metrics["repeat_rate"] == 0
     assert metrics["side_consistency"] == 1.0 and metrics["side_consistency_n"] > 100
+    assert not any(reading.unsupported for reading in read_coherence(reports))
 
 
 # --- strict clinical F1 ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,22 @@ from radllm.data.tokenize import tokenize_shards, write_index
 from radllm.generation import prepare_job
 from radllm.errors import RadllmError
 from radllm.generation.images import generate_codes
+from radllm.generation.inputs import manifest_inputs
+from radllm.generation.views import prompt_codes
+from radllm.report_text import as_written_order
+from radllm.vocab import decode_report, encode_report
 from radllm.generation.model import load_generator
 from radllm.generation.records import part_files, part_path
 from radllm.generation.sampling import DecodingConfig
+from radllm.generation.report_drafts import choose_drafts, draft_faults
+from radllm.generation import reports as reports_mode
+from radllm.generation.reports import generate_report_ids
 from radllm.generation.self_check import candidate_key, pick_best
+from radllm.labeler.coherence import read_coherence
 from radllm.generation.shuffle import derangement
 from radllm.imaging import load_image
 from radllm.imaging.png import to_uint8
-from radllm.tasks import image_condition_text, report_generation_prompt
-from radllm.vocab import encode_report
+from radllm.tasks import end_id, image_condition_text, report_generation_prompt
 from radllm.vq.checkpoint import load_vq
 from tokenizer_fixtures import make_vq_dir
 
@@ -73,8 +81,11 @@ def clean_reports(setup):
 def test_report_records_follow_the_contract(clean_reports):
     assert [r["study_id"] for r in clean_reports] == [f"study{i:03d}" for i in range(N_STUDIES)]
     for record in clean_reports:
-        assert set(record) == {"task", "study_id", "report", "views", "decoding", "cfg_scale"}
+        assert set(record) == {"task", "study_id", "report", "views", "decoding", "cfg_scale", "candidates", "chosen_candidate", "faults",
+                               "draft_nll"}
         assert record["task"] == "report" and record["views"] == ["PA"] and record["report"] and record["cfg_scale"] == 1.0
+        assert (record["candidates"], record["chosen_candidate"], record["draft_nll"]) == (1, 0, None)
+        assert record["faults"] == draft_faults(read_coherence([record["report"]])[0])
         assert record["decoding"] == {"strategy": "greedy", "max_new_tokens": 12, "min_new_tokens": 0}
 
 
@@ -210,6 +221,79 @@ def test_pick_best_takes_the_lowest_reading_nll_per_study_and_the_first_on_ties(
     codes, chosen = pick_best([first, second], torch.tensor([[0.5, 0.2, 1.0], [0.4, 0.9, 1.0]]))
     assert chosen.tolist() == [1, 0, 0]
     assert codes.flatten().tolist() == [4, 2, 3]
+
+
+def _response_nll(model, prompt: list[int], response: list[int]) -> float:
+    """Mean NLL per token of `response` after `prompt`, by one plain forward (the naive reference)."""
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    return float(-log_probs[len(prompt) - 1:].gather(1, ids[0, len(prompt):, None]).mean())
+
+
+def test_report_candidates_keep_the_draft_with_fewest_faults_then_the_likeliest(setup, tmp_path, capsys, monkeypatch):
+    """`--candidates 4` against a naive reference: draft 0 sampled alone with the study's key, each
+    other draft its first section (here: its first 3 ids, as the tiny model writes no section tags)
+    continued alone with its own key, faults read by the coherence rules, NLL by one plain forward."""
+    monkeypatch.setattr(reports_mode, "second_section_start", lambda tokenizer, ids: 3)
+    sampling = ("--strategy", "sample", "--temperature", "1.5")
+    assert main(report_args(setup, setup["manifest"], tmp_path / "drafts.jsonl", "--candidates", "4", *sampling)) == 0
+    assert main(report_args(setup, setup["manifest"], tmp_path / "plain.jsonl", *sampling)) == 0
+    records, plain = read_jsonl(tmp_path / "drafts.jsonl"), read_jsonl(tmp_path / "plain.jsonl")
+    gen = load_generator(setup["model"], setup["vq"])
+    sample = DecodingConfig(strategy="sample", temperature=1.5, seed=0, max_new_tokens=12)
+    codes, _ = prompt_codes(manifest_inputs(setup["manifest"]), gen.vq, 2)
+    eos = end_id(gen.tokenizer)
+    chosen_elsewhere = False
+    for record, alone, study_codes in zip(records, plain, codes):
+        prompt = report_generation_prompt(study_codes, gen.tokenizer, gen.spec, 2, 0)
+        first = generate_report_ids(gen, [prompt], [record["study_id"]], sample)[0]
+        assert len(first) >= 3
+        tail = replace(sample, max_new_tokens=9)
+        drafts = [first] + [[*first[:3], *generate_report_ids(gen, [prompt + first[:3]], [candidate_key(record["study_id"], d)], tail)[0]]
+                            for d in range(1, 4)]
+        texts = [as_written_order(decode_report(gen.tokenizer, ids)).strip() for ids in drafts]
+        faults = [draft_faults(read_coherence([t])[0]) for t in texts]
+        nll = [_response_nll(gen.model, prompt, [*ids, eos]) for ids in drafts]
+        best = min(range(4), key=lambda d: (faults[d], nll[d], d))
+        assert record["candidates"] == 4 and record["chosen_candidate"] == best and record["faults"] == faults[best]
+        assert record["draft_nll"] == pytest.approx(nll[best], abs=1e-4)
+        assert texts[best] == record["report"] and texts[0] == alone["report"]  # draft 0 is the run's own decoding
+        assert len({tuple(d) for d in drafts}) == 4
+        chosen_elsewhere |= best != 0
+    assert chosen_elsewhere
+    capsys.readouterr()
+    assert main(report_args(setup, setup["manifest"], tmp_path / "beam.jsonl", "--candidates", "2", "--strategy", "beam")) == 2
+    assert "--candidates drafts by greedy or sampled decoding" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # VQA answers are scored, not drafted
+        main(base_args(setup, "vqa", setup["manifest"], tmp_path / "vqa.jsonl", "--candidates", "2"))
+
+
+def test_second_section_start_is_the_first_section_and_the_next_tag(setup):
+    tokenizer = load_generator(setup["model"], setup["vq"]).tokenizer
+    for text, first in (("IMPRESSION: Small left effusion. FINDINGS: No pneumothorax.", "IMPRESSION: Small left effusion. FINDINGS:"),
+                        ("FINDINGS: Lungs are clear. IMPRESSION: Normal chest.", "FINDINGS: Lungs are clear. IMPRESSION:")):
+        ids = encode_report(tokenizer, text)
+        start = reports_mode.second_section_start(tokenizer, ids)
+        assert decode_report(tokenizer, ids[:start]).strip() == first  # the shortest prefix that holds the tag
+        assert first.split()[-1] not in decode_report(tokenizer, ids[: start - 1])[1:]
+    assert reports_mode.second_section_start(tokenizer, encode_report(tokenizer, "IMPRESSION: Normal chest.")) is None
+    assert reports_mode.second_section_start(tokenizer, encode_report(tokenizer, "Lungs are clear.")) is None
+
+
+def test_choose_drafts_counts_faults_before_likelihood_and_the_first_draft_wins_ties():
+    clean = "FINDINGS: Small left pleural effusion. IMPRESSION: Left pleural effusion."
+    contradicted = "FINDINGS: No pleural effusion. IMPRESSION: Left pleural effusion."
+    repeated_twice = "FINDINGS: No pneumothorax. No pneumothorax. No pneumothorax. IMPRESSION: Normal chest."
+    swapped = "FINDINGS: Small left pleural effusion. IMPRESSION: Right pleural effusion."
+    unsupported = "FINDINGS: The lungs are clear. IMPRESSION: Mild cardiomegaly."
+    assert [draft_faults(r) for r in read_coherence([clean, contradicted, repeated_twice, swapped, unsupported])] == [0, 2, 2, 1, 1]
+    # study 0: the clean draft wins though less likely; study 1: equal faults -> lower NLL; study 2: a tie -> draft 0
+    texts = [[contradicted, swapped, clean], [clean, unsupported, clean]]
+    nll = torch.tensor([[0.1, 0.5, 0.3], [0.9, 0.2, 0.3]])
+    assert [(c.index, c.faults) for c in choose_drafts(texts, nll)] == [(1, 0), (1, 1), (0, 0)]
+    assert [c.nll for c in choose_drafts(texts, nll)] == pytest.approx([0.9, 0.2, 0.3])
+    assert [(c.index, c.nll) for c in choose_drafts([[swapped, clean]], None)] == [(0, None), (0, None)]
 
 
 def test_vqa_records_from_templates_and_from_a_question_file(setup, tmp_path):

@@ -162,6 +162,39 @@ def test_as_written_targets_keep_the_shard_ids_and_weigh_the_impression_suffix(t
     assert plain.weights is None and plain.input_ids == ex.input_ids
 
 
+def n_ids(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_sentences_that_affirm_a_finding_are_weighted_within_their_section(tokenizer, spec):
+    """Hand-placed sentence boundaries: each sentence's ids counted by encoding the text up to it."""
+    report = "FINDINGS: Small left pleural effusion. No pneumothorax. IMPRESSION: Left pleural effusion."
+    study = make_study(tokenizer, report=report)
+    (ex,) = report_generation(study, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1, finding_weight=2.0))
+    response, weights = response_of(ex)
+    assert response == [*study.report_ids.tolist(), tokenizer.eos_token_id]
+    a = n_ids(tokenizer, "FINDINGS: Small left pleural effusion.")
+    b = n_ids(tokenizer, "FINDINGS: Small left pleural effusion. No pneumothorax.")
+    assert weights == [2.0] * a + [1.0] * (b - a) + [2.0] * (len(response) - 1 - b) + [1.0]
+    # impression first: the factor multiplies the section's weight; negated sentences keep it
+    config = TaskMixConfig(stage=1, report_format="impression_first", impression_weight=3.0, finding_weight=2.0)
+    (ex,) = report_generation(make_study(tokenizer, report=SECTIONED), tokenizer, spec, random.Random(0), config)
+    response, weights = response_of(ex)
+    n_impression = n_ids(tokenizer, "IMPRESSION: Mild cardiomegaly. Small left pleural effusion.")
+    assert weights == [6.0] * n_impression + [1.0] * (len(response) - n_impression)
+    # an untagged report keeps its shard ids; its affirming sentence is weighted
+    untagged = make_study(tokenizer, report="Lungs are clear. Mild cardiomegaly.")
+    (ex,) = report_generation(untagged, tokenizer, spec, random.Random(0), TaskMixConfig(stage=1, finding_weight=2.0))
+    response, weights = response_of(ex)
+    assert response == [*untagged.report_ids.tolist(), tokenizer.eos_token_id]
+    clear = n_ids(tokenizer, "Lungs are clear.")
+    assert weights == [1.0] * clear + [2.0] * (len(response) - 1 - clear) + [1.0]
+    # nothing affirmed: no weights at all
+    (ex,) = report_generation(make_study(tokenizer, report="FINDINGS: No pneumothorax."), tokenizer, spec, random.Random(0),
+                              TaskMixConfig(stage=1, finding_weight=2.0))
+    assert ex.weights is None
+
+
 @pytest.mark.parametrize("report", ["Lungs are clear. No pleural effusion.", "IMPRESSION: Mild cardiomegaly.", "FINDINGS: Lungs are clear."])
 def test_single_section_or_untagged_reports_keep_the_shard_ids(tokenizer, spec, report):
     study = make_study(tokenizer, report=report)
@@ -558,6 +591,7 @@ def test_mix_falls_back_to_applicable_tasks_and_counts_skips(tokenizer, spec):
         ({"max_views": 0}, "max_views = 0"),
         ({"report_format": "findings_last"}, "report_format = 'findings_last'"),
         ({"impression_weight": 0.0}, "impression_weight = 0.0"),
+        ({"finding_weight": -1.0}, "finding_weight = -1.0"),
         ({"image_loss_weight": float("nan")}, "image_loss_weight = nan"),
         ({"word_dropout": 1.0}, "word_dropout = 1.0"),
         ({"prompt_image_weight": -0.5}, "prompt_image_weight = -0.5"),

@@ -11,7 +11,7 @@ import numpy as np
 from radllm.errors import RadllmError
 from radllm.evaluation.attributes import StudyAttributes, attribute_metrics, stated_attributes
 from radllm.evaluation.clinical import TP, averaged_scores, clinical_efficacy, confusion_tables, pair_counts
-from radllm.evaluation.coherence import ReportCoherence, coherence_metrics, read_coherence
+from radllm.labeler.coherence import ReportCoherence, coherence_metrics, read_coherence
 from radllm.evaluation.inputs import Reference
 from radllm.labels import slug
 from radllm.evaluation.nlg import nlg_metrics
@@ -88,7 +88,7 @@ def score_reports(
     """Every ``report/`` key of report predictions `records` against `references`, and the per-study outcomes.
 
     NLG scores; clinical efficacy (`clinical_efficacy`, strict keys included); coherence
-    (`radllm.evaluation.coherence`); ``findings_section/`` and ``impression_section/``
+    (`radllm.labeler.coherence`); ``findings_section/`` and ``impression_section/``
     ``ce_f1_{micro,macro}_present`` (each section labelled alone, over the observations present in
     the whole set); side and severity of correctly found findings (`radllm.evaluation.attributes`).
     `label_source` is one of `REPORT_LABEL_SOURCES` (checked by `check_report_label_source`).

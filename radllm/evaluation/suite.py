@@ -26,7 +26,7 @@ from radllm.encoders import CXREncoder, load_cxr_encoder
 from radllm.errors import RadllmError
 from radllm.jsonl import read_json_file
 from radllm.evaluation.clinical import UNCERTAIN_POLICIES
-from radllm.evaluation.coherence import ReportCoherence, coherence_metrics, offending_sentences, read_coherence
+from radllm.labeler.coherence import ReportCoherence, coherence_metrics, offending_sentences, read_coherence
 from radllm.evaluation.images import absent_image_scores, reconstruction_metrics, score_generated_images
 from radllm.evaluation.bootstrap import RESAMPLES
 from radllm.evaluation.curves import read_runs

@@ -71,6 +71,6 @@ class GenerationMode:
         if request.cfg_scale != 1.0 and not self.guidance:
             raise RadllmError("--cfg-scale guides generated reports and images; VQA answers are scored, not generated")
         if request.candidates > 1 and not self.candidates:
-            raise RadllmError("--candidates chooses among drawn images; it is for generate images")
+            raise RadllmError(f"--candidates chooses among drawn images or report drafts; generate {self.name} takes none")
         if request.shuffle_images is not None and not self.reads_images:
             raise RadllmError("--shuffle-images is a control for reports and VQA (image generation has no input image)")

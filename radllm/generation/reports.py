@@ -1,16 +1,23 @@
 """Report generation records: image codes -> training-identical prompt -> constrained decoding -> text.
 
 Record (one JSONL line, the contract with `radllm evaluate`):
-    {"task": "report", "study_id": str, "report": str, "views": [str], "decoding": {...}, "cfg_scale": float}
+    {"task": "report", "study_id": str, "report": str, "views": [str], "decoding": {...}, "cfg_scale": float,
+     "candidates": int, "chosen_candidate": int, "faults": int, "draft_nll": float | null}
 `views` are the views shown to the model (frontal first, at most `max_views`); `cfg_scale` is the
 report guidance scale (1 = none; the unconditional branch is `unconditional_report_prompt`).
+With `candidates` N > 1 the kept report is the best of N drafts (`radllm.generation.report_drafts`):
+`chosen_candidate` is its index (0 = the run's own decoding), `faults` its coherence faults and
+`draft_nll` the model's mean NLL per token of it (null for N = 1, where nothing is scored).
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
+
+from transformers import PreTrainedTokenizerBase
 
 from radllm.errors import RadllmError
 from radllm.generation.beam import beam_search
@@ -20,10 +27,12 @@ from radllm.generation.inputs import StudyInput
 from radllm.generation.mode import GenerationMode, JobPlan
 from radllm.generation.model import Generator
 from radllm.generation.plan import BatchResult, Unit, study_units
+from radllm.generation.report_drafts import choose_drafts
 from radllm.generation.request import GenerateRequest
 from radllm.generation.sampling import DecodingConfig, sample_generators
+from radllm.generation.self_check import candidate_key, response_nll
 from radllm.generation.views import prompt_codes
-from radllm.report_text import as_written_order
+from radllm.report_text import FINDINGS_TAG, IMPRESSION_TAG, as_written_order
 from radllm.tasks import REPORT_GENERATION, end_id, report_generation_prompt, select_input_views, unconditional_report_prompt
 from radllm.tasks.report_generation import REPORT_INSTRUCTIONS
 from radllm.vocab import decode_report
@@ -63,8 +72,50 @@ def generate_report_ids(
     )
 
 
+def second_section_start(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> int | None:
+    """How many leading `ids` of a report hold its first section and the second section's tag
+    (``IMPRESSION: … FINDINGS:`` or ``FINDINGS: … IMPRESSION:``); None without a second section."""
+    text = decode_report(tokenizer, list(ids)).strip()
+    second = FINDINGS_TAG if text.startswith(IMPRESSION_TAG) else IMPRESSION_TAG
+    if second not in text[1:]:
+        return None
+    return next(k for k in range(1, len(ids) + 1) if second in decode_report(tokenizer, list(ids[:k]))[1:])
+
+
+def draft_report_ids(
+    gen: Generator,
+    prompts: Sequence[Sequence[int]],
+    keys: Sequence[str],
+    decoding: DecodingConfig,
+    candidates: int,
+    unconditional_prompts: Sequence[Sequence[int]] | None = None,
+    cfg_scale: float = 1.0,
+) -> list[list[list[int]]]:
+    """`candidates` drafts of every prompt (draft-major).
+
+    Draft 0 is the run's own decoding. The others keep its first section (the impression of an
+    impression-first model: the decided reading) and sample the second with the run's
+    temperature / top-k / top-p, so they are different wordings of one reading, checked against
+    it; a draft 0 without a second section is redrawn whole. All in one decoding batch.
+    """
+    first = generate_report_ids(gen, prompts, keys, decoding, unconditional_prompts, cfg_scale)
+    if candidates == 1:
+        return [first]
+    kept = [ids[: second_section_start(gen.tokenizer, ids) or 0] for ids in first]
+    others = candidates - 1
+    continued = [[*prompt, *prefix] for prompt, prefix in zip(prompts, kept)] * others
+    sampled = replace(decoding, strategy="sample", max_new_tokens=max(1, decoding.max_new_tokens - min(len(k) for k in kept)))
+    tails = generate_report_ids(
+        gen, continued, [candidate_key(k, d) for d in range(1, candidates) for k in keys], sampled,
+        None if unconditional_prompts is None else [[*u, *prefix] for u, prefix in zip(unconditional_prompts, kept)] * others, cfg_scale,
+    )
+    n = len(prompts)
+    return [first] + [[[*kept[i], *tails[d * n + i]][: decoding.max_new_tokens] for i in range(n)] for d in range(others)]
+
+
 def process(
-    gen: Generator, batch: Sequence[Unit], decoding: DecodingConfig, stage: int, template: int, max_views: int, cfg_scale: float = 1.0
+    gen: Generator, batch: Sequence[Unit], decoding: DecodingConfig, stage: int, template: int, max_views: int, cfg_scale: float = 1.0,
+    candidates: int = 1,
 ) -> BatchResult:
     """Records of one batch; studies with an unreadable image are left out and reported."""
     studies = [u.study for u in batch]
@@ -76,18 +127,29 @@ def process(
     unconditional = None
     if cfg_scale != 1.0:
         unconditional = [unconditional_report_prompt(gen.tokenizer, gen.spec, stage, template)] * len(prompts)
-    ids = generate_report_ids(gen, prompts, [s.study_id for s, _ in ready], decoding, unconditional, cfg_scale)
+    drafts = draft_report_ids(gen, prompts, [s.study_id for s, _ in ready], decoding, candidates, unconditional, cfg_scale)
+    texts = [[as_written_order(decode_report(gen.tokenizer, tokens)).strip() for tokens in draft] for draft in drafts]
+    nll = None
+    if candidates > 1:
+        eos = end_id(gen.tokenizer)
+        responses = [[*tokens, eos] for draft in drafts for tokens in draft]
+        nll = response_nll(gen, list(prompts) * candidates, responses).view(candidates, len(prompts))
+    chosen = choose_drafts(texts, nll)
     described = decoding.describe()
     records = [
         {
             "task": TASK,
             "study_id": study.study_id,
-            "report": as_written_order(decode_report(gen.tokenizer, tokens)).strip(),
+            "report": texts[choice.index][index],
             "views": [study.views[v] for v in select_input_views(study.views, max_views)],
             "decoding": described,
             "cfg_scale": cfg_scale,
+            "candidates": candidates,
+            "chosen_candidate": choice.index,
+            "faults": choice.faults,
+            "draft_nll": choice.nll,
         }
-        for (study, _), tokens in zip(ready, ids)
+        for index, ((study, _), choice) in enumerate(zip(ready, chosen))
     ]
     return BatchResult(records, errors)
 
@@ -97,8 +159,9 @@ def plan(request: GenerateRequest, gen: Generator, studies: list[StudyInput]) ->
     r = request
     return JobPlan(
         units(studies), record_key,
-        partial(process, gen, decoding=r.decoding, stage=r.stage, template=r.template, max_views=r.max_views, cfg_scale=r.cfg_scale),
-        {"decoding": r.decoding.describe(), "cfg_scale": r.cfg_scale},
+        partial(process, gen, decoding=r.decoding, stage=r.stage, template=r.template, max_views=r.max_views, cfg_scale=r.cfg_scale,
+                candidates=r.candidates),
+        {"decoding": r.decoding.describe(), "cfg_scale": r.cfg_scale, "candidates": r.candidates},
     )
 
 
@@ -111,10 +174,21 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-new-tokens", type=int, default=0, help="eos is forbidden before this many tokens (default 0)")
     parser.add_argument("--num-beams", type=int, default=4, help="beams for --strategy beam (default 4)")
     parser.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length**penalty (default 1)")
+    parser.add_argument("--candidates", type=int, default=1, metavar="N",
+                        help="write N drafts per study (the run's decoding, then N-1 that keep its first section and sample the second "
+                             "with --temperature/--top-k/--top-p) and keep the one with the fewest coherence faults, then the most "
+                             "likely to the model "
+                             "(radllm.generation.report_drafts; default 1 = plain decoding, N times the cost)")
+
+
+def _check_options(request: GenerateRequest) -> None:
+    if request.candidates > 1 and request.decoding.strategy == "beam":
+        raise RadllmError("--candidates drafts by greedy or sampled decoding; with --strategy beam use --candidates 1")
 
 
 MODE = GenerationMode(
     "reports", REPORT_GENERATION, help="write a report for every study's images (text tokens only)",
     input_help="manifest (.jsonl), shards directory (index.json) or folder of PNG/JPEG/DICOM images", out_help="output JSONL",
-    plan=plan, add_options=add_options, decodes="greedy", guidance=True, beam=True, instructions=REPORT_INSTRUCTIONS,
+    plan=plan, add_options=add_options, decodes="greedy", guidance=True, beam=True, candidates=True, instructions=REPORT_INSTRUCTIONS,
+    check_options=_check_options,
 )

@@ -38,7 +38,7 @@ class GenerateRequest:
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     cfg_scale: float = 1.0  # images and reports (1 = no guidance)
     image_condition: str | None = None  # images: report | impression; None = the model's (IMAGE_CONDITION_KEY)
-    candidates: int = 1  # images: drawings per study, the best by the model's own reading kept (radllm.generation.self_check)
+    candidates: int = 1  # images / reports: drawings or drafts per study, the best kept (generation.self_check, generation.report_drafts)
     observations: Sequence[str] = OBSERVATIONS  # vqa only
     questions: Path | None = None  # vqa only: JSONL of questions instead of the templates
     shuffle_images: int | None = None  # reports/vqa: seed of the shuffled-image control (radllm.generation.shuffle)

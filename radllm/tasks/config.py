@@ -43,6 +43,10 @@ class TaskMixConfig:
     # options move the loss towards what the image decides (README "Training", curriculum).
     report_format: str = "as_written"  # as_written | impression_first (IMPRESSION: ... FINDINGS: ...)
     impression_weight: float = 1.0  # loss weight of the impression's tokens in report targets
+    # Loss weight of the report sentences that affirm a finding (the rule labeler reads a positive or
+    # uncertain observation in them), times the section's weight: the sentences that carry what the
+    # image shows, over the stock negatives every report repeats.
+    finding_weight: float = 1.0
     word_dropout: float = 0.0  # fraction of teacher-forced report input tokens replaced by random text tokens
     image_loss_weight: float = 1.0  # loss weight of the image tokens of image_generation targets
     # What image_generation prompts hold: the whole report, or only its impression (the positive

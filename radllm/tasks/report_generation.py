@@ -17,9 +17,10 @@ away from what the report would say without the image: the same classifier-free 
 report -> image, here in the image -> report direction.
 
 The response follows `tasks.report_format` (sections as written, or impression first), weighs the
-impression's tokens by `tasks.impression_weight` and corrupts a `tasks.word_dropout` fraction of
-its teacher-forced inputs (`report_response`, `drop_words`); with the defaults it is exactly the shard's
-`report_ids` and eos, unweighted.
+impression's tokens by `tasks.impression_weight` and the sentences that affirm a finding by
+`tasks.finding_weight`, and corrupts a `tasks.word_dropout` fraction of its teacher-forced inputs
+(`report_response`, `drop_words`); with the defaults it is exactly the shard's `report_ids` and
+eos, unweighted.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from transformers import PreTrainedTokenizerBase
 
 from radllm.data.sample import TokenizedStudy
 from radllm.errors import RadllmError
+from radllm.labeler.coherence import SENTENCE_SPLIT, affirms_a_finding
 from radllm.report_text import report_text, split_report_text
 from radllm.tasks.config import TaskMixConfig, check_choice, check_loss_weight, check_probability
 from radllm.tasks.example import (
@@ -116,6 +118,28 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def token_boundary(tokenizer: PreTrainedTokenizerBase, prefix: str, ids: Sequence[int]) -> int:
+    """How many of `ids` (the encoding of a text that starts with `prefix`) encode `prefix`: the
+    ids the prefix's own encoding shares with the whole. At a space every tokenizer family
+    encodes the prefix as the whole does, so sections and sentences map onto token ranges."""
+    return _common_prefix(encode_report(tokenizer, prefix), ids)
+
+
+def finding_sentence_weights(tokenizer: PreTrainedTokenizerBase, text: str, ids: Sequence[int], weight: float) -> list[float]:
+    """Per-id factor: `weight` on the ids of each sentence of `text` that affirms a finding
+    (`radllm.labeler.coherence.affirms_a_finding`), 1.0 elsewhere. A sentence runs from after
+    the previous sentence's end to its own (a section tag belongs to the sentence it opens)."""
+    factors = [1.0] * len(ids)
+    ends = [m.start() for m in SENTENCE_SPLIT.finditer(text)] + [len(text)]
+    start_char, start_id = 0, 0
+    for end in ends:
+        end_id = len(ids) if end == len(text) else token_boundary(tokenizer, text[:end], ids)
+        if affirms_a_finding(text[start_char:end]):
+            factors[start_id:end_id] = [weight] * (end_id - start_id)
+        start_char, start_id = end, end_id
+    return factors
+
+
 def report_response(
     study: TokenizedStudy, tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, config: TaskMixConfig
 ) -> tuple[list[int], list[float] | None]:
@@ -123,22 +147,30 @@ def report_response(
 
     With the defaults the ids are the shard's `report_ids`. Otherwise the report text is split
     into its sections and encoded again in the configured order; the impression's tokens are
-    those the first section's own encoding shares with the whole (a prefix; section boundaries
-    fall on spaces, so every tokenizer family encodes the first section identically).
+    those the first section's own encoding shares with the whole (`token_boundary`), and the
+    sentences that affirm a finding are found the same way (`finding_sentence_weights`). An
+    untagged report is one section and stays the shard's ids.
     """
     report = report_token_ids(study.report_ids, spec, f"study {study.key}")
-    if not report or (config.report_format == AS_WRITTEN and config.impression_weight == 1.0):
+    if not report or (config.report_format == AS_WRITTEN and config.impression_weight == 1.0 and config.finding_weight == 1.0):
         return [*report, end_id(tokenizer)], None
     findings, impression = split_report_text(study.report)
-    if not (findings and impression):  # one section, or untagged text: nothing to reorder, the shard ids stay
-        weight = config.impression_weight if impression else 1.0
-        return [*report, end_id(tokenizer)], None if weight == 1.0 else [weight] * (len(report) + 1)
-    impression_first = config.report_format == IMPRESSION_FIRST
-    ids = report if not impression_first else encode_report(tokenizer, report_text(findings, impression, impression_first=True))
-    first = report_text("", impression) if impression_first else report_text(findings, "")
-    split = _common_prefix(encode_report(tokenizer, first), ids)
-    first_weight, second_weight = (config.impression_weight, 1.0) if impression_first else (1.0, config.impression_weight)
-    return [*ids, end_id(tokenizer)], [first_weight] * split + [second_weight] * (len(ids) - split) + [1.0]
+    both = bool(findings and impression)
+    impression_first = config.report_format == IMPRESSION_FIRST and both
+    text = report_text(findings, impression, impression_first=True) if impression_first else study.report
+    ids = encode_report(tokenizer, text) if impression_first else report
+    if both:
+        first = report_text("", impression) if impression_first else report_text(findings, "")
+        split = token_boundary(tokenizer, first, ids)
+        first_weight, second_weight = (config.impression_weight, 1.0) if impression_first else (1.0, config.impression_weight)
+        weights, eos_weight = [first_weight] * split + [second_weight] * (len(ids) - split), 1.0
+    else:  # one section, or untagged text: nothing to reorder, the shard ids stay
+        eos_weight = config.impression_weight if impression else 1.0
+        weights = [eos_weight] * len(ids)
+    if config.finding_weight != 1.0:
+        weights = [w * f for w, f in zip(weights, finding_sentence_weights(tokenizer, text, ids, config.finding_weight))]
+    weights.append(eos_weight)
+    return [*ids, end_id(tokenizer)], None if all(w == 1.0 for w in weights) else weights
 
 
 def drop_words(example: TaskExample, first: int, rate: float, rng: Rng, vocab_size: int, excluded: Set[int]) -> TaskExample:
@@ -189,6 +221,7 @@ def _validate_options(config: TaskMixConfig) -> None:
     check_probability(config, "report_drop_prob")
     check_choice(config, "report_format", REPORT_FORMATS)
     check_loss_weight(config, "impression_weight")
+    check_loss_weight(config, "finding_weight")
     if not 0.0 <= config.word_dropout < 1.0:
         raise RadllmError(f"tasks.word_dropout = {config.word_dropout}; expected a rate in [0, 1)")
 

@@ -16,6 +16,11 @@ impression, scores like a clean one. These rules read a report sentence by sente
   findings and the impression affirm with a side word, the two sections must give the same sides.
 * **distinct reports**: how many different reports a set holds; a model that writes a handful of
   stock reports shows up here before any label does.
+* **unsupported impression**: an observation the impression affirms (or calls uncertain) that no
+  findings sentence affirms, in a report that has both sections: the conclusion rests on nothing
+  described. An impression may name what the findings show under a broader or interpreted name
+  (`INFERRED_FROM`: "consolidation" in the findings supports "possible pneumonia"), as the
+  CheXpert label hierarchy has it. Generation counts it among a draft's faults (`radllm.generation.report_drafts`).
 
 Sides come from the rule labeler's mentions (`radllm.labeler.attributes`) whatever labeler labels
 the sentences, since a model labeler gives labels only.
@@ -37,9 +42,17 @@ from radllm.report_text import split_report_text
 
 FINDINGS, IMPRESSION = "findings", "impression"
 # A sentence ends at . ! or ? followed by a space or the end ("1.5 cm" stays whole).
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
 _AFFIRMED = (1, -1)
+#: Impression observation -> findings observations that support it besides itself (the CheXpert
+#: hierarchy: lung opacity is the parent of the parenchymal findings; pneumonia is read from
+#: consolidation or opacity; an enlarged heart enlarges the cardiomediastinal silhouette).
+INFERRED_FROM: dict[str, frozenset[str]] = {
+    "Pneumonia": frozenset({"Consolidation", "Lung Opacity"}),
+    "Lung Opacity": frozenset({"Consolidation", "Pneumonia", "Edema", "Atelectasis", "Lung Lesion"}),
+    "Enlarged Cardiomediastinum": frozenset({"Cardiomegaly"}),
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,7 @@ class ReportCoherence:
     repeated: list[int] = field(default_factory=list)  # indices of sentences repeating an earlier one of their section
     sided_in_both: list[str] = field(default_factory=list)  # observations both sections affirm with a side
     side_conflicts: list[SideConflict] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # affirmed by the impression, by no findings sentence
 
     @property
     def contradicted(self) -> frozenset[str]:
@@ -103,7 +117,12 @@ def split_sentences(report: str) -> list[tuple[str, str]]:
     """(section, sentence) pairs of a report in model format (either section order)."""
     findings, impression = split_report_text(report)
     return [(section, part.strip()) for section, text in ((FINDINGS, findings), (IMPRESSION, impression))
-            for part in _SENTENCE_SPLIT.split(text) if normalized(part)]
+            for part in SENTENCE_SPLIT.split(text) if normalized(part)]
+
+
+def affirms_a_finding(sentence: str) -> bool:
+    """Whether the rule labeler reads a positive or uncertain observation (not "No Finding") in `sentence`."""
+    return any(m.value in _AFFIRMED and m.observation != NO_FINDING for m in default_labeler().mentions(sentence))
 
 
 def _sides_compatible(a: frozenset[str], b: frozenset[str]) -> bool:
@@ -143,6 +162,19 @@ def _section_sides(sentences: Sequence[Sentence], section: str, observation: str
     return sides
 
 
+def _affirmed_in(sentences: Sequence[Sentence], section: str) -> set[str]:
+    return {name for s in sentences if s.section == section for name, value in s.labels.items() if value in _AFFIRMED}
+
+
+def _unsupported(sentences: Sequence[Sentence]) -> list[str]:
+    if not any(s.section == FINDINGS for s in sentences):
+        return []
+    described = _affirmed_in(sentences, FINDINGS)
+    concluded = _affirmed_in(sentences, IMPRESSION)
+    return [name for name in OBSERVATIONS
+            if name != NO_FINDING and name in concluded and not described & ({name} | INFERRED_FROM.get(name, frozenset()))]
+
+
 def read_coherence(reports: Sequence[str], labeler: ReportLabeler | None = None) -> list[ReportCoherence]:
     """The coherence reading of each report; sentences are labelled by `labeler` (the rules when None)."""
     rules = default_labeler()
@@ -164,6 +196,7 @@ def read_coherence(reports: Sequence[str], labeler: ReportLabeler | None = None)
                 reading.sided_in_both.append(name)
                 if in_findings != in_impression:
                     reading.side_conflicts.append(SideConflict(name, side_name(in_findings), side_name(in_impression)))
+        reading.unsupported = _unsupported(built)
         readings.append(reading)
     return readings
 
