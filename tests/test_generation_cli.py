@@ -249,12 +249,13 @@ def test_report_candidates_keep_the_draft_with_fewest_faults_then_the_likeliest(
         prompt = report_generation_prompt(study_codes, gen.tokenizer, gen.spec, 2, 0)
         first = generate_report_ids(gen, [prompt], [record["study_id"]], sample)[0]
         assert len(first) >= 3
-        tail = replace(sample, max_new_tokens=9)
+        tail = replace(sample, max_new_tokens=9)  # 12 less the longest kept prefix of the batch (3)
         drafts = [first] + [[*first[:3], *generate_report_ids(gen, [prompt + first[:3]], [candidate_key(record["study_id"], d)], tail)[0]]
                             for d in range(1, 4)]
         texts = [as_written_order(decode_report(gen.tokenizer, ids)).strip() for ids in drafts]
         faults = [draft_faults(read_coherence([t])[0]) for t in texts]
-        nll = [_response_nll(gen.model, prompt, [*ids, eos]) for ids in drafts]
+        # eos is scored when the draft ended by one (shorter than the 12 ids allowed)
+        nll = [_response_nll(gen.model, prompt, [*ids, eos] if len(ids) < 12 else ids) for ids in drafts]
         best = min(range(4), key=lambda d: (faults[d], nll[d], d))
         assert record["candidates"] == 4 and record["chosen_candidate"] == best and record["faults"] == faults[best]
         assert record["draft_nll"] == pytest.approx(nll[best], abs=1e-4)

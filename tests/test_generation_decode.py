@@ -302,17 +302,22 @@ def test_identical_prompts_are_prefilled_once_and_decode_as_if_alone(gen):
         assert torch.equal(alone[0], together[row]), f"row {row}"
 
 
-def guided_text_reference(gen, cond, uncond, allowed, eos, scale, max_new_tokens):
-    """Guided greedy report decoding with full forwards, one prompt and one branch at a time."""
+def guided_text_reference(gen, cond, uncond, allowed, eos, scale, max_new_tokens, log_probs=None):
+    """Guided greedy report decoding with full forwards, one prompt and one branch at a time;
+    `log_probs` (a list) gets each row's unguided log-probabilities of its emitted ids and eos."""
     blocked = torch.where(allowed, 0.0, float("-inf"))
     outputs = []
     for c_ids, u_ids in zip(cond, uncond):
         c_ids, u_ids, row = list(c_ids), list(u_ids), []
+        if log_probs is not None:
+            log_probs.append([])
         for _ in range(max_new_tokens):
             with torch.no_grad():
                 c = gen.model(torch.tensor([c_ids])).logits[0, -1].float()
                 u = gen.model(torch.tensor([u_ids])).logits[0, -1].float()
             token = int(torch.argmax(u + scale * (c - u) + blocked))
+            if log_probs is not None:
+                log_probs[-1].append(float(torch.log_softmax(c, dim=-1)[token]))
             if token == eos:
                 break
             row.append(token)
@@ -336,7 +341,14 @@ def test_guided_report_decoding_matches_cache_free_reference_as_rows_finish(gen)
     ours = decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config,
                        unconditional_prompts=uncond, cfg_scale=scale)
     assert len({len(row) for row in ours}) > 1
-    assert ours == guided_text_reference(gen, prompts, uncond, allowed, eos, scale, 12)
+    expected_log_probs: list[list[float]] = []
+    assert ours == guided_text_reference(gen, prompts, uncond, allowed, eos, scale, 12, expected_log_probs)
+    # the model's own (unguided) log-probabilities of what was emitted, eos included, as rows leave the batch
+    log_probs: list[list[float]] = []
+    assert decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config,
+                       unconditional_prompts=uncond, cfg_scale=scale, log_probs=log_probs) == ours
+    assert [len(row) for row in log_probs] == [len(row) for row in expected_log_probs]
+    assert [v for row in log_probs for v in row] == pytest.approx([v for row in expected_log_probs for v in row], abs=1e-4)
     kept = decode_text(gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=config,
                        unconditional_prompts=uncond, cfg_scale=scale, stop_together=lambda done: done)
     assert kept == ours

@@ -195,6 +195,25 @@ def test_sentences_that_affirm_a_finding_are_weighted_within_their_section(token
     assert ex.weights is None
 
 
+def test_affirmed_first_moves_the_finding_sentences_to_the_front_of_the_findings(tokenizer, spec):
+    report = ("FINDINGS: The heart is normal in size. Small left pleural effusion. No pneumothorax. Possible right basilar atelectasis. "
+              "IMPRESSION: Small left pleural effusion. Possible right basilar atelectasis.")
+    expected = ("IMPRESSION: Small left pleural effusion. Possible right basilar atelectasis. FINDINGS: Small left pleural effusion. "
+                "Possible right basilar atelectasis. The heart is normal in size. No pneumothorax.")
+    config = TaskMixConfig(stage=1, report_format="impression_first", findings_order="affirmed_first")
+    (ex,) = report_generation(make_study(tokenizer, report=report), tokenizer, spec, random.Random(0), config)
+    response, weights = response_of(ex)
+    assert tokenizer.decode(response[:-1]) == expected and weights is None
+    as_written = TaskMixConfig(stage=1, findings_order="affirmed_first")
+    (ex,) = report_generation(make_study(tokenizer, report=report), tokenizer, spec, random.Random(0), as_written)
+    assert tokenizer.decode(response_of(ex)[0][:-1]) == (
+        "FINDINGS: Small left pleural effusion. Possible right basilar atelectasis. The heart is normal in size. No pneumothorax. "
+        "IMPRESSION: Small left pleural effusion. Possible right basilar atelectasis.")
+    untagged = make_study(tokenizer, report="Lungs are clear. Mild cardiomegaly.")  # one section: kept as written
+    (ex,) = report_generation(untagged, tokenizer, spec, random.Random(0), as_written)
+    assert response_of(ex)[0] == [*untagged.report_ids.tolist(), tokenizer.eos_token_id]
+
+
 @pytest.mark.parametrize("report", ["Lungs are clear. No pleural effusion.", "IMPRESSION: Mild cardiomegaly.", "FINDINGS: Lungs are clear."])
 def test_single_section_or_untagged_reports_keep_the_shard_ids(tokenizer, spec, report):
     study = make_study(tokenizer, report=report)
@@ -592,6 +611,7 @@ def test_mix_falls_back_to_applicable_tasks_and_counts_skips(tokenizer, spec):
         ({"report_format": "findings_last"}, "report_format = 'findings_last'"),
         ({"impression_weight": 0.0}, "impression_weight = 0.0"),
         ({"finding_weight": -1.0}, "finding_weight = -1.0"),
+        ({"findings_order": "random"}, "findings_order = 'random'"),
         ({"image_loss_weight": float("nan")}, "image_loss_weight = nan"),
         ({"word_dropout": 1.0}, "word_dropout = 1.0"),
         ({"prompt_image_weight": -0.5}, "prompt_image_weight = -0.5"),

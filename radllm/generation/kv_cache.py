@@ -54,11 +54,17 @@ class GrowingLayer(DynamicLayer):
         return self.length
 
     def select_rows(self, rows: Tensor) -> None:
-        """Keep buffer rows `rows` (repeats allowed), in that order."""
+        """Keep buffer rows `rows` (repeats allowed), in that order; only the filled prefix is copied."""
         if self.is_initialized:
-            self.key_buffer = self.key_buffer.index_select(0, rows.to(self.device))
-            self.value_buffer = self.value_buffer.index_select(0, rows.to(self.device))
+            rows = rows.to(self.device)
+            self.key_buffer = self._selected(self.key_buffer, rows)
+            self.value_buffer = self._selected(self.value_buffer, rows)
             self._expose()
+
+    def _selected(self, buffer: Tensor, rows: Tensor) -> Tensor:
+        fresh = buffer.new_empty((rows.numel(), *buffer.shape[1:]))
+        fresh[:, :, : self.length] = buffer[:, :, : self.length].index_select(0, rows)
+        return fresh
 
     # DynamicLayer's row operations index `keys`/`values`, which would detach them from the buffers.
     def reorder_cache(self, beam_idx: Tensor) -> None:

@@ -7,7 +7,8 @@ Record (one JSONL line, the contract with `radllm evaluate`):
 report guidance scale (1 = none; the unconditional branch is `unconditional_report_prompt`).
 With `candidates` N > 1 the kept report is the best of N drafts (`radllm.generation.report_drafts`):
 `chosen_candidate` is its index (0 = the run's own decoding), `faults` its coherence faults and
-`draft_nll` the model's mean NLL per token of it (null for N = 1, where nothing is scored).
+`draft_nll` the model's mean NLL per token of it, eos included when it ended by one (null for
+N = 1, where nothing is scored).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from radllm.errors import RadllmError
@@ -30,7 +32,7 @@ from radllm.generation.plan import BatchResult, Unit, study_units
 from radllm.generation.report_drafts import choose_drafts
 from radllm.generation.request import GenerateRequest
 from radllm.generation.sampling import DecodingConfig, sample_generators
-from radllm.generation.self_check import candidate_key, response_nll
+from radllm.generation.self_check import candidate_key
 from radllm.generation.views import prompt_codes
 from radllm.report_text import FINDINGS_TAG, IMPRESSION_TAG, as_written_order
 from radllm.tasks import REPORT_GENERATION, end_id, report_generation_prompt, select_input_views, unconditional_report_prompt
@@ -54,9 +56,11 @@ def generate_report_ids(
     decoding: DecodingConfig,
     unconditional_prompts: Sequence[Sequence[int]] | None = None,
     cfg_scale: float = 1.0,
+    log_probs: list[list[float]] | None = None,
 ) -> list[list[int]]:
     """Text-only continuations of `prompts` (eos excluded) with the run's strategy, guided by
-    `unconditional_prompts` at `cfg_scale` when given (greedy or sampled decoding only)."""
+    `unconditional_prompts` at `cfg_scale` when given (greedy or sampled decoding only);
+    `log_probs` as in `decode_text`."""
     allowed = report_token_mask(gen.tokenizer, gen.spec, gen.vocab_size)
     eos = end_id(gen.tokenizer)
     if decoding.strategy == "beam":
@@ -68,7 +72,7 @@ def generate_report_ids(
     generators = sample_generators(decoding.seed, keys, gen.device) if decoding.strategy == "sample" else None
     return decode_text(
         gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=decoding, generators=generators,
-        stop_together=gen.stop_together, unconditional_prompts=unconditional_prompts, cfg_scale=cfg_scale,
+        stop_together=gen.stop_together, unconditional_prompts=unconditional_prompts, cfg_scale=cfg_scale, log_probs=log_probs,
     )
 
 
@@ -90,27 +94,34 @@ def draft_report_ids(
     candidates: int,
     unconditional_prompts: Sequence[Sequence[int]] | None = None,
     cfg_scale: float = 1.0,
-) -> list[list[list[int]]]:
-    """`candidates` drafts of every prompt (draft-major).
+) -> tuple[list[list[list[int]]], torch.Tensor | None]:
+    """`candidates` drafts of every prompt (draft-major) and, for N > 1, their NLL [N, B].
 
     Draft 0 is the run's own decoding. The others keep its first section (the impression of an
     impression-first model: the decided reading) and sample the second with the run's
     temperature / top-k / top-p, so they are different wordings of one reading, checked against
-    it; a draft 0 without a second section is redrawn whole. All in one decoding batch.
+    it; a draft 0 without a second section is redrawn whole. All in one decoding batch. A
+    draft's NLL is the mean over its ids (and eos, when it ended by one) of the model's own
+    log-probabilities, taken from the decoding passes themselves.
     """
-    first = generate_report_ids(gen, prompts, keys, decoding, unconditional_prompts, cfg_scale)
     if candidates == 1:
-        return [first]
+        return [generate_report_ids(gen, prompts, keys, decoding, unconditional_prompts, cfg_scale)], None
+    first_log_probs: list[list[float]] = []
+    first = generate_report_ids(gen, prompts, keys, decoding, unconditional_prompts, cfg_scale, first_log_probs)
     kept = [ids[: second_section_start(gen.tokenizer, ids) or 0] for ids in first]
-    others = candidates - 1
+    others, n = candidates - 1, len(prompts)
     continued = [[*prompt, *prefix] for prompt, prefix in zip(prompts, kept)] * others
-    sampled = replace(decoding, strategy="sample", max_new_tokens=max(1, decoding.max_new_tokens - min(len(k) for k in kept)))
+    sampled = replace(decoding, strategy="sample", max_new_tokens=max(1, decoding.max_new_tokens - max(len(k) for k in kept)))
+    tail_log_probs: list[list[float]] = []
     tails = generate_report_ids(
         gen, continued, [candidate_key(k, d) for d in range(1, candidates) for k in keys], sampled,
         None if unconditional_prompts is None else [[*u, *prefix] for u, prefix in zip(unconditional_prompts, kept)] * others, cfg_scale,
+        tail_log_probs,
     )
-    n = len(prompts)
-    return [first] + [[[*kept[i], *tails[d * n + i]][: decoding.max_new_tokens] for i in range(n)] for d in range(others)]
+    drafts = [first] + [[[*kept[i], *tails[d * n + i]] for i in range(n)] for d in range(others)]
+    scored = [first_log_probs] + [[first_log_probs[i][: len(kept[i])] + tail_log_probs[d * n + i] for i in range(n)] for d in range(others)]
+    nll = torch.tensor([[-sum(lp) / max(1, len(lp)) for lp in draft] for draft in scored], dtype=torch.float64)
+    return drafts, nll
 
 
 def process(
@@ -127,13 +138,8 @@ def process(
     unconditional = None
     if cfg_scale != 1.0:
         unconditional = [unconditional_report_prompt(gen.tokenizer, gen.spec, stage, template)] * len(prompts)
-    drafts = draft_report_ids(gen, prompts, [s.study_id for s, _ in ready], decoding, candidates, unconditional, cfg_scale)
+    drafts, nll = draft_report_ids(gen, prompts, [s.study_id for s, _ in ready], decoding, candidates, unconditional, cfg_scale)
     texts = [[as_written_order(decode_report(gen.tokenizer, tokens)).strip() for tokens in draft] for draft in drafts]
-    nll = None
-    if candidates > 1:
-        eos = end_id(gen.tokenizer)
-        responses = [[*tokens, eos] for draft in drafts for tokens in draft]
-        nll = response_nll(gen, list(prompts) * candidates, responses).view(candidates, len(prompts))
     chosen = choose_drafts(texts, nll)
     described = decoding.describe()
     records = [

@@ -33,23 +33,6 @@ def candidate_key(key: str, candidate: int) -> str:
     return key if candidate == 0 else f"{key}#candidate{candidate}"
 
 
-def response_nll(gen: Generator, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Mean NLL per token (nats) of `responses[i]` after `prompts[i]`, all scored in packed passes.
-
-    The scorer of every best-of-N choice: drawings read back into text here, report drafts in
-    `radllm.generation.report_drafts`.
-    """
-    examples = [prompt_response_example(list(prompt), list(response), TASK, str(index))
-                for index, (prompt, response) in enumerate(zip(prompts, responses))]
-    attention = getattr(gen.model.config, "_attn_implementation", None) or "sdpa"
-    # Rows as long as the longest example: packing several into long rows would make attention
-    # (a block-diagonal mask over the whole row) cost row length squared for nothing.
-    longest = max(len(example) for example in examples)
-    scoring = PackedScoring(attention, gen.model.dtype, gen.device, tokens_per_row=longest, rows_per_batch=max(1, READING_TOKENS // longest))
-    sums, counts = per_example_nll(gen.model, examples, gen.pad_id, scoring)
-    return (sums / counts.clamp_min(1)).float()
-
-
 def reading_nll(gen: Generator, codes: torch.Tensor, texts: Sequence[str], stage: int) -> torch.Tensor:
     """Mean NLL per token (nats) of writing `texts[i]` from the image `codes[i]` ([N, H, W]).
 
@@ -57,8 +40,20 @@ def reading_nll(gen: Generator, codes: torch.Tensor, texts: Sequence[str], stage
     instruction), so the model reads the candidate exactly as it reads an X-ray; the text is
     scored as its response.
     """
-    prompts = [report_generation_prompt([grid.cpu().numpy()], gen.tokenizer, gen.spec, stage, 0) for grid in codes]
-    return response_nll(gen, prompts, [encode_report(gen.tokenizer, text) for text in texts])
+    examples = [
+        prompt_response_example(
+            report_generation_prompt([grid.cpu().numpy()], gen.tokenizer, gen.spec, stage, 0),
+            encode_report(gen.tokenizer, text), TASK, str(index),
+        )
+        for index, (grid, text) in enumerate(zip(codes, texts))
+    ]
+    attention = getattr(gen.model.config, "_attn_implementation", None) or "sdpa"
+    # Rows as long as the longest reading: packing several readings into long rows would make
+    # attention (a block-diagonal mask over the whole row) cost row length squared for nothing.
+    longest = max(len(example) for example in examples)
+    scoring = PackedScoring(attention, gen.model.dtype, gen.device, tokens_per_row=longest, rows_per_batch=max(1, READING_TOKENS // longest))
+    sums, counts = per_example_nll(gen.model, examples, gen.pad_id, scoring)
+    return (sums / counts.clamp_min(1)).float()
 
 
 def pick_best(candidate_codes: Sequence[torch.Tensor], scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,6 +47,10 @@ class TaskMixConfig:
     # uncertain observation in them), times the section's weight: the sentences that carry what the
     # image shows, over the stock negatives every report repeats.
     finding_weight: float = 1.0
+    # Order of the findings section's sentences in report targets: as written, or those that affirm
+    # a finding first (in their written order), then the rest: the findings open with what the
+    # impression concludes, so writing them is reading the decided findings back, then the negatives.
+    findings_order: str = "as_written"  # as_written | affirmed_first
     word_dropout: float = 0.0  # fraction of teacher-forced report input tokens replaced by random text tokens
     image_loss_weight: float = 1.0  # loss weight of the image tokens of image_generation targets
     # What image_generation prompts hold: the whole report, or only its impression (the positive

@@ -32,7 +32,7 @@ from transformers import PreTrainedTokenizerBase
 from radllm.data.sample import TokenizedStudy
 from radllm.errors import RadllmError
 from radllm.labeler.coherence import SENTENCE_SPLIT, affirms_a_finding
-from radllm.report_text import report_text, split_report_text
+from radllm.report_text import FINDINGS_TAG, IMPRESSION_TAG, report_text, split_report_text
 from radllm.tasks.config import TaskMixConfig, check_choice, check_loss_weight, check_probability
 from radllm.tasks.example import (
     Rng,
@@ -60,6 +60,8 @@ REPORT_GENERATION = "report_generation"
 AS_WRITTEN = "as_written"
 IMPRESSION_FIRST = "impression_first"
 REPORT_FORMATS = (AS_WRITTEN, IMPRESSION_FIRST)  # values of tasks.report_format
+AFFIRMED_FIRST = "affirmed_first"
+FINDINGS_ORDERS = (AS_WRITTEN, AFFIRMED_FIRST)  # values of tasks.findings_order
 
 #: Stage 2: precedes the image block(s), then the report is the response. Append new phrasings at
 #: the end (`pick_template`).
@@ -140,25 +142,39 @@ def finding_sentence_weights(tokenizer: PreTrainedTokenizerBase, text: str, ids:
     return factors
 
 
+def affirmed_first(section: str) -> str:
+    """`section` with its sentences that affirm a finding moved to the front, both groups in written order."""
+    sentences = [part for part in SENTENCE_SPLIT.split(section.strip()) if part]
+    affirming = [affirms_a_finding(sentence) for sentence in sentences]
+    return " ".join([s for s, a in zip(sentences, affirming) if a] + [s for s, a in zip(sentences, affirming) if not a])
+
+
 def report_response(
     study: TokenizedStudy, tokenizer: PreTrainedTokenizerBase, spec: VisualVocabSpec, config: TaskMixConfig
 ) -> tuple[list[int], list[float] | None]:
     """Target ids of a study's report (report ids, eos) and their loss weights (None = all 1.0).
 
     With the defaults the ids are the shard's `report_ids`. Otherwise the report text is split
-    into its sections and encoded again in the configured order; the impression's tokens are
+    into its sections and encoded again in the configured order (`tasks.report_format`, and
+    `tasks.findings_order` within the findings); the impression's tokens are
     those the first section's own encoding shares with the whole (`token_boundary`), and the
     sentences that affirm a finding are found the same way (`finding_sentence_weights`). An
     untagged report is one section and stays the shard's ids.
     """
     report = report_token_ids(study.report_ids, spec, f"study {study.key}")
-    if not report or (config.report_format == AS_WRITTEN and config.impression_weight == 1.0 and config.finding_weight == 1.0):
+    defaults = (config.report_format, config.findings_order, config.impression_weight, config.finding_weight) == (AS_WRITTEN, AS_WRITTEN, 1.0, 1.0)
+    if not report or defaults:
         return [*report, end_id(tokenizer)], None
     findings, impression = split_report_text(study.report)
     both = bool(findings and impression)
     impression_first = config.report_format == IMPRESSION_FIRST and both
-    text = report_text(findings, impression, impression_first=True) if impression_first else study.report
-    ids = encode_report(tokenizer, text) if impression_first else report
+    if FINDINGS_TAG in study.report or IMPRESSION_TAG in study.report:
+        if config.findings_order == AFFIRMED_FIRST and findings:
+            findings = affirmed_first(findings)
+        text = report_text(findings, impression, impression_first=impression_first)
+    else:
+        text = study.report  # untagged text is one section: its sentences stay where they are
+    ids = report if text == study.report else encode_report(tokenizer, text)
     if both:
         first = report_text("", impression) if impression_first else report_text(findings, "")
         split = token_boundary(tokenizer, first, ids)
@@ -220,6 +236,7 @@ def report_generation(
 def _validate_options(config: TaskMixConfig) -> None:
     check_probability(config, "report_drop_prob")
     check_choice(config, "report_format", REPORT_FORMATS)
+    check_choice(config, "findings_order", FINDINGS_ORDERS)
     check_loss_weight(config, "impression_weight")
     check_loss_weight(config, "finding_weight")
     if not 0.0 <= config.word_dropout < 1.0:
