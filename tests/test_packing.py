@@ -24,6 +24,7 @@ from radllm.packing import (
     causal_lm_loss,
     collate_packed,
     collate_padded,
+    pack_carrying,
     pack_examples,
     pack_stream,
     packing_efficiency,
@@ -111,6 +112,32 @@ def test_overflow_drop_and_truncate_are_counted():
     assert kept.input_ids == long_example.input_ids[:32] and kept.labels == long_example.labels[:32]
     with pytest.raises(ValueError, match="overflow='wrap'"):
         pack_examples([short], seq_len=32, pad_id=PAD, overflow="wrap")
+
+
+def test_carrying_holds_back_the_least_filled_row_and_fills_every_other_row_fuller_than_batch_alone():
+    """Small batches (the trainer's loader batches): carried rows against each batch packed alone."""
+    rng = random.Random(5)
+    batches = [random_examples(9, rng, lo=10, hi=40) for _ in range(30)]
+    alone = [row for batch in batches for row in pack_examples(batch, seq_len=64, pad_id=PAD)]
+    carried, held, seen = [], [], []
+    for call, batch in enumerate(batches):
+        rows, new_held = pack_carrying(batch, seq_len=64, pad_id=PAD, held=held)
+        if held:  # what was held opens this call's first row, which goes out now
+            assert rows[0].keys[: len(held)] == [e.key for e in held]
+        if new_held:  # the held row is the least-filled of the rows it was chosen from, and not full
+            free = rows[1:] if held else rows
+            assert sum(len(e) for e in new_held) < 64
+            assert all(row.n_real >= sum(len(e) for e in new_held) for row in free)
+        carried.extend(rows)
+        seen.extend(call for _ in rows)
+        held = new_held
+    rows, rest = pack_carrying([], seq_len=64, pad_id=PAD, held=held)
+    assert rest == [] and len(rows) == (1 if held else 0)  # the last held row goes out at the next call
+    carried.extend(rows)
+    expected = Counter((tuple(e.input_ids), tuple(e.labels)) for batch in batches for e in batch)
+    assert Counter(unpack(carried)) == expected == Counter(unpack(alone))
+    assert packing_efficiency(carried) > packing_efficiency(alone) + 0.03  # each batch's part-empty last row is gone
+    assert len(carried) < len(alone)
 
 
 def test_stream_packer_keeps_every_example_and_delays_none_beyond_two_buffers():

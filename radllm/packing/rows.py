@@ -229,6 +229,34 @@ def pack_examples(
     return _emit(_fill_rows(admitted, seq_len), seq_len, pad_id, stats)
 
 
+def pack_carrying(
+    examples: Iterable[TaskExample],
+    seq_len: int,
+    pad_id: int,
+    held: Sequence[TaskExample] = (),
+    overflow: str = "drop",
+    stats: PackingStats | None = None,
+) -> tuple[list[PackedRow], list[TaskExample]]:
+    """Pack `examples` after the `held` ones, holding the least-filled row back for the next call.
+
+    The rows of one call are packed from one batch of examples, so the last of them is usually
+    part-empty (about a tenth of a small batch's tokens); held back, its examples start the next
+    call's first row, which is always emitted, so no example waits more than two calls. Returns
+    the rows to train on now and the examples held back (empty when every row is full).
+    """
+    _check_args(seq_len, overflow)
+    stats = stats if stats is not None else PackingStats()
+    admitted = [e for e in (_admit(x, seq_len, overflow, stats) for x in examples) if e is not None]
+    rows = _fill_rows(admitted, seq_len, held)
+    first_free = 1 if held else 0  # a row that already holds held-back examples goes out now
+    kept: list[TaskExample] = []
+    if len(rows) > first_free:
+        hold = min(range(first_free, len(rows)), key=lambda i: sum(len(e) for e in rows[i]))
+        if sum(len(e) for e in rows[hold]) < seq_len:
+            kept = rows.pop(hold)
+    return _emit(rows, seq_len, pad_id, stats), kept
+
+
 def pack_stream(
     examples: Iterable[TaskExample],
     seq_len: int,
@@ -237,12 +265,8 @@ def pack_stream(
     overflow: str = "drop",
     stats: PackingStats | None = None,
 ) -> Iterator[PackedRow]:
-    """Pack an (endless) stream in buffers of `buffer_size` examples.
-
-    After each buffer the least-filled row is held back and becomes the start of the next
-    buffer's first row, which is always emitted, so no example waits more than two buffers;
-    what is left is flushed when the stream ends.
-    """
+    """Pack an (endless) stream in buffers of `buffer_size` examples (`pack_carrying` per buffer);
+    what is left is flushed when the stream ends."""
     _check_args(seq_len, overflow)
     if buffer_size < 1:
         raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
@@ -250,20 +274,12 @@ def pack_stream(
     buffer: list[TaskExample] = []
     held: list[TaskExample] = []
     for example in examples:
-        admitted = _admit(example, seq_len, overflow, stats)
-        if admitted is None:
-            continue
-        buffer.append(admitted)
+        buffer.append(example)
         if len(buffer) < buffer_size:
             continue
-        rows = _fill_rows(buffer, seq_len, held)
+        rows, held = pack_carrying(buffer, seq_len, pad_id, held, overflow, stats)
         buffer = []
-        first_free = 1 if held else 0  # a row that already holds held-back examples goes out now
-        held = []
-        if len(rows) > first_free:
-            hold = min(range(first_free, len(rows)), key=lambda i: sum(len(e) for e in rows[i]))
-            if sum(len(e) for e in rows[hold]) < seq_len:
-                held = rows.pop(hold)
-        yield from _emit(rows, seq_len, pad_id, stats)
+        yield from rows
     if buffer or held:
-        yield from _emit(_fill_rows(buffer, seq_len, held), seq_len, pad_id, stats)
+        admitted = [e for e in (_admit(x, seq_len, overflow, stats) for x in buffer) if e is not None]
+        yield from _emit(_fill_rows(admitted, seq_len, held), seq_len, pad_id, stats)

@@ -3,9 +3,11 @@
 The training split is read as `data.streams` data-parallel streams. Each stream reads its own part
 of the shards (`ShardLoader`), turns every loader batch of studies into task examples
 (`TaskMixer`, seeded per study and epoch) and packs that batch's examples into rows
-(`pack_examples`). Rows wait in a queue until a micro-batch is full. The queue is part of the
-checkpoint, together with the reader position, so a resumed run continues with exactly the rows
-an uninterrupted one would have seen (rows hold a few thousand ints; cheap to store).
+(`pack_carrying`: the least-filled row is held back and its examples open the next batch's
+rows, so rows are full but for the held ones). Rows wait in a queue until a micro-batch is
+full. The queue and the held examples are part of the checkpoint, together with the reader
+position, so a resumed run continues with exactly the rows an uninterrupted one would have seen
+(rows hold a few thousand ints; cheap to store).
 
 Streams, not ranks, define the data: rank r of W trains on streams r, r+W, ... (`RankBatches`),
 `grad_accum` micro-batches of each per optimizer step. With as many streams as ranks (the
@@ -30,8 +32,8 @@ from radllm.data.reader import ShardLoader, ShardStream
 from radllm.data.sample import TokenizedStudy
 from radllm.data.shards import ShardIndex
 from radllm.errors import RadllmError
-from radllm.packing import PackedRow, PackingStats, collate_packed, pack_examples
-from radllm.tasks import TASK_NAMES, TaskMixConfig, TaskMixer, task_spec
+from radllm.packing import PackedRow, PackingStats, collate_packed, pack_carrying, pack_examples
+from radllm.tasks import TASK_NAMES, TaskExample, TaskMixConfig, TaskMixer, task_spec
 from radllm.training.config import DataOptions
 from radllm.vocab_spec import VisualVocabSpec
 
@@ -100,6 +102,7 @@ class PackedBatches:
         self.mixer = TaskMixer(tokenizer, spec, tasks, seed)
         self.packing = PackingStats()
         self.pending: deque[PackedRow] = deque()
+        self.held: list[TaskExample] = []  # the least-filled row of the last loader batch, packed first into the next
         self._studies: Iterator[list[TokenizedStudy]] | None = None
 
     def _next_studies(self) -> tuple[list[TokenizedStudy], int]:
@@ -119,17 +122,20 @@ class PackedBatches:
         while len(self.pending) < self.micro_batch_size:
             studies, epoch = self._next_studies()
             examples = self.mixer.examples(studies, epoch)
-            self.pending.extend(pack_examples(examples, self.data.seq_len, self.pad_id, self.data.overflow, self.packing))
+            rows, self.held = pack_carrying(examples, self.data.seq_len, self.pad_id, self.held, self.data.overflow, self.packing)
+            self.pending.extend(rows)
         return [self.pending.popleft() for _ in range(self.micro_batch_size)]
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         return collate_rows(self.next_rows(), self.spec)
 
     def state_dict(self) -> dict[str, Any]:
-        """Reader position, the rows packed but not yet trained on, and counters (JSON-serialisable)."""
+        """Reader position, the rows packed but not yet trained on, the examples held back for the
+        next row, and counters (JSON-serialisable)."""
         return {
             "reader": self.loader.state_dict(),
             "pending": [asdict(row) for row in self.pending],
+            "held": [asdict(example) for example in self.held],
             "task_counts": dict(self.mixer.counts),
             "packing": asdict(self.packing),
         }
@@ -138,6 +144,7 @@ class PackedBatches:
         self.loader.load_state_dict(state["reader"])
         self._studies = None
         self.pending = deque(PackedRow(**row) for row in state["pending"])
+        self.held = [TaskExample(**example) for example in state.get("held", [])]  # absent before carrying (older checkpoints)
         self.mixer.counts.clear()
         self.mixer.counts.update(state["task_counts"])
         self.packing = PackingStats(**state["packing"])

@@ -101,6 +101,7 @@ class StepStats:
     nonfinite: float = 0.0
     stop_signalled: float = 0.0
     attended_pairs: float = 0.0
+    examples: float = 0.0  # task examples (packed samples) trained on
     samples_corrupt: float = 0.0  # the readers' counts since this process started (cumulative, not per step)
     samples_missing: float = 0.0
 
@@ -337,6 +338,7 @@ class Trainer:
             nonfinite=0.0 if torch.isfinite(sums).all() else 1.0,
             stop_signalled=float(self.stop_request.pending),  # rides on this all-reduce: every rank learns it at the same step
             attended_pairs=sum(attended_pairs(b["cu_seqlens"], mask) for b, mask in zip(batches, real, strict=True)),
+            examples=sum(int(mask.flatten()[b["cu_seqlens"][:-1].long()].sum()) for b, mask in zip(batches, real, strict=True)),
             **self.data.samples_lost(),
         )
         stats = StepStats.from_vector(self._all_reduce(local.to_vector()))
@@ -354,6 +356,8 @@ class Trainer:
             "tokens": int(stats.tokens),
             "targets": int(n_targets),
             "tokens_per_s": stats.tokens / elapsed,
+            "examples": int(stats.examples),
+            "examples_per_s": stats.examples / elapsed,
             "data_wait": data_time / elapsed,
             "step_time": elapsed,
             "applied": applied,
