@@ -49,7 +49,11 @@ DEMO_PRETRAIN_SET ?=
 DEMO_STAGE1_SET ?=
 DEMO_STAGE2_SET ?=
 DEMO_GENERATE_ARGS ?=
-DEMO_REPORT_ARGS ?=
+# `generate reports`: 8 drafts per study (the greedy report, then 7 findings sections sampled at
+# temperature 0.7 after its impression), the one with the fewest coherence faults kept, then the
+# likeliest (docs/generation.md "Report drafts"); chosen on 600 *validation* studies over one
+# plain greedy report and over 8 whole drafts (docs/demo.md).
+DEMO_REPORT_ARGS ?= --candidates 8 --temperature 0.7
 # `generate images` sampling: guidance 3 at temperature 0.3, the best clinical agreement of seven
 # settings tried on 200 *validation* studies (0.777; the CLI defaults, guidance 4 at temperature 1,
 # 0.668: they draw more findings, true and false alike), and the best of 16 drawings by the model's
@@ -125,10 +129,16 @@ $(D)/model/radllm.json: $(D)/stage1/model/radllm.json configs/demo/stage2.yaml
 	    $(call sets,$(DEMO_STAGE2_SET)) \
 	&& $(call timed,stage2)
 
-# Ablation: the same stage 2 without the L2 pull (only held-out perplexity is compared).
-$(D)/stage2_no_l2/model/radllm.json: $(D)/stage1/model/radllm.json configs/demo/stage2.yaml
+# Ablation: the same two stages without the L2 pull (λ = 0 in both), otherwise the same; only
+# held-out perplexity is compared.
+$(D)/stage1_no_l2/model/radllm.json: $(D)/pretrain/model/radllm.json configs/demo/stage1.yaml
+	$(START) $(TRAIN) --config configs/demo/stage1.yaml $(TRAIN_PATHS) --set run_dir=$(D)/stage1_no_l2 \
+	    --set model.init=$(D)/pretrain/model --set anchor.lambda_reg=0 $(call sets,$(DEMO_STAGE1_SET)) \
+	&& $(call timed,stage1_no_l2)
+
+$(D)/stage2_no_l2/model/radllm.json: $(D)/stage1_no_l2/model/radllm.json configs/demo/stage2.yaml
 	$(START) $(TRAIN) --config configs/demo/stage2.yaml $(TRAIN_PATHS) --set run_dir=$(D)/stage2_no_l2 \
-	    --set model.init=$(D)/stage1/model --set anchor.pretrained=$(D)/pretrain/model --set anchor.lambda_reg=0 \
+	    --set model.init=$(D)/stage1_no_l2/model --set anchor.pretrained=$(D)/pretrain/model --set anchor.lambda_reg=0 \
 	    --set export_dir=$(D)/stage2_no_l2/model \
 	    $(call sets,$(DEMO_STAGE2_SET)) \
 	&& $(call timed,stage2_no_l2)

@@ -65,7 +65,7 @@ OTHER_ROWS = (
     ("images: agreement, an image showing nothing", f"image/{ABSENT_IMAGES}/gen_clinical_agreement"),
     ("report perplexity: pretrained LM", "perplexity/pretrained"),
     ("report perplexity: stage 2 with L2", "perplexity/stage2_l2"),
-    ("report perplexity: stage 2 without L2", "perplexity/stage2_no_l2"),
+    ("report perplexity: without L2 (λ = 0 in both stages)", "perplexity/stage2_no_l2"),
 )
 
 
