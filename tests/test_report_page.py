@@ -33,7 +33,8 @@ def _metrics_jsonl(run_dir: Path) -> Path:
     records.append({"kind": "train", "step": 3, "loss": 2.0, "lr": 1e-3})
     for step, f1 in ((2, 0.2), (4, 0.3)):
         records.append({"kind": "eval", "step": step, "loss": 3.0 - step / 4, "targets": 100, "task_loss": {"vqa": 1.0},
-                        "samples": {"f1_micro_present": f1, "f1_micro_14": f1 / 2},
+                        "samples": {"f1_micro_present": f1, "f1_micro_14": f1 / 2, "contradiction_rate": 0.5 - f1},
+                        "text_perplexity": {"perplexity": 2.0 + step, "n_tokens": 50},
                         "grounding": {"report_generation": {"nll_own": 9.0, "gain_nats": step / 10, "frac_better": 0.5 + step / 20}}})
     return _write(run_dir / "metrics.jsonl", records, tail='{"kind": "train", "step": 5, "lo')  # torn by a kill
 
@@ -46,6 +47,8 @@ def test_read_run_flattens_keeps_the_last_record_of_a_step_and_ignores_a_torn_li
     panels = curve_panels([run])
     assert [(p.title, p.reference, p.detail) for p in panels] == [
         ("train loss", None, False), ("eval loss (held-out rows)", None, False), ("samples: clinical F1 micro (present)", None, False),
+        ("samples: reports that contradict themselves", None, False),  # no side_consistency logged: no panel
+        ("held-out text perplexity (pretrained LM task)", None, False),
         ("grounding/report_generation/frac_better", 0.5, False), ("grounding/report_generation/gain_nats", 0.0, False),
         ("grounding/report_generation/nll_own", None, True),  # secondary: folded away on the page
     ]
@@ -107,10 +110,11 @@ def test_learning_curves_are_drawn_from_metrics_jsonl(page: str) -> None:
     curves = page[page.index("<section id=curves>"):page.index("<section id=samples>")]
     charts = re.findall(r"<svg.*?</svg>", curves)
     titles = [re.search(r'font-weight="bold">([^<]+)<', chart).group(1) for chart in charts]
-    assert titles[:3] == ["train loss", "eval loss (held-out rows)", "samples: clinical F1 micro (present)"]
-    assert titles[3:] == ["grounding/report_generation/frac_better", "grounding/report_generation/gain_nats",
+    assert titles[:5] == ["train loss", "eval loss (held-out rows)", "samples: clinical F1 micro (present)",
+                          "samples: reports that contradict themselves", "held-out text perplexity (pretrained LM task)"]
+    assert titles[5:] == ["grounding/report_generation/frac_better", "grounding/report_generation/gain_nats",
                           "grounding/report_generation/nll_own"]
-    assert 'class="reference"' in charts[3] and 'class="reference"' not in charts[0]  # chance level of frac_better
+    assert 'class="reference"' in charts[5] and 'class="reference"' not in charts[0]  # chance level of frac_better
     details = curves[curves.index("<details>"):]
     assert "grounding/report_generation/nll_own" in details and "gain_nats" not in details
     lines = re.findall(r'<polyline class="line" data-series="([^"]+)" points="([^"]+)"', charts[0])

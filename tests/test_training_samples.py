@@ -116,3 +116,9 @@ def test_sample_scores_count_the_findings_the_labeler_reads_on_both_sides():
     assert scores["recall_micro_present"] == pytest.approx(tp / (tp + fn))
     # present observations: effusion (F1 1), pneumothorax (tp 1, fn 1: F1 2/3), no finding (F1 1)
     assert scores["f1_macro_present"] == pytest.approx((1 + 2 / 3 + 1) / 3)
+    # coherence: no sample has two sections, contradicts or repeats itself
+    assert (scores["contradiction_rate"], scores["repeat_rate"]) == (0.0, 0.0) and "side_consistency" not in scores
+    faulty = records + [{"reference": "Small left pneumothorax.", "report": "FINDINGS: No pneumothorax. No pneumothorax. "
+                                                                           "Small left effusion. IMPRESSION: Small right effusion."}]
+    scores = sample_scores(faulty)  # the fourth contradicts nothing (sides differ), repeats a sentence and swaps the side
+    assert (scores["contradiction_rate"], scores["repeat_rate"], scores["side_consistency"]) == (0.0, 0.25, 0.0)

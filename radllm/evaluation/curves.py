@@ -9,8 +9,9 @@ diagnostics under ``grounding``); nested objects are read as ``a/b`` keys, as te
 them. A resumed run may log a step twice: the last record of a step wins. A torn last line (a
 killed run) is ignored.
 
-The charts (`curve_panels`): train loss, eval loss, ``samples/f1_micro_present`` and every
-``grounding/...`` key found, one line per run. The grounding keys that answer "is it reading the
+The charts (`curve_panels`): train loss, eval loss, the samples' clinical F1, contradictions and
+side consistency, held-out text perplexity (each where logged) and every ``grounding/...`` key
+found, one line per run. The grounding keys that answer "is it reading the
 image?" (`GROUNDING_HEADLINE`: the gain in nats and the fraction of studies better with their own
 image, with the line a model that ignores the image sits on) come first; the others (NLLs,
 counts) are marked `detail` for the page to fold away. Train losses of long runs are averaged
@@ -36,6 +37,9 @@ FIXED_CURVES = (
     ("train", "loss", "train loss"),
     ("eval", "loss", "eval loss (held-out rows)"),
     ("eval", "samples/f1_micro_present", "samples: clinical F1 micro (present)"),
+    ("eval", "samples/contradiction_rate", "samples: reports that contradict themselves"),
+    ("eval", "samples/side_consistency", "samples: same side in findings and impression"),
+    ("eval", "text_perplexity/perplexity", "held-out text perplexity (pretrained LM task)"),
 )
 GROUNDING_PREFIX = "grounding/"
 #: Last key segment of the grounding charts shown first -> the value of a model that ignores its image.

@@ -36,6 +36,7 @@ from radllm.generation.inputs import StudyInput, iter_shard_inputs
 from radllm.generation.model import Generator
 from radllm.generation.sampling import DecodingConfig
 from radllm.labeler import default_labeler
+from radllm.labeler.coherence import coherence_metrics, read_coherence
 from radllm.vocab_spec import VisualVocabSpec
 
 SAMPLES_DIRNAME = "samples"
@@ -79,18 +80,25 @@ def sample_reports(
 
 
 SCORE_KEYS = ("ce_f1_micro_present", "ce_f1_macro_present", "ce_precision_micro_present", "ce_recall_micro_present")
+COHERENCE_KEYS = ("contradiction_rate", "repeat_rate", "side_consistency")
 
 
 def sample_scores(records: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Clinical efficacy of the samples: labeler on each generated report vs labeler on its reference.
+    """Clinical efficacy of the samples: labeler on each generated report vs labeler on its reference,
+    and their coherence (`radllm.labeler.coherence`, the rules `radllm evaluate` scores with).
 
     Uncertain findings count as positive, as in `radllm evaluate`'s default; "present" averages
     are over the observations some reference states. Returns the `SCORE_KEYS` with the `ce_`
-    prefix dropped.
+    prefix dropped, `contradiction_rate`, `repeat_rate` and, when some sample gives a side for a
+    finding in both sections, `side_consistency`: the learning curve of reports that read like one.
     """
     labeler = default_labeler()
-    scores = clinical_efficacy([labeler.label(r["report"]) for r in records], [labeler.label(r["reference"]) for r in records], "positive")
-    return {key.removeprefix("ce_"): scores[key] for key in SCORE_KEYS}
+    reports = [r["report"] for r in records]
+    scores = clinical_efficacy([labeler.label(r) for r in reports], [labeler.label(r["reference"]) for r in records], "positive")
+    coherence = coherence_metrics(reports, read_coherence(reports))
+    out = {key.removeprefix("ce_"): scores[key] for key in SCORE_KEYS}
+    out |= {key: coherence[key] for key in COHERENCE_KEYS if coherence.get(key) is not None}
+    return out
 
 
 def samples_path(run_dir: str | Path, step: int) -> Path:
