@@ -49,11 +49,11 @@ DEMO_PRETRAIN_SET ?=
 DEMO_STAGE1_SET ?=
 DEMO_STAGE2_SET ?=
 DEMO_GENERATE_ARGS ?=
-# `generate reports`: 8 drafts per study (the greedy report, then 7 findings sections sampled at
-# temperature 0.7 after its impression), the one with the fewest coherence faults kept, then the
-# likeliest (docs/generation.md "Report drafts"); chosen on 600 *validation* studies over one
-# plain greedy report and over 8 whole drafts (docs/demo.md).
-DEMO_REPORT_ARGS ?= --candidates 8 --temperature 0.7
+# `generate reports`: after the greedy impression, the findings are written sentence by sentence,
+# each sentence the best of 8 drawn at temperature 0.7 by the coherence rules, then likelihood
+# (docs/generation.md "Report drafts"); chosen on 600 *validation* studies over one plain greedy
+# report, 8 whole drafts and 8 whole findings sections (docs/demo.md).
+DEMO_REPORT_ARGS ?= --candidates 8 --temperature 0.7 --draft-unit sentence
 # `generate images` sampling: guidance 3 at temperature 0.3, the best clinical agreement of seven
 # settings tried on 200 *validation* studies (0.777; the CLI defaults, guidance 4 at temperature 1,
 # 0.668: they draw more findings, true and false alike), and the best of 16 drawings by the model's

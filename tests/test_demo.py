@@ -32,7 +32,7 @@ SMALL = {
     "DEMO_PRETRAIN_SET": "schedule.max_steps=2 data.studies_per_batch=8 optim.micro_batch_size=1",
     "DEMO_STAGE1_SET": "schedule.max_steps=2 data.studies_per_batch=4 optim.micro_batch_size=1",
     "DEMO_STAGE2_SET": "schedule.max_steps=2 data.studies_per_batch=4 optim.micro_batch_size=1",
-    "DEMO_REPORT_ARGS": "--max-new-tokens 24 --candidates 2 --temperature 0.7",
+    "DEMO_REPORT_ARGS": "--max-new-tokens 24 --candidates 2 --temperature 0.7 --draft-unit sentence",
     "DEMO_UNSEEN_N": "10",
 }
 STEPS = ["phantoms", "cxr_encoder", "vq", "tokenizer", "shards", "pretrain", "stage1", "stage2", "stage1_no_l2", "stage2_no_l2",
@@ -89,7 +89,7 @@ def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None
         assert "lambda_reg: 0.0" in ablation and "lambda_reg: 0.0" not in (demo / stage / "config.yaml").read_text()
     assert "init: " + str(demo / "stage1_no_l2" / "model") in (demo / "stage2_no_l2" / "config.yaml").read_text()
     drafted = [json.loads(line) for line in (demo / "generate" / "reports.jsonl").read_text().splitlines()]
-    assert all(r["candidates"] == 2 for r in drafted)
+    assert all((r["candidates"], r["draft_unit"]) == (2, "sentence") for r in drafted)
 
     dry = _make(demo, "-n", "demo")  # everything is up to date: only the table would be printed
     assert dry.returncode == 0

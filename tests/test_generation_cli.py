@@ -82,7 +82,7 @@ def test_report_records_follow_the_contract(clean_reports):
     assert [r["study_id"] for r in clean_reports] == [f"study{i:03d}" for i in range(N_STUDIES)]
     for record in clean_reports:
         assert set(record) == {"task", "study_id", "report", "views", "decoding", "cfg_scale", "candidates", "chosen_candidate", "faults",
-                               "draft_nll"}
+                               "draft_nll", "draft_unit"}
         assert record["task"] == "report" and record["views"] == ["PA"] and record["report"] and record["cfg_scale"] == 1.0
         assert (record["candidates"], record["chosen_candidate"], record["draft_nll"]) == (1, 0, None)
         assert record["faults"] == draft_faults(read_coherence([record["report"]])[0])
@@ -270,6 +270,52 @@ def test_report_candidates_keep_the_draft_with_fewest_faults_then_the_likeliest(
         main(base_args(setup, "vqa", setup["manifest"], tmp_path / "vqa.jsonl", "--candidates", "2"))
 
 
+def test_sentence_drafts_choose_each_sentence_among_n_against_a_one_study_reference(setup, tmp_path, monkeypatch):
+    """`--draft-unit sentence`: every sentence drawn N times (each candidate alone here, with its
+    key), the one whose report so far has the fewest wrong statements, then unsupported findings,
+    then the lowest NLL kept, until a candidate ends the report or the 12 ids run out; the kept
+    report is the greedy one or the built one by the same rule."""
+    monkeypatch.setattr(reports_mode, "second_section_start", lambda tokenizer, ids: 3)
+    gen = load_generator(setup["model"], setup["vq"])
+    ends = [i for i in range(gen.spec.text_vocab_size) if i % 3 == 0]  # short "sentences": several per report
+    monkeypatch.setattr(reports_mode, "sentence_end_ids", lambda tokenizer: ends)
+    assert main(report_args(setup, setup["manifest"], tmp_path / "s.jsonl", "--candidates", "3", "--temperature", "1.5",
+                            "--draft-unit", "sentence")) == 0
+    records = read_jsonl(tmp_path / "s.jsonl")
+    sample = DecodingConfig(strategy="sample", temperature=1.5, seed=0, max_new_tokens=12)
+    codes, _ = prompt_codes(manifest_inputs(setup["manifest"]), gen.vq, 2)
+    text = lambda ids: as_written_order(decode_report(gen.tokenizer, ids)).strip()  # noqa: E731
+
+    def rank(ids: list[int], log_probs: list[float]) -> tuple:
+        reading = read_coherence([text(ids)])[0]
+        unsupported = len(reading.unsupported)
+        return draft_faults(reading) - unsupported, unsupported, -sum(log_probs) / max(1, len(log_probs))
+
+    several_sentences = False
+    for record, study_codes in zip(records, codes):
+        prompt = report_generation_prompt(study_codes, gen.tokenizer, gen.spec, 2, 0)
+        first_lp: list[list[float]] = []
+        first = generate_report_ids(gen, [prompt], [record["study_id"]], DecodingConfig(max_new_tokens=12), log_probs=first_lp)[0]
+        built, built_lp, sentence = first[:3], first_lp[0][:3], 0
+        while len(built) < 12:
+            options = []
+            for k in range(3):
+                lp: list[list[float]] = []
+                ids = generate_report_ids(gen, [prompt + built], [candidate_key(record["study_id"], sentence * 3 + k + 1)],
+                                          replace(sample, max_new_tokens=12 - len(built)), log_probs=lp, stop_ids=ends)[0]
+                options.append((rank(built + ids, built_lp + lp[0]), k, ids, lp[0]))
+            _, _, ids, lp = min(options)
+            built, built_lp, sentence = built + ids, built_lp + lp, sentence + 1
+            if len(lp) > len(ids) or not ids or ids[-1] not in ends:
+                break
+        several_sentences |= sentence > 1
+        drafts = [(rank(first, first_lp[0]), 0, first), (rank(built, built_lp), 1, built)]
+        (key, best, ids) = min(drafts)
+        assert (record["chosen_candidate"], record["report"], record["draft_unit"]) == (best, text(ids), "sentence")
+        assert record["draft_nll"] == pytest.approx(key[2], abs=1e-4)
+    assert several_sentences
+
+
 def test_second_section_start_is_the_first_section_and_the_next_tag(setup):
     tokenizer = load_generator(setup["model"], setup["vq"]).tokenizer
     for text, first in (("IMPRESSION: Small left effusion. FINDINGS: No pneumothorax.", "IMPRESSION: Small left effusion. FINDINGS:"),
@@ -289,11 +335,12 @@ def test_choose_drafts_counts_faults_before_likelihood_and_the_first_draft_wins_
     swapped = "FINDINGS: Small left pleural effusion. IMPRESSION: Right pleural effusion."
     unsupported = "FINDINGS: The lungs are clear. IMPRESSION: Mild cardiomegaly."
     assert [draft_faults(r) for r in read_coherence([clean, contradicted, repeated_twice, swapped, unsupported])] == [0, 2, 2, 1, 1]
-    # study 0: the clean draft wins though less likely; study 1: equal faults -> lower NLL; study 2: a tie -> draft 0
-    texts = [[contradicted, swapped, clean], [clean, unsupported, clean]]
-    nll = torch.tensor([[0.1, 0.5, 0.3], [0.9, 0.2, 0.3]])
-    assert [(c.index, c.faults) for c in choose_drafts(texts, nll)] == [(1, 0), (1, 1), (0, 0)]
-    assert [c.nll for c in choose_drafts(texts, nll)] == pytest.approx([0.9, 0.2, 0.3])
+    # study 0: the clean draft wins though less likely; study 1: a missing finding beats a wrong side though
+    # less likely; study 2: a tie -> draft 0; study 3: the missing finding again (here also the likelier)
+    texts = [[contradicted, unsupported, clean, swapped], [clean, swapped, clean, unsupported]]
+    nll = torch.tensor([[0.1, 0.5, 0.3, 0.6], [0.9, 0.2, 0.3, 0.4]])
+    assert [(c.index, c.faults) for c in choose_drafts(texts, nll)] == [(1, 0), (0, 1), (0, 0), (1, 1)]
+    assert [c.nll for c in choose_drafts(texts, nll)] == pytest.approx([0.9, 0.5, 0.3, 0.4])
     assert [(c.index, c.nll) for c in choose_drafts([[swapped, clean]], None)] == [(0, None), (0, None)]
 
 

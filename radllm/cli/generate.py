@@ -92,7 +92,7 @@ def build_request(args: argparse.Namespace):
         task=args.task, model=args.model, input=args.input, out=args.out, vq=args.vq, split=args.split, batch_size=args.batch_size,
         device=args.device, dtype=args.dtype, stage=args.stage, template=args.template, max_views=getattr(args, "max_views", 2),
         decoding=decoding, cfg_scale=getattr(args, "cfg_scale", 1.0), image_condition=getattr(args, "condition", None),
-        candidates=getattr(args, "candidates", 1), observations=getattr(args, "observations", OBSERVATIONS),
+        candidates=getattr(args, "candidates", 1), draft_unit=getattr(args, "draft_unit", "report"), observations=getattr(args, "observations", OBSERVATIONS),
         questions=getattr(args, "questions", None), shuffle_images=getattr(args, "shuffle_images", None), progress=not args.no_progress,
     )
 

@@ -119,8 +119,9 @@ def decode_text(
     unconditional_prompts: Sequence[Sequence[int]] | None = None,
     cfg_scale: float = 1.0,
     log_probs: list[list[float]] | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> list[list[int]]:
-    """Greedy or sampled continuation of every prompt until eos or `config.max_new_tokens`.
+    """Greedy or sampled continuation of every prompt until eos, a stop id or `config.max_new_tokens`.
 
     Args:
         allowed: bool [V] of ids that may be emitted (eos among them); the rest get -inf.
@@ -137,6 +138,7 @@ def decode_text(
         log_probs: when given (an empty list), filled with one list per prompt: the log-probability
             of each emitted id, eos included when emitted, under the model's own distribution
             (unguided, before temperature and filtering), from the decoding pass itself.
+        stop_ids: ids that end a row like eos but are kept in its output (e.g. a sentence's end).
 
     Returns:
         Generated ids per prompt, eos excluded.
@@ -154,7 +156,8 @@ def decode_text(
         log_probs.extend([] for _ in prompts)
     rows = torch.arange(n)  # original index of each row in the batch
     live_generators = list(generators) if generators is not None else None
-    ended = torch.zeros(n, dtype=torch.bool, device=model.device)  # rows that emitted eos (they stay until dropped)
+    ended = torch.zeros(n, dtype=torch.bool, device=model.device)  # rows that emitted eos or a stop id (they stay until dropped)
+    stops = torch.tensor(sorted({eos_id, *stop_ids}), dtype=torch.long, device=model.device)
     for step in range(config.max_new_tokens):
         logits = batch.logits
         live = rows.numel()
@@ -174,7 +177,7 @@ def decode_text(
                 log_probs[row].append(chosen_log_probs[index])
         if step == config.max_new_tokens - 1:
             break
-        ended = tokens == eos_id
+        ended = torch.isin(tokens, stops)
         if stop_together is not None:
             if stop_together(bool(ended.all())):
                 break

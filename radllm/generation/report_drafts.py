@@ -7,7 +7,9 @@ its other drafts of the same study are clean, so `radllm generate reports --cand
 drafts per study and keeps one with the fewest faults (`draft_faults`, read by
 `radllm.labeler.coherence`, the rules the evaluation scores with); among those it keeps the draft
 the model itself finds most likely (mean NLL per token of the draft after the study's prompt),
-so a fault-free greedy draft is never traded for a fault-free but unlikely sample.
+so a fault-free greedy draft is never traded for a fault-free but unlikely sample. A wrong
+statement (contradiction, repeat, side conflict) counts before a missing one (an unsupported
+impression finding).
 
 Draft 0 is the run's own decoding (greedy by default), so N = 1 is plain generation. Drafts
 1..N-1 keep draft 0's first section (an impression-first model's impression: what it decided the
@@ -38,14 +40,23 @@ class DraftChoice:
     nll: float | None  # mean NLL per token; None when there was one draft (nothing scored)
 
 
+def wrong_statements(reading: ReportCoherence) -> int:
+    """What a draft states wrongly: contradicted observations, repeated sentences, side conflicts."""
+    return len(reading.contradictions) + len(reading.repeated) + len(reading.side_conflicts)
+
+
 def draft_faults(reading: ReportCoherence) -> int:
-    """Faults of one draft: contradicted observations, repeated sentences, side conflicts and
-    observations the impression concludes but no findings sentence supports."""
-    return len(reading.contradictions) + len(reading.repeated) + len(reading.side_conflicts) + len(reading.unsupported)
+    """Faults of one draft: its `wrong_statements` and the observations the impression concludes
+    but no findings sentence supports."""
+    return wrong_statements(reading) + len(reading.unsupported)
 
 
 def choose_drafts(texts: Sequence[Sequence[str]], nll: torch.Tensor | None) -> list[DraftChoice]:
-    """For each study, the draft with the fewest faults and then the lowest NLL (then the lowest index).
+    """For each study, the draft with the fewest wrong statements, then the fewest unsupported
+    impression findings, then the lowest NLL (then the lowest index).
+
+    A wrong statement outranks a missing one: a finding not described yet can still be (a report
+    built sentence by sentence is read after every sentence), a contradiction cannot be undone.
 
     Args:
         texts: N lists of B reports: draft d of every study.
@@ -53,11 +64,10 @@ def choose_drafts(texts: Sequence[Sequence[str]], nll: torch.Tensor | None) -> l
     """
     n_drafts, n_studies = len(texts), len(texts[0])
     readings = read_coherence([text for draft in texts for text in draft])
-    faults = torch.tensor([draft_faults(r) for r in readings], dtype=torch.float64).view(n_drafts, n_studies)
+    keys = [(wrong_statements(r), len(r.unsupported)) for r in readings]
     scores = nll.double() if nll is not None else torch.zeros(n_drafts, n_studies, dtype=torch.float64)
     chosen = []
     for study in range(n_studies):
-        order = sorted(range(n_drafts), key=lambda d: (faults[d, study].item(), scores[d, study].item(), d))
-        best = order[0]
-        chosen.append(DraftChoice(best, int(faults[best, study]), None if nll is None else float(scores[best, study])))
+        best = min(range(n_drafts), key=lambda d: (*keys[d * n_studies + study], scores[d, study].item(), d))
+        chosen.append(DraftChoice(best, sum(keys[best * n_studies + study]), None if nll is None else float(scores[best, study])))
     return chosen

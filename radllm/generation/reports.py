@@ -2,13 +2,14 @@
 
 Record (one JSONL line, the contract with `radllm evaluate`):
     {"task": "report", "study_id": str, "report": str, "views": [str], "decoding": {...}, "cfg_scale": float,
-     "candidates": int, "chosen_candidate": int, "faults": int, "draft_nll": float | null}
+     "candidates": int, "chosen_candidate": int, "faults": int, "draft_nll": float | null, "draft_unit": str}
 `views` are the views shown to the model (frontal first, at most `max_views`); `cfg_scale` is the
 report guidance scale (1 = none; the unconditional branch is `unconditional_report_prompt`).
 With `candidates` N > 1 the kept report is the best of N drafts (`radllm.generation.report_drafts`):
-`chosen_candidate` is its index (0 = the run's own decoding), `faults` its coherence faults and
-`draft_nll` the model's mean NLL per token of it, eos included when it ended by one (null for
-N = 1, where nothing is scored).
+`chosen_candidate` is its index (0 = the run's own decoding; with `draft_unit` "sentence", 1 is
+the report built sentence by sentence), `faults` its coherence faults and `draft_nll` the model's
+mean NLL per token of it, eos included when it ended by one (null for N = 1, where nothing is
+scored).
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ def generate_report_ids(
     unconditional_prompts: Sequence[Sequence[int]] | None = None,
     cfg_scale: float = 1.0,
     log_probs: list[list[float]] | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> list[list[int]]:
     """Text-only continuations of `prompts` (eos excluded) with the run's strategy, guided by
     `unconditional_prompts` at `cfg_scale` when given (greedy or sampled decoding only);
-    `log_probs` as in `decode_text`."""
+    `log_probs` and `stop_ids` as in `decode_text`."""
     allowed = report_token_mask(gen.tokenizer, gen.spec, gen.vocab_size)
     eos = end_id(gen.tokenizer)
     if decoding.strategy == "beam":
@@ -73,6 +75,7 @@ def generate_report_ids(
     return decode_text(
         gen.model, prompts, allowed=allowed, eos_id=eos, pad_id=gen.pad_id, config=decoding, generators=generators,
         stop_together=gen.stop_together, unconditional_prompts=unconditional_prompts, cfg_scale=cfg_scale, log_probs=log_probs,
+        stop_ids=stop_ids,
     )
 
 
@@ -86,6 +89,75 @@ def second_section_start(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int])
     return next(k for k in range(1, len(ids) + 1) if second in decode_report(tokenizer, list(ids[:k]))[1:])
 
 
+DRAFT_UNITS = ("sentence", "report")  # --draft-unit
+
+
+def sentence_end_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids whose text ends with a sentence mark (. ! ?): where a sentence draft stops."""
+    return [i for i in range(len(tokenizer)) if decode_report(tokenizer, [i]).rstrip().endswith((".", "!", "?"))]
+
+
+def _mean_nll(log_probs: Sequence[float]) -> float:
+    return -sum(log_probs) / max(1, len(log_probs))
+
+
+def _within(ids: list[int], log_probs: list[float], limit: int) -> tuple[list[int], list[float]]:
+    """A continuation cut to `limit` ids, as if decoded alone with that budget (rows of one batch
+    decode to the batch's largest budget; each row's own is what it would have had alone)."""
+    return (ids[:limit], log_probs[:limit]) if len(ids) >= limit else (ids, log_probs)
+
+
+def draft_by_sentences(
+    gen: Generator,
+    prompts: Sequence[Sequence[int]],
+    keys: Sequence[str],
+    decoding: DecodingConfig,
+    candidates: int,
+    kept: Sequence[Sequence[int]],
+    kept_log_probs: Sequence[Sequence[float]],
+    unconditional_prompts: Sequence[Sequence[int]] | None = None,
+    cfg_scale: float = 1.0,
+) -> tuple[list[list[int]], list[list[float]]]:
+    """One report per prompt, continued from `kept` one sentence at a time: `candidates` sampled
+    sentences each time, the one whose report so far has the fewest coherence faults (then the
+    lowest NLL) kept, until the chosen candidate ends the report or the length runs out.
+
+    A whole draft fails when any of its sentences does; choosing sentence by sentence lets each
+    one be redrawn on its own. Candidate k of sentence s is drawn with key (study, s·N + k + 1).
+    Returns the reports' ids and the log-probabilities of them (eos included when they end by it).
+    """
+    sampled = replace(decoding, strategy="sample")
+    ends = sentence_end_ids(gen.tokenizer)
+    built, built_log_probs = [list(k) for k in kept], [list(lp) for lp in kept_log_probs]
+    open_rows = [i for i in range(len(prompts)) if len(built[i]) < decoding.max_new_tokens]
+    sentence = 0
+    while open_rows:
+        budget = decoding.max_new_tokens - min(len(built[i]) for i in open_rows)
+        continued = [[*prompts[i], *built[i]] for i in open_rows] * candidates
+        draw_keys = [candidate_key(keys[i], sentence * candidates + k + 1) for k in range(candidates) for i in open_rows]
+        guided = None if unconditional_prompts is None else [[*unconditional_prompts[i], *built[i]] for i in open_rows] * candidates
+        log_probs: list[list[float]] = []
+        drawn = generate_report_ids(gen, continued, draw_keys, replace(sampled, max_new_tokens=budget), guided, cfg_scale, log_probs, ends)
+        m = len(open_rows)
+        for index in range(len(drawn)):
+            drawn[index], log_probs[index] = _within(drawn[index], log_probs[index], decoding.max_new_tokens - len(built[open_rows[index % m]]))
+        texts = [[as_written_order(decode_report(gen.tokenizer, built[i] + drawn[k * m + j])).strip() for j, i in enumerate(open_rows)]
+                 for k in range(candidates)]
+        nll = torch.tensor([[_mean_nll(log_probs[k * m + j]) for j in range(m)] for k in range(candidates)], dtype=torch.float64)
+        still_open = []
+        for j, (i, choice) in enumerate(zip(open_rows, choose_drafts(texts, nll))):
+            ids, lp = drawn[choice.index * m + j], log_probs[choice.index * m + j]
+            built[i] += ids
+            built_log_probs[i] += lp
+            ended_by_eos = len(lp) > len(ids)
+            stopped = bool(ids) and ids[-1] in ends
+            if not ended_by_eos and stopped and len(built[i]) < decoding.max_new_tokens:
+                still_open.append(i)
+        open_rows = still_open
+        sentence += 1
+    return built, built_log_probs
+
+
 def draft_report_ids(
     gen: Generator,
     prompts: Sequence[Sequence[int]],
@@ -94,39 +166,50 @@ def draft_report_ids(
     candidates: int,
     unconditional_prompts: Sequence[Sequence[int]] | None = None,
     cfg_scale: float = 1.0,
+    unit: str = "report",
 ) -> tuple[list[list[list[int]]], torch.Tensor | None]:
-    """`candidates` drafts of every prompt (draft-major) and, for N > 1, their NLL [N, B].
+    """Drafts of every prompt (draft-major) and, for N > 1, their NLL [drafts, B].
 
     Draft 0 is the run's own decoding. The others keep its first section (the impression of an
-    impression-first model: the decided reading) and sample the second with the run's
+    impression-first model: the decided reading) and write the second by sampling with the run's
     temperature / top-k / top-p, so they are different wordings of one reading, checked against
-    it; a draft 0 without a second section is redrawn whole. All in one decoding batch. A
-    draft's NLL is the mean over its ids (and eos, when it ended by one) of the model's own
-    log-probabilities, taken from the decoding passes themselves.
+    it; a draft 0 without a second section is redrawn whole. With `unit` "report" that is N − 1
+    whole second sections in one decoding batch; with "sentence" one second section chosen
+    sentence by sentence among N candidates each (`draft_by_sentences`). A draft's NLL is the
+    mean over its ids (and eos, when it ended by one) of the model's own log-probabilities,
+    taken from the decoding passes themselves.
     """
     if candidates == 1:
         return [generate_report_ids(gen, prompts, keys, decoding, unconditional_prompts, cfg_scale)], None
     first_log_probs: list[list[float]] = []
     first = generate_report_ids(gen, prompts, keys, decoding, unconditional_prompts, cfg_scale, first_log_probs)
     kept = [ids[: second_section_start(gen.tokenizer, ids) or 0] for ids in first]
-    others, n = candidates - 1, len(prompts)
-    continued = [[*prompt, *prefix] for prompt, prefix in zip(prompts, kept)] * others
-    sampled = replace(decoding, strategy="sample", max_new_tokens=max(1, decoding.max_new_tokens - max(len(k) for k in kept)))
-    tail_log_probs: list[list[float]] = []
-    tails = generate_report_ids(
-        gen, continued, [candidate_key(k, d) for d in range(1, candidates) for k in keys], sampled,
-        None if unconditional_prompts is None else [[*u, *prefix] for u, prefix in zip(unconditional_prompts, kept)] * others, cfg_scale,
-        tail_log_probs,
-    )
-    drafts = [first] + [[[*kept[i], *tails[d * n + i]] for i in range(n)] for d in range(others)]
-    scored = [first_log_probs] + [[first_log_probs[i][: len(kept[i])] + tail_log_probs[d * n + i] for i in range(n)] for d in range(others)]
-    nll = torch.tensor([[-sum(lp) / max(1, len(lp)) for lp in draft] for draft in scored], dtype=torch.float64)
+    n = len(prompts)
+    if unit == "sentence":
+        built, built_log_probs = draft_by_sentences(gen, prompts, keys, decoding, candidates, kept,
+                                                    [lp[: len(k)] for lp, k in zip(first_log_probs, kept)], unconditional_prompts, cfg_scale)
+        drafts, scored = [first, built], [first_log_probs, built_log_probs]
+    else:
+        others = candidates - 1
+        continued = [[*prompt, *prefix] for prompt, prefix in zip(prompts, kept)] * others
+        sampled = replace(decoding, strategy="sample", max_new_tokens=max(1, decoding.max_new_tokens - min(len(k) for k in kept)))
+        tail_log_probs: list[list[float]] = []
+        tails = generate_report_ids(
+            gen, continued, [candidate_key(k, d) for d in range(1, candidates) for k in keys], sampled,
+            None if unconditional_prompts is None else [[*u, *prefix] for u, prefix in zip(unconditional_prompts, kept)] * others, cfg_scale,
+            tail_log_probs,
+        )
+        for index in range(len(tails)):
+            tails[index], tail_log_probs[index] = _within(tails[index], tail_log_probs[index], decoding.max_new_tokens - len(kept[index % n]))
+        drafts = [first] + [[[*kept[i], *tails[d * n + i]] for i in range(n)] for d in range(others)]
+        scored = [first_log_probs] + [[first_log_probs[i][: len(kept[i])] + tail_log_probs[d * n + i] for i in range(n)] for d in range(others)]
+    nll = torch.tensor([[_mean_nll(lp) for lp in draft] for draft in scored], dtype=torch.float64)
     return drafts, nll
 
 
 def process(
     gen: Generator, batch: Sequence[Unit], decoding: DecodingConfig, stage: int, template: int, max_views: int, cfg_scale: float = 1.0,
-    candidates: int = 1,
+    candidates: int = 1, draft_unit: str = "report",
 ) -> BatchResult:
     """Records of one batch; studies with an unreadable image are left out and reported."""
     studies = [u.study for u in batch]
@@ -138,7 +221,7 @@ def process(
     unconditional = None
     if cfg_scale != 1.0:
         unconditional = [unconditional_report_prompt(gen.tokenizer, gen.spec, stage, template)] * len(prompts)
-    drafts, nll = draft_report_ids(gen, prompts, [s.study_id for s, _ in ready], decoding, candidates, unconditional, cfg_scale)
+    drafts, nll = draft_report_ids(gen, prompts, [s.study_id for s, _ in ready], decoding, candidates, unconditional, cfg_scale, draft_unit)
     texts = [[as_written_order(decode_report(gen.tokenizer, tokens)).strip() for tokens in draft] for draft in drafts]
     chosen = choose_drafts(texts, nll)
     described = decoding.describe()
@@ -154,6 +237,7 @@ def process(
             "chosen_candidate": choice.index,
             "faults": choice.faults,
             "draft_nll": choice.nll,
+            "draft_unit": draft_unit,
         }
         for index, ((study, _), choice) in enumerate(zip(ready, chosen))
     ]
@@ -166,8 +250,8 @@ def plan(request: GenerateRequest, gen: Generator, studies: list[StudyInput]) ->
     return JobPlan(
         units(studies), record_key,
         partial(process, gen, decoding=r.decoding, stage=r.stage, template=r.template, max_views=r.max_views, cfg_scale=r.cfg_scale,
-                candidates=r.candidates),
-        {"decoding": r.decoding.describe(), "cfg_scale": r.cfg_scale, "candidates": r.candidates},
+                candidates=r.candidates, draft_unit=r.draft_unit),
+        {"decoding": r.decoding.describe(), "cfg_scale": r.cfg_scale, "candidates": r.candidates, "draft_unit": r.draft_unit},
     )
 
 
@@ -185,11 +269,16 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                              "with --temperature/--top-k/--top-p) and keep the one with the fewest coherence faults, then the most "
                              "likely to the model "
                              "(radllm.generation.report_drafts; default 1 = plain decoding, N times the cost)")
+    parser.add_argument("--draft-unit", choices=DRAFT_UNITS, default="report",
+                        help="with --candidates N: draw N whole second sections (report, default), or build one sentence by "
+                             "sentence, each chosen among N (sentence)")
 
 
 def _check_options(request: GenerateRequest) -> None:
     if request.candidates > 1 and request.decoding.strategy == "beam":
         raise RadllmError("--candidates drafts by greedy or sampled decoding; with --strategy beam use --candidates 1")
+    if request.draft_unit not in DRAFT_UNITS:
+        raise RadllmError(f"--draft-unit {request.draft_unit!r}; expected one of {DRAFT_UNITS}")
 
 
 MODE = GenerationMode(

@@ -39,6 +39,7 @@ class GenerateRequest:
     cfg_scale: float = 1.0  # images and reports (1 = no guidance)
     image_condition: str | None = None  # images: report | impression; None = the model's (IMAGE_CONDITION_KEY)
     candidates: int = 1  # images / reports: drawings or drafts per study, the best kept (generation.self_check, generation.report_drafts)
+    draft_unit: str = "report"  # reports with candidates > 1: whole second sections or sentence by sentence (generation.reports)
     observations: Sequence[str] = OBSERVATIONS  # vqa only
     questions: Path | None = None  # vqa only: JSONL of questions instead of the templates
     shuffle_images: int | None = None  # reports/vqa: seed of the shuffled-image control (radllm.generation.shuffle)
