@@ -119,8 +119,10 @@ def draft_by_sentences(
     cfg_scale: float = 1.0,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """One report per prompt, continued from `kept` one sentence at a time: `candidates` sampled
-    sentences each time, the one whose report so far has the fewest coherence faults (then the
-    lowest NLL) kept, until the chosen candidate ends the report or the length runs out.
+    sentences each time, the one whose report so far ranks first by `choose_drafts` (wrong
+    statements, then unsupported impression findings, then the sentence's own mean NLL) kept,
+    until the chosen candidate ends the report or the length runs out. A sentence has no
+    minimum length (`min_new_tokens` bounds whole reports).
 
     A whole draft fails when any of its sentences does; choosing sentence by sentence lets each
     one be redrawn on its own. Candidate k of sentence s is drawn with key (study, s·N + k + 1).
@@ -128,6 +130,7 @@ def draft_by_sentences(
     """
     sampled = replace(decoding, strategy="sample")
     ends = sentence_end_ids(gen.tokenizer)
+    is_end = set(ends)
     built, built_log_probs = [list(k) for k in kept], [list(lp) for lp in kept_log_probs]
     open_rows = [i for i in range(len(prompts)) if len(built[i]) < decoding.max_new_tokens]
     sentence = 0
@@ -137,7 +140,7 @@ def draft_by_sentences(
         draw_keys = [candidate_key(keys[i], sentence * candidates + k + 1) for k in range(candidates) for i in open_rows]
         guided = None if unconditional_prompts is None else [[*unconditional_prompts[i], *built[i]] for i in open_rows] * candidates
         log_probs: list[list[float]] = []
-        drawn = generate_report_ids(gen, continued, draw_keys, replace(sampled, max_new_tokens=budget), guided, cfg_scale, log_probs, ends)
+        drawn = generate_report_ids(gen, continued, draw_keys, replace(sampled, max_new_tokens=budget, min_new_tokens=0), guided, cfg_scale, log_probs, ends)
         m = len(open_rows)
         for index in range(len(drawn)):
             drawn[index], log_probs[index] = _within(drawn[index], log_probs[index], decoding.max_new_tokens - len(built[open_rows[index % m]]))
@@ -150,7 +153,7 @@ def draft_by_sentences(
             built[i] += ids
             built_log_probs[i] += lp
             ended_by_eos = len(lp) > len(ids)
-            stopped = bool(ids) and ids[-1] in ends
+            stopped = bool(ids) and ids[-1] in is_end
             if not ended_by_eos and stopped and len(built[i]) < decoding.max_new_tokens:
                 still_open.append(i)
         open_rows = still_open
