@@ -180,7 +180,7 @@ def report_response(
         split = token_boundary(tokenizer, first, ids)
         first_weight, second_weight = (config.impression_weight, 1.0) if impression_first else (1.0, config.impression_weight)
         weights, eos_weight = [first_weight] * split + [second_weight] * (len(ids) - split), 1.0
-    else:  # one section, or untagged text: nothing to reorder, the shard ids stay
+    else:  # one section, or untagged text: no section order, one section weight
         eos_weight = config.impression_weight if impression else 1.0
         weights = [eos_weight] * len(ids)
     if config.finding_weight != 1.0:
