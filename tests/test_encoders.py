@@ -295,6 +295,37 @@ def test_clinical_agreement_hand_computed():
         clinical_agreement(encoder, originals, recons[:2])
 
 
+def test_finding_aurocs_per_finding_on_originals_and_reconstructions_hand_computed():
+    from radllm.encoders import finding_aurocs
+
+    spec = EncoderSpec(
+        arch="half-means", label_names=["Cardiomegaly", "Pleural Effusion"], output_names=["top", "bottom"],
+        output_indices=[0, 1], thresholds=[0.5, 0.5], input_size=4, input_scale=1.0, input_shift=-0.5,
+    )
+    encoder = CXREncoder(HalfMeans(), spec)  # finding j grows with the brightness of half j
+
+    def image(top, bottom):
+        x = torch.empty(1, 4, 4)
+        x[:, :2], x[:, 2:] = top, bottom
+        return x
+
+    originals = torch.stack([image(0.9, 0.1), image(0.2, 0.8), image(0.7, 0.6), image(0.1, 0.3)])
+    # The reconstructions keep the top half and lose the bottom one (flat 0.5 everywhere below).
+    recons = torch.stack([image(0.9, 0.5), image(0.2, 0.5), image(0.7, 0.5), image(0.1, 0.5)])
+    targets = [[1.0, 0.0], [0.0, 1.0], [1.0, None], [0.0, 0.0]]  # the third bottom label unknown
+    result = finding_aurocs(encoder, originals, recons, targets, batch_size=3)
+    # Top: positives (0.9, 0.7) outrank negatives (0.2, 0.1) in both sets.
+    assert result["original"]["Cardiomegaly"] == 1.0 and result["reconstruction"]["Cardiomegaly"] == 1.0
+    # Bottom, known rows 0, 1, 3: the positive 0.8 beats 0.1 and 0.3 on the originals; on the
+    # reconstructions all three tie (0.5), so the positive wins half of each pair.
+    assert result["original"]["Pleural Effusion"] == 1.0
+    assert result["reconstruction"]["Pleural Effusion"] == pytest.approx(0.5)
+    one_class = finding_aurocs(encoder, originals, recons, [[1.0, 0.0]] * 4)
+    assert one_class["original"] == {"Cardiomegaly": None, "Pleural Effusion": None}
+    with pytest.raises(ValueError, match="one target row per image pair"):
+        finding_aurocs(encoder, originals, recons, targets[:3])
+
+
 def naive_auroc(scores, targets):
     pos = [s for s, t in zip(scores, targets) if t]
     neg = [s for s, t in zip(scores, targets) if not t]

@@ -112,6 +112,26 @@ def test_vq_eval_clinical_agreement_with_classifier(tmp_path: Path, vq_dir: Path
     with torch.no_grad():
         recon = vq.decode_codes(vq.encode(x))
     assert metrics["clinical_agreement"] == pytest.approx(clinical_agreement(encoder, x, recon))
+    assert not any(key.startswith("clinical/") for key in metrics)  # the image set carries no labels
+
+    # Labelled: per finding, the classifier's AUROC on originals and reconstructions (pairwise count).
+    from radllm.manifest import read_manifest, write_manifest
+
+    studies = read_manifest(manifest)
+    cardiomegaly = {study.study_id: [1, 0, -1, 0][i % 4] for i, study in enumerate(studies)}
+    for study in studies:
+        study.labels["Cardiomegaly"] = cardiomegaly[study.study_id]
+    write_manifest(manifest, studies)
+    assert cli_main(["vq-eval", "--vq", str(vq_dir), "--manifest", str(manifest), "--out", str(out), "--classifier", str(tmp_path / "enc"), "--no-progress", "--no-probe"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    targets = [cardiomegaly[s.study_id] != 0 for s in studies if s.split == "test"]  # -1 shows the finding
+    with torch.no_grad():
+        for which, images in (("original", x), ("reconstruction", recon)):
+            scores = encoder.predict(images)[:, 0].tolist()
+            pairs = [(p, n) for p, tp in zip(scores, targets) if tp for n, tn in zip(scores, targets) if not tn]
+            expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+            assert metrics[f"clinical/auroc_{which}/cardiomegaly"] == pytest.approx(expected)
+    assert metrics["clinical/auroc_original/pneumothorax"] is None  # blank = negative for every study: one class
 
 
 def test_vq_eval_code_probe_keys(tmp_path: Path, vq_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

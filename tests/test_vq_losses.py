@@ -1,5 +1,7 @@
 """Loss terms of the clinical VQ-GAN against hand-computed values and independent references."""
 
+import math
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -12,6 +14,7 @@ from radllm.vq.losses import (
     ClinicalVQLoss,
     adaptive_gan_weight,
     feature_loss,
+    finding_loss,
     gradient_penalty,
     hinge_d_loss,
     hinge_g_loss,
@@ -118,6 +121,11 @@ class TinyFeatures(nn.Module):
         f1 = torch.relu(self.conv(x)) + 0.01
         return [f1, nn.functional.avg_pool2d(f1, 2)]
 
+    def classify_features(self, maps):
+        """Two 'findings': the mean and the max of the last map's channels, shifted."""
+        last = maps[-1]
+        return torch.stack([last.mean(dim=(1, 2, 3)) - 0.3, last.amax(dim=(1, 2, 3)) - 0.5], dim=1)
+
 
 def naive_feature_loss(fa, fb):
     total = 0.0
@@ -139,11 +147,33 @@ def test_feature_loss_matches_naive_loop_and_trains_only_x_hat():
     enc = TinyFeatures().requires_grad_(False)
     x = torch.rand(2, 1, 6, 6)
     x_hat = torch.rand(2, 1, 6, 6, requires_grad=True)
-    loss = feature_loss(enc, x, x_hat)
+    loss = feature_loss(enc.features(x), enc.features(x_hat))
     assert loss.item() == pytest.approx(naive_feature_loss(enc.features(x_hat), enc.features(x)), rel=1e-5)
     loss.backward()
     assert x_hat.grad.abs().sum() > 0
-    assert feature_loss(enc, x, x.clone()).item() == pytest.approx(0.0, abs=1e-10)
+    assert feature_loss(enc.features(x), enc.features(x.clone())).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def naive_bernoulli_kl(target_logits, predicted_logits):
+    total, n = 0.0, 0
+    for a, b in zip(target_logits.flatten().tolist(), predicted_logits.flatten().tolist()):
+        p, q = 1 / (1 + math.exp(-a)), 1 / (1 + math.exp(-b))
+        total += p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+        n += 1
+    return total / n
+
+
+def test_finding_loss_is_the_mean_bernoulli_kl_and_zero_when_findings_agree():
+    target = torch.tensor([[2.0, -1.0, 0.0], [-3.0, 4.0, 0.5]])
+    predicted = torch.tensor([[0.5, -2.0, 1.0], [-3.0, -4.0, 0.5]], requires_grad=True)
+    loss = finding_loss(target, predicted)
+    assert loss.item() == pytest.approx(naive_bernoulli_kl(target, predicted), rel=1e-5)
+    loss.backward()
+    assert predicted.grad[1, 0].abs() < 1e-7 and predicted.grad[1, 2].abs() < 1e-7  # equal logits: no pull
+    assert predicted.grad[1, 1] < 0  # a lost finding is pushed back up
+    assert finding_loss(target, target.clone()).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="differ in shape"):
+        finding_loss(target, target[:, :2])
 
 
 def fake_quant(codebook=0.2, commitment=0.05) -> QuantizerOutput:
@@ -181,7 +211,7 @@ def test_gan_terms_are_zero_before_disc_start_and_disc_not_run():
     total, m = loss.generator_loss(x, x_hat, fake_quant(), step=99, last_layer_weight=w, disc=disc)
     assert disc.calls == 0
     assert m["gan"] == 0.0 and m["gan_weight_effective"] == 0.0
-    assert m["feature"] == 0.0 and m["feature_enabled"] == 0.0
+    assert m["feature"] == 0.0 and m["finding"] == 0.0 and m["feature_enabled"] == 0.0
     expected = l1_loss(x, x_hat) + 2.0 * gradient_penalty(x, x_hat, "sobel") + 0.5 * (0.2 + 0.05)
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert m["total"] == pytest.approx(total.item())
@@ -238,6 +268,21 @@ def test_feature_term_enabled_with_encoder():
     assert not any(p.requires_grad for p in enc.parameters()) and not enc.training
     x, x_hat, w = reconstruction_graph()
     total, m = loss.generator_loss(x, x_hat, fake_quant(0.0, 0.0), 0, w, None)
-    feat = feature_loss(enc, x, x_hat).item()
+    feat = feature_loss(enc.features(x), enc.features(x_hat)).item()
     assert m["feature_enabled"] == 1.0 and m["feature"] == pytest.approx(feat, rel=1e-6)
+    assert m["finding"] == 0.0  # finding_weight 0: the term is not computed
     assert total.item() == pytest.approx(l1_loss(x, x_hat).item() + 0.5 * feat, rel=1e-6)
+
+
+def test_finding_term_adds_the_weighted_kl_of_the_encoder_findings():
+    torch.manual_seed(0)
+    enc = TinyFeatures()
+    loss = ClinicalVQLoss(VQLossConfig(feature_weight=0.5, finding_weight=3.0, grad_weight=0.0), feature_encoder=enc)
+    x, x_hat, w = reconstruction_graph()
+    total, m = loss.generator_loss(x, x_hat, fake_quant(0.0, 0.0), 0, w, None)
+    fx, fx_hat = enc.features(x), enc.features(x_hat)
+    kl = naive_bernoulli_kl(enc.classify_features(fx), enc.classify_features(fx_hat))
+    assert m["finding"] == pytest.approx(kl, rel=1e-5) and kl > 0
+    assert total.item() == pytest.approx(l1_loss(x, x_hat).item() + 0.5 * feature_loss(fx, fx_hat).item() + 3.0 * kl, rel=1e-5)
+    total.backward()
+    assert w.grad is not None and not any(p.grad is not None for p in enc.parameters())

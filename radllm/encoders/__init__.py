@@ -13,9 +13,9 @@ Nothing is downloaded: `load_cxr_encoder` reads a directory (config.json + model
 bare xrv weights file.
 """
 
-from radllm.encoders.agreement import clinical_agreement
+from radllm.encoders.agreement import clinical_agreement, finding_aurocs
 from radllm.encoders.encoder import CXREncoder
 from radllm.encoders.spec import EncoderSpec
 from radllm.encoders.storage import load_cxr_encoder, save_cxr_encoder
 
-__all__ = ["CXREncoder", "EncoderSpec", "clinical_agreement", "load_cxr_encoder", "save_cxr_encoder"]
+__all__ = ["CXREncoder", "EncoderSpec", "clinical_agreement", "finding_aurocs", "load_cxr_encoder", "save_cxr_encoder"]

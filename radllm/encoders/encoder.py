@@ -70,10 +70,14 @@ class CXREncoder(nn.Module):
         """Feature maps from several depths (finest first) for perceptual/feature losses."""
         return self.backbone.feature_maps(self.prepare(x))
 
+    def classify_features(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Logits [B, len(label_names)] from the maps `features` returned (no second backbone pass)."""
+        logits = self.backbone.classify(maps[-1])  # [B, n_outputs]
+        return logits.index_select(1, self.output_indices)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [B, len(label_names)]."""
-        logits = self.backbone.classify(self.backbone.feature_maps(self.prepare(x))[-1])  # [B, n_outputs]
-        return logits.index_select(1, self.output_indices)
+        return self.classify_features(self.features(x))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities [B, len(label_names)]."""

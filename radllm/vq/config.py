@@ -80,7 +80,8 @@ class VQLossConfig:
     """Weights and schedule of the clinical composite loss (see `radllm.vq.losses.ClinicalVQLoss`).
 
     total = l1_weight * L1 + grad_weight * ||grad x - grad x_hat||^2 + feature_weight * feature
-            + codebook_weight * (codebook + commitment) + gan_weight * adaptive * hinge_G
+            + finding_weight * finding + codebook_weight * (codebook + commitment)
+            + gan_weight * adaptive * hinge_G
     """
 
     l1_weight: float = 1.0
@@ -94,6 +95,11 @@ class VQLossConfig:
     grad_weight: float = 10.0
     grad_operator: str = "sobel"  # "sobel" | "finite_difference"
     feature_weight: float = 0.1  # only used when a frozen CXR feature encoder is given
+    # Match of the frozen CXR encoder's per-finding logits on x and x_hat (Bernoulli KL, no labels
+    # needed): keeps thin findings the feature term lets go. On the demo phantoms the feature term
+    # alone gave reconstructions on which the classifier found support devices at chance (AUROC
+    # 0.51 against 1.00 on the originals). Only used with a CXR encoder; 0 switches it off.
+    finding_weight: float = 0.0
     codebook_weight: float = 1.0
     gan_weight: float = 0.1
     disc_start_step: int = 2000  # GAN terms are exactly zero before this optimizer step
@@ -105,7 +111,7 @@ class VQLossConfig:
     def __post_init__(self) -> None:
         if self.grad_operator not in GRAD_OPERATORS:
             raise RadllmError(f"VQ loss config: grad_operator={self.grad_operator!r}, expected one of {list(GRAD_OPERATORS)}")
-        for key in ("l1_weight", "grad_weight", "feature_weight", "codebook_weight", "gan_weight"):
+        for key in ("l1_weight", "grad_weight", "feature_weight", "finding_weight", "codebook_weight", "gan_weight"):
             if getattr(self, key) < 0:
                 raise RadllmError(f"VQ loss config: {key}={getattr(self, key)!r}, expected a non-negative number")
         if self.disc_start_step < 0:

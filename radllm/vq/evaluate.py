@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -20,15 +20,18 @@ from tqdm import tqdm
 from radllm import atomic
 from radllm.errors import RadllmError
 from radllm.imaging import save_png
-from radllm.labels import Labels
+from radllm.labels import Labels, slug
 from radllm.manifest import Study, manifest_root, read_manifest
 from radllm.vq.checkpoint import load_vq
 from radllm.vq.data import ImageItem, load_image_cache, manifest_images
 from radllm.vq.encode import encode_items
 from radllm.vq.metrics import code_perplexity, codebook_usage, gradient_magnitude_error, psnr, ssim
-from radllm.vq.probe import ProbeConfig, code_probe
+from radllm.vq.probe import PROBE_LABEL_POLICY, ProbeConfig, code_probe
 from radllm.vq.tokenizer import ImageTokenizer
 from radllm.vq.training import GRID_IMAGES, reconstruction_grid
+
+if TYPE_CHECKING:
+    from radllm.encoders import CXREncoder
 
 NO_CLASSIFIER_NOTE = "clinical_agreement needs a CXR classifier (--classifier ENCODER_DIR); none was given"
 PROBE_TRAIN_SPLIT = "train"
@@ -65,7 +68,8 @@ def evaluate_vq(
 
     Metrics: psnr, ssim, gradient_magnitude_error (means over images), codebook_usage (fraction
     of the K codes used over the whole set), perplexity, clinical_agreement (null with a note
-    when no classifier is given), n_images, split; and the ``probe/`` keys of `probe_metrics`.
+    when no classifier is given), n_images, split; with a classifier and labels, the
+    ``clinical/`` keys of `finding_auroc_metrics`; and the ``probe/`` keys of `probe_metrics`.
 
     Args:
         probe: run the code probe; None runs it when the manifest's train studies carry labels.
@@ -97,15 +101,16 @@ def evaluate_vq(
         "grid": list(codes.shape[1:]),
         "vq_dir": str(vq_dir),
     }
+    studies = read_manifest(manifest)
     if classifier is not None:
         from radllm.encoders import clinical_agreement, load_cxr_encoder
 
         encoder = load_cxr_encoder(classifier, device=device).freeze()
         metrics["clinical_agreement"] = clinical_agreement(encoder, originals.to(device), recons.to(device), batch_size)
         metrics["classifier"] = str(classifier)
+        metrics.update(finding_auroc_metrics(encoder, originals, recons, data.items, studies, batch_size))
     else:
         metrics["note"] = NO_CLASSIFIER_NOTE
-    studies = read_manifest(manifest)
     train_studies = [s for s in studies if s.split == PROBE_TRAIN_SPLIT][:probe_train_limit]
     if probe is None:
         probe = any(value is not None for study in train_studies for value in study.labels.values())
@@ -118,6 +123,26 @@ def evaluate_vq(
     atomic.write_json(out / "metrics.json", metrics)
     save_png(reconstruction_grid(originals[:GRID_IMAGES], recons[:GRID_IMAGES]), out / "reconstructions.png")
     return metrics
+
+
+def finding_auroc_metrics(
+    encoder: "CXREncoder", originals: torch.Tensor, recons: torch.Tensor, items: Sequence[ImageItem], studies: Sequence[Study], batch_size: int
+) -> dict[str, float | None]:
+    """``clinical/auroc_original/<finding>`` and ``clinical/auroc_reconstruction/<finding>``.
+
+    The classifier's AUROC per finding against the studies' labels (what the image shows: the
+    code probe's label policy), on the originals and on their reconstructions; empty when no
+    evaluated study carries a label.
+    """
+    from radllm.encoders import finding_aurocs
+
+    labels = {study.study_id: study.labels for study in studies}
+    if all(value is None for item in items for value in labels[item.study_id].values()):
+        return {}
+    targets = [[PROBE_LABEL_POLICY.target(labels[item.study_id].get(name)) for name in encoder.label_names] for item in items]
+    device = encoder.device
+    aurocs = finding_aurocs(encoder, originals.to(device), recons.to(device), targets, batch_size)
+    return {f"clinical/auroc_{which}/{slug(name)}": value for which, per_label in aurocs.items() for name, value in per_label.items()}
 
 
 def probe_metrics(

@@ -2,11 +2,13 @@
 
 Chest radiographs are judged on thin, high-contrast structures (rib cortices, pleural lines,
 tubes and wires) that plain L1 training blurs. The generator loss therefore adds to L1 a penalty
-on image *gradients*, an optional feature-matching term from a frozen CXR encoder, the VQ terms
-and a PatchGAN hinge loss whose weight adapts to the reconstruction gradients and starts late:
+on image *gradients*, optional terms from a frozen CXR encoder (feature matching, and the match
+of its per-finding logits), the VQ terms and a PatchGAN hinge loss whose weight adapts to the
+reconstruction gradients and starts late:
 
     total = l1_weight * |x - x_hat|_1 + grad_weight * ||grad x - grad x_hat||^2
-            + feature_weight * feature(x, x_hat) + codebook_weight * (codebook + commitment)
+            + feature_weight * feature(x, x_hat) + finding_weight * finding(x, x_hat)
+            + codebook_weight * (codebook + commitment)
             + gan_weight * adaptive * hinge_G(D(x_hat))          (GAN only from disc_start_step)
 
 Every term is returned separately in a metrics dict so the training loop can log it.
@@ -30,10 +32,13 @@ class FeatureEncoder(Protocol):
     """A frozen CXR encoder (e.g. the project's small CXR classifier loaded from a local file).
 
     `features` takes images [B, 1, H, W] in [0, 1] (normalising them itself as it was trained)
-    and returns multi-layer feature maps [B, C_l, H_l, W_l].
+    and returns multi-layer feature maps [B, C_l, H_l, W_l]; `classify_features` turns those maps
+    into the classifier's per-finding logits [B, L] (used only by the finding term).
     """
 
     def features(self, x: Tensor) -> list[Tensor]: ...
+
+    def classify_features(self, maps: list[Tensor]) -> Tensor: ...
 
 
 def l1_loss(x: Tensor, x_hat: Tensor) -> Tensor:
@@ -115,21 +120,39 @@ def _channel_normalize(features: Tensor, eps: float = 1e-10) -> Tensor:
     return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
 
 
-def feature_loss(encoder: FeatureEncoder, x: Tensor, x_hat: Tensor) -> Tensor:
-    """Feature-matching distance under a frozen CXR encoder (LPIPS-like, without learned weights).
+def feature_loss(target: list[Tensor], predicted: list[Tensor]) -> Tensor:
+    """Feature-matching distance of two images' maps under a frozen CXR encoder (LPIPS-like).
 
-    Each layer's feature vectors are l2-normalised over channels (so every layer and position
-    counts equally whatever its activation scale); per layer the loss is the squared distance of
-    the normalised vectors summed over channels (range [0, 4]) and averaged over batch and
-    positions; the result is the mean over layers. Features of the target `x` carry no gradient.
+    `target` and `predicted` are the encoder's maps of x and x_hat (finest first). Each layer's
+    feature vectors are l2-normalised over channels (so every layer and position counts equally
+    whatever its activation scale); per layer the loss is the squared distance of the normalised
+    vectors summed over channels (range [0, 4]) and averaged over batch and positions; the result
+    is the mean over layers.
     """
-    with torch.no_grad():
-        target = encoder.features(x)
-    predicted = encoder.features(x_hat)
     if len(target) != len(predicted) or not target:
         raise ValueError(f"feature encoder returned {len(target)} and {len(predicted)} layers for x and x_hat")
     per_layer = [(_channel_normalize(p) - _channel_normalize(t)).pow(2).sum(dim=1).mean() for p, t in zip(predicted, target)]
     return torch.stack(per_layer).mean()
+
+
+def finding_loss(target_logits: Tensor, predicted_logits: Tensor) -> Tensor:
+    """Mean Bernoulli KL(p || q) of the classifier's findings on x (p) and on x_hat (q).
+
+    Why: the feature term weighs every position and channel alike, so a finding that covers a
+    few pixels (a tube, a line, a small nodule) costs almost nothing to lose; the classifier's
+    logit for that finding moves a lot when it is lost. Zero when every probability agrees; no
+    labels are needed (the classifier's own reading of x is the target), so it trains on
+    unlabelled radiographs. Logits are [B, L]; the mean is over batch and findings.
+    """
+    if target_logits.shape != predicted_logits.shape:
+        raise ValueError(f"finding logits differ in shape: {list(target_logits.shape)} for x, {list(predicted_logits.shape)} for x_hat")
+    p = torch.sigmoid(target_logits)
+    # KL(p || q) = p (log p - log q) + (1 - p) (log(1 - p) - log(1 - q)), with log-sigmoids for
+    # stability: log q = logsigmoid(b), log(1 - q) = logsigmoid(-b).
+    kl = p * (F.logsigmoid(target_logits) - F.logsigmoid(predicted_logits)) + (1 - p) * (
+        F.logsigmoid(-target_logits) - F.logsigmoid(-predicted_logits)
+    )
+    return kl.mean()
 
 
 def _to_floats(scalars: list[Tensor]) -> list[float]:
@@ -142,10 +165,11 @@ class ClinicalVQLoss:
 
     Args:
         config: weights and schedule.
-        feature_encoder: frozen CXR encoder for the feature term, or None to switch the term off.
-            It is put in eval mode with gradients disabled for its parameters; move it to the
-            images' device before use. With None, the metrics report ``feature = 0`` and
-            ``feature_enabled = 0`` (always the same keys, so metrics can be averaged).
+        feature_encoder: frozen CXR encoder for the feature and finding terms, or None to switch
+            both off. It is put in eval mode with gradients disabled for its parameters; move it
+            to the images' device before use. With None, the metrics report ``feature = 0``,
+            ``finding = 0`` and ``feature_enabled = 0`` (always the same keys, so metrics can be
+            averaged).
 
     Generator step: `generator_loss(...)` backpropagates into the discriminator's parameters as
     well (D(x_hat) is not detached from D); the training loop steps only the VQ optimizer there
@@ -182,7 +206,7 @@ class ClinicalVQLoss:
             disc: the discriminator, or None to train without GAN.
 
         Returns:
-            (total loss, metrics): metrics keys l1, grad, feature, feature_enabled, rec (weighted
+            (total loss, metrics): metrics keys l1, grad, feature, finding, feature_enabled, rec (weighted
             reconstruction part), codebook, commitment, gan (hinge G value), gan_weight_effective
             (gan_weight x adaptive factor, 0 while inactive), total.
 
@@ -192,11 +216,18 @@ class ClinicalVQLoss:
         cfg = self.config
         l1 = l1_loss(x, x_hat)
         grad = gradient_penalty(x, x_hat, cfg.grad_operator)
-        if self.feature_encoder is not None:
-            feature = feature_loss(self.feature_encoder, x, x_hat)
-        else:
-            feature = torch.zeros((), device=x.device)
-        rec = cfg.l1_weight * l1 + cfg.grad_weight * grad + cfg.feature_weight * feature
+        feature = finding = torch.zeros((), device=x.device)
+        encoder = self.feature_encoder
+        if encoder is not None:
+            with torch.no_grad():
+                target = encoder.features(x)
+            predicted = encoder.features(x_hat)
+            feature = feature_loss(target, predicted)
+            if cfg.finding_weight > 0:
+                with torch.no_grad():
+                    target_logits = encoder.classify_features(target)
+                finding = finding_loss(target_logits, encoder.classify_features(predicted))
+        rec = cfg.l1_weight * l1 + cfg.grad_weight * grad + cfg.feature_weight * feature + cfg.finding_weight * finding
         total = rec + cfg.codebook_weight * (quant.codebook_loss + quant.commitment_loss)
 
         gan = torch.zeros((), device=x.device)
@@ -209,8 +240,8 @@ class ClinicalVQLoss:
                 gan_weight = torch.full((), cfg.gan_weight, device=x.device)
             total = total + gan_weight * gan
 
-        names = ("l1", "grad", "feature", "rec", "codebook", "commitment", "gan", "gan_weight_effective", "total")
-        values = [l1, grad, feature, rec, quant.codebook_loss, quant.commitment_loss, gan, gan_weight, total]
+        names = ("l1", "grad", "feature", "finding", "rec", "codebook", "commitment", "gan", "gan_weight_effective", "total")
+        values = [l1, grad, feature, finding, rec, quant.codebook_loss, quant.commitment_loss, gan, gan_weight, total]
         metrics = dict(zip(names, _to_floats(values)))
         metrics["feature_enabled"] = float(self.feature_encoder is not None)
         return total, metrics

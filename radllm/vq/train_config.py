@@ -21,7 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class VQTrainLossConfig(VQLossConfig):
     """The clinical loss weights plus where the frozen CXR encoder of the feature term lives."""
 
-    feature_encoder: str | None = None  # CXR encoder directory/file; None switches the feature term off
+    feature_encoder: str | None = None  # CXR encoder directory/file; None switches the feature and finding terms off
 
 
 @dataclass

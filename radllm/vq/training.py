@@ -163,16 +163,18 @@ class VQTrainer:
         return train, held_out
 
     def _feature_encoder(self) -> nn.Module | None:
-        path = self.config.loss.feature_encoder
-        if path is None or self.config.loss.feature_weight == 0:
+        loss = self.config.loss
+        path = loss.feature_encoder
+        if path is None or loss.feature_weight == loss.finding_weight == 0:
             if self.is_main:
-                log.info("feature loss term is off (loss.feature_encoder=%r, loss.feature_weight=%g)", path, self.config.loss.feature_weight)
+                log.info("feature and finding loss terms are off (loss.feature_encoder=%r, loss.feature_weight=%g, loss.finding_weight=%g)",
+                         path, loss.feature_weight, loss.finding_weight)
             return None
         from radllm.encoders import load_cxr_encoder
 
         encoder = load_cxr_encoder(path, device=self.device).freeze()
         if self.is_main:
-            log.info("feature loss term is on: CXR encoder %s, weight %g", path, self.config.loss.feature_weight)
+            log.info("CXR encoder %s: feature weight %g, finding weight %g", path, loss.feature_weight, loss.finding_weight)
         return encoder
 
     def _distributed(self) -> bool:
