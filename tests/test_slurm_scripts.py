@@ -115,7 +115,7 @@ def test_bash_syntax(path):
 
 
 def test_every_sbatch_file_exists_has_a_header_and_asks_for_a_notice_and_a_requeue():
-    assert {p.name for p in SBATCH_FILES} == {"train.sbatch", "vq_train.sbatch", "tokenize.sbatch", "generate.sbatch"}
+    assert {p.name for p in SBATCH_FILES} == {"train.sbatch", "vq_train.sbatch", "tokenize.sbatch", "generate.sbatch", "sweep.sbatch"}
     for path in SBATCH_FILES:
         text = path.read_text()
         header = text.split("#SBATCH", 1)[0]
@@ -221,6 +221,29 @@ def test_sbatch_takes_the_config_as_its_argument_too(tmp_path, name, config):
     assert out.returncode == 0, out.stderr
     _, command = _recorded_launch(tmp_path / "record", 0)
     assert command[command.index("--config") + 1] == config
+
+
+@pytest.mark.parametrize("command, resume", [("train", ["--resume", "auto"]), ("vq-train", ["--resume"])])
+def test_sweep_sbatch_runs_the_array_tasks_variant(tmp_path, command, resume):
+    """Array task N runs line N+1 of variants.txt with that variant's planned config; a task past the end is refused."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "variants.txt").write_text("lambda_0\nlambda_10\n")
+    (sweep / "command").write_text(f"{command}\n")
+    env = _slurm_env(tmp_path, ["gpu01"], SLURM_GPUS_ON_NODE="8", FAKE_STATUS="0", SLURM_ARRAY_TASK_ID="1")
+    out = subprocess.run(["bash", str(SLURM / "sweep.sbatch"), str(sweep)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "variant lambda_10" in out.stderr
+    _, rank_command = _recorded_launch(tmp_path / "record", 0)
+    assert rank_command[3:] == [command, "--config", str(sweep / "lambda_10" / "config.yaml"), *resume, "--no-progress"]
+    build_parser().parse_args(rank_command[3:])
+    env["SLURM_ARRAY_TASK_ID"] = "2"
+    out = subprocess.run(["bash", str(SLURM / "sweep.sbatch"), str(sweep)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "array task 2" in out.stderr and "has 2 variant(s)" in out.stderr
+    (sweep / "variants.txt").unlink()
+    env["SLURM_ARRAY_TASK_ID"] = "0"
+    out = subprocess.run(["bash", str(SLURM / "sweep.sbatch"), str(sweep)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "plan it first" in out.stderr
 
 
 def test_sbatch_requires_its_variables(tmp_path):

@@ -1,0 +1,253 @@
+"""Sweeps: one run config, a list of named `--set` variants, one run directory each, one table.
+
+A user comparing recipes (λ across orders of magnitude, replay shares, a tokenizer loss switched
+off) runs the same config many times with a few keys changed. A sweep file names them:
+
+    # sweeps/lambda.yaml
+    command: train                      # train (radllm train) or vq-train
+    config: configs/demo/stage1.yaml
+    sets: [tokenizer=runs/demo/tokenizer, data.shards=runs/demo/shards]   # every variant
+    variants:
+      lambda_0: [anchor.lambda_reg=0]
+      lambda_1: [anchor.lambda_reg=1, "model.init=runs/base/{variant}/model"]
+
+`plan_sweep` checks every variant as its trainer would (unknown keys, bad values, λ too large for
+the learning rate) before any job starts, and writes `<out>/<variant>/config.yaml`, the whole
+merged config with the run directory inside `<out>/<variant>/`, plus `<out>/variants.txt` (one
+name per line: a slurm array index is a line number, `scripts/slurm/sweep.sbatch`),
+`<out>/command` (the trainer's subcommand) and `<out>/sweep.json`. ``{variant}`` in a value is replaced by the variant's name, so a second sweep
+(stage 2) can start each variant from the first sweep's model of the same name.
+
+`collect_sweep` reads what each variant left: the last evaluation of its run log (the trainer's
+`metrics.jsonl`: eval loss, scored report samples, held-out text perplexity, grounding) and, when
+present, `radllm evaluate`'s `<out>/<variant>/eval/metrics.json`; it writes `summary.json`,
+`summary.md` (one row per variant) and `pareto.svg` (each variant's clinical F1 against its
+held-out text perplexity, the anti-forgetting trade-off).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from radllm import atomic
+from radllm.config import config_to_dict, load_config
+from radllm.errors import RadllmError
+from radllm.evaluation.curves import read_run
+from radllm.evaluation.svg import line_chart
+
+VARIANTS_FILENAME = "variants.txt"
+COMMAND_FILENAME = "command"  # the radllm subcommand of every variant, for scripts/slurm/sweep.sbatch
+SWEEP_FILENAME = "sweep.json"
+EVAL_DIRNAME = "eval"
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+#: Columns of the summary: (source, key, header). "run" keys come from the run log's last
+#: evaluation (flattened as report.html reads them), "eval" keys from `radllm evaluate`.
+SUMMARY_COLUMNS = (
+    ("eval", "report/ce_f1_micro_present_strict", "strict clinical F1"),
+    ("eval", "report/ce_f1_micro_present", "clinical F1"),
+    ("eval", "report/contradiction_rate", "contradicts"),
+    ("eval", "image/gen_clinical_f1_micro", "image F1 (requested findings)"),
+    ("eval", "vqa/auroc_macro", "VQA macro AUROC"),
+    ("run", "loss", "eval loss"),
+    ("run", "samples/f1_micro_present", "samples F1"),
+    ("run", "text_perplexity/perplexity", "text perplexity"),
+    ("run", "grounding/report_generation/gain_nats", "grounding gain (nats)"),
+)
+#: The Pareto chart: y is the first of these the variants have, x the held-out text perplexity.
+PARETO_Y = ("eval/report/ce_f1_micro_present_strict", "run/samples/f1_micro_present")
+PARETO_X = "run/text_perplexity/perplexity"
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """What a sweep needs of a trainer: its config schema, the key of its run directory, its export's name."""
+
+    schema: type
+    output_key: str
+    export_name: str
+
+
+def _trainers() -> dict[str, Trainer]:
+    from radllm.training.config import TrainConfig
+    from radllm.vq.train_config import VQTrainConfig
+
+    return {"train": Trainer(TrainConfig, "run_dir", "model"), "vq-train": Trainer(VQTrainConfig, "output_dir", "vq")}
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file."""
+
+    command: str
+    config: str
+    sets: list[str]
+    variants: dict[str, list[str]]
+
+
+def read_sweep(path: str | os.PathLike) -> SweepSpec:
+    """Parse and check a sweep file (keys, types, variant names).
+
+    Raises:
+        RadllmError: naming the file and what is wrong.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise RadllmError(f"sweep file {path}: cannot read ({err})") from err
+    except yaml.YAMLError as err:
+        raise RadllmError(f"sweep file {path}: not valid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise RadllmError(f"sweep file {path}: expected a mapping with config and variants")
+    unknown = set(data) - {"command", "config", "sets", "variants"}
+    if unknown:
+        raise RadllmError(f"sweep file {path}: unknown key(s) {sorted(unknown)}; expected command, config, sets, variants")
+    command = data.get("command", "train")
+    if command not in _trainers():
+        raise RadllmError(f"sweep file {path}: command = {command!r}; expected one of {sorted(_trainers())}")
+    if not isinstance(data.get("config"), str):
+        raise RadllmError(f"sweep file {path}: config must be the path of a run config (YAML)")
+    variants = data.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise RadllmError(f"sweep file {path}: variants must map at least one name to a list of KEY=VALUE")
+    sets = _set_list(data.get("sets", []), f"sweep file {path}: sets")
+    parsed = {}
+    for name, variant_sets in variants.items():
+        if not isinstance(name, str) or not VARIANT_NAME.match(name):
+            raise RadllmError(f"sweep file {path}: variant name {name!r} must be letters, digits, '_', '.', '-' (it names a directory)")
+        parsed[name] = _set_list(variant_sets or [], f"sweep file {path}: variant {name}")
+    return SweepSpec(command, data["config"], sets, parsed)
+
+
+def _set_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and "=" in item for item in value):
+        raise RadllmError(f"{where}: expected a list of KEY=VALUE strings, got {value!r}")
+    return list(value)
+
+
+def variant_overrides(spec: SweepSpec, name: str, out_dir: Path) -> list[str]:
+    """The `--set` list of one variant: the sweep's sets, the variant's, then its run and export directories."""
+    trainer = _trainers()[spec.command]
+    overrides = [item.replace("{variant}", name) for item in (*spec.sets, *spec.variants[name])]
+    return [*overrides, f"{trainer.output_key}={out_dir / name}", f"export_dir={out_dir / name / trainer.export_name}"]
+
+
+def plan_sweep(sweep_file: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
+    """Check every variant and write its merged config; return the variant names in order.
+
+    Re-planning the same sweep into the same directory rewrites nothing; a variant whose merged
+    config would change while its config.yaml exists is refused (a requeued job of the old plan
+    may still read it): plan into a new directory, or delete that variant's directory.
+
+    Raises:
+        RadllmError: a bad sweep file, or a variant its trainer would refuse (named with the key).
+    """
+    spec = read_sweep(sweep_file)
+    trainer = _trainers()[spec.command]
+    out = Path(out_dir)
+    configs = {}
+    for name in spec.variants:
+        overrides = variant_overrides(spec, name, out)
+        try:
+            config = load_config(trainer.schema, spec.config, overrides)
+            if hasattr(config, "validate"):
+                config.validate()
+        except RadllmError as err:
+            raise RadllmError(f"sweep variant {name}: {err}") from err
+        configs[name] = config
+    texts = {name: yaml.safe_dump(config_to_dict(config), sort_keys=False) for name, config in configs.items()}
+    for name, text in texts.items():
+        path = out / name / "config.yaml"
+        if path.is_file() and path.read_text() != text:
+            raise RadllmError(f"sweep variant {name}: {path} exists with another config; plan into a new directory or remove {out / name}")
+    for name, text in texts.items():
+        if not (out / name / "config.yaml").is_file():
+            atomic.write_text(out / name / "config.yaml", text)
+    atomic.write_text(out / VARIANTS_FILENAME, "".join(f"{name}\n" for name in spec.variants))
+    atomic.write_text(out / COMMAND_FILENAME, f"{spec.command}\n")
+    record = {"command": spec.command, "config": spec.config, "sets": spec.sets, "variants": spec.variants}
+    atomic.write_json(out / SWEEP_FILENAME, record)
+    return list(spec.variants)
+
+
+def read_variants(sweep_dir: str | os.PathLike) -> list[str]:
+    """Variant names of a planned sweep directory, in plan order."""
+    path = Path(sweep_dir) / VARIANTS_FILENAME
+    if not path.is_file():
+        raise RadllmError(f"{sweep_dir}: no {VARIANTS_FILENAME}; plan the sweep first (radllm sweep plan SWEEP.yaml --out {sweep_dir})")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def last_eval(run_dir: Path) -> dict[str, float]:
+    """The last value of every numeric key the run logged at evaluations (flattened as ``a/b``)."""
+    log = read_run(run_dir.name, run_dir)
+    return {key: points[-1][1] for (kind, key), points in log.series.items() if kind == "eval"}
+
+
+def collect_sweep(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Write summary.json, summary.md and pareto.svg for a planned sweep; return the summary.
+
+    A variant without a run log yet is listed with ``"status": "not run"`` and empty cells, so a
+    partly finished sweep can be read. The summary: {"variants": {name: {"sets", "status",
+    "metrics": {"run/<key>": value, "eval/<key>": value}}}, "columns": [...]}.
+    """
+    sweep = Path(sweep_dir)
+    names = read_variants(sweep)
+    planned = json.loads((sweep / SWEEP_FILENAME).read_text()) if (sweep / SWEEP_FILENAME).is_file() else {"variants": {}}
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        run_dir = sweep / name
+        metrics: dict[str, float] = {}
+        if (run_dir / "metrics.jsonl").is_file():
+            metrics.update({f"run/{key}": value for key, value in last_eval(run_dir).items()})
+        evaluation = run_dir / EVAL_DIRNAME / "metrics.json"
+        if evaluation.is_file():
+            try:
+                values = json.loads(evaluation.read_text())
+            except json.JSONDecodeError as err:
+                raise RadllmError(f"{evaluation}: not valid JSON ({err})") from err
+            if not isinstance(values, dict):
+                raise RadllmError(f"{evaluation}: expected a JSON object of metrics (radllm evaluate's metrics.json)")
+            metrics.update({f"eval/{key}": value for key, value in values.items() if isinstance(value, int | float) and not isinstance(value, bool)})
+        status = "evaluated" if evaluation.is_file() else "trained" if (run_dir / "metrics.jsonl").is_file() else "not run"
+        rows[name] = {"sets": planned["variants"].get(name, []), "status": status, "metrics": metrics}
+    columns = [{"key": f"{source}/{key}", "header": header} for source, key, header in SUMMARY_COLUMNS
+               if any(f"{source}/{key}" in row["metrics"] for row in rows.values())]
+    summary = {"sweep_dir": str(sweep), "columns": columns, "variants": rows}
+    out = Path(out_dir) if out_dir is not None else sweep
+    atomic.write_json(out / "summary.json", summary)
+    atomic.write_text(out / "summary.md", summary_table(summary))
+    atomic.write_text(out / "pareto.svg", pareto_chart(rows))
+    return summary
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """Markdown: one row per variant, its sets, status and the summary's columns."""
+    columns = summary["columns"]
+    lines = ["| variant | sets | status | " + " | ".join(c["header"] for c in columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for name, row in summary["variants"].items():
+        sets = ", ".join(f"`{s}`" for s in row["sets"]) or "(the config as is)"
+        cells = [_cell(row["metrics"].get(c["key"])) for c in columns]
+        lines.append(f"| {name} | {sets} | {row['status']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pareto_chart(rows: Mapping[str, Mapping[str, Any]], y_keys: Sequence[str] = PARETO_Y, x_key: str = PARETO_X) -> str:
+    """An SVG with one labelled point per variant: clinical F1 (y) against held-out text perplexity (x)."""
+    y_key = next((key for key in y_keys if any(key in row["metrics"] for row in rows.values())), y_keys[0])
+    points = {name: [(row["metrics"][x_key], row["metrics"][y_key])] for name, row in rows.items()
+              if x_key in row["metrics"] and y_key in row["metrics"]}
+    return line_chart(points, title=f"{y_key} against {x_key} (up and left is better)", x_label="held-out text perplexity")
