@@ -16,7 +16,7 @@ from training_fixtures import make_training_artifacts, train_config_dict
 from radllm.cli import main as cli_main
 from radllm.config import load_config
 from radllm.errors import RadllmError
-from radllm.evaluation.sweep import collect_sweep, plan_sweep
+from radllm.evaluation.sweep import collect_sweep, pareto_chart, plan_sweep
 from radllm.training.config import TrainConfig
 from radllm.vq.train_config import VQTrainConfig
 
@@ -40,7 +40,7 @@ def _base_config(tmp_path: Path) -> Path:
 def test_plan_writes_one_config_per_variant_with_its_sets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sweep = _write(tmp_path / "sweep.yaml", {
         "config": str(_base_config(tmp_path)),
-        "sets": ["data.shards=shards", "tasks.weights.text_lm=0.0"],
+        "sets": ["data.shards=elsewhere", "tasks.weights.text_lm=0.0"],
         "variants": {
             "lambda_0": ["anchor.lambda_reg=0"],
             "lambda_10": ["anchor.lambda_reg=10", "model.init=runs/stage1/{variant}/model"],
@@ -48,12 +48,12 @@ def test_plan_writes_one_config_per_variant_with_its_sets(tmp_path: Path, capsys
         },
     })
     out = tmp_path / "sweep"
-    assert cli_main(["sweep", "plan", str(sweep), "--out", str(out)]) == 0
+    assert cli_main(["sweep", "plan", str(sweep), "--out", str(out), "--set", "data.shards=shards", "--set", "anchor.lambda_reg=0.2"]) == 0
     assert "sbatch --array=0-2 scripts/slurm/sweep.sbatch" in capsys.readouterr().out
     assert (out / "variants.txt").read_text() == "lambda_0\nlambda_10\nas_is\n"
     assert (out / "command").read_text() == "train\n"
     configs = {name: load_config(TrainConfig, out / name / "config.yaml") for name in ("lambda_0", "lambda_10", "as_is")}
-    assert [c.anchor.lambda_reg for c in configs.values()] == [0.0, 10.0, 0.1]
+    assert [c.anchor.lambda_reg for c in configs.values()] == [0.0, 10.0, 0.2]  # --set before the variant's own
     assert configs["lambda_10"].model.init == "runs/stage1/lambda_10/model"
     assert configs["as_is"].model.init == "pretrained"
     for name, config in configs.items():
@@ -63,12 +63,12 @@ def test_plan_writes_one_config_per_variant_with_its_sets(tmp_path: Path, capsys
 
     # Re-planning the same sweep changes nothing; a changed variant over an existing plan is refused.
     before = (out / "lambda_0" / "config.yaml").stat().st_mtime_ns
-    plan_sweep(sweep, out)
+    plan_sweep(sweep, out, ["data.shards=shards", "anchor.lambda_reg=0.2"])
     assert (out / "lambda_0" / "config.yaml").stat().st_mtime_ns == before
     changed = yaml.safe_load(sweep.read_text())
     changed["variants"]["lambda_0"] = ["anchor.lambda_reg=1"]
     with pytest.raises(RadllmError, match="sweep variant lambda_0: .* exists with another config"):
-        plan_sweep(_write(tmp_path / "changed.yaml", changed), out)
+        plan_sweep(_write(tmp_path / "changed.yaml", changed), out, ["data.shards=shards", "anchor.lambda_reg=0.2"])
     assert load_config(TrainConfig, out / "lambda_0" / "config.yaml").anchor.lambda_reg == 0.0
 
 
@@ -128,9 +128,16 @@ def test_collect_reads_each_runs_last_evaluation_and_its_evaluate_metrics(two_ti
     # One variant also has radllm evaluate's metrics.json (its format: a flat JSON object).
     (out / "lambda_5" / "eval").mkdir(exist_ok=True)
     (out / "lambda_5" / "eval" / "metrics.json").write_text(json.dumps({"report/ce_f1_micro_present_strict": 0.25, "report/n": 3, "note": "text"}))
-    assert cli_main(["sweep", "collect", str(out), "--out", str(tmp_path)]) == 0
+    # A reference row (the recipe, trained elsewhere): an evaluation and radllm perplexity's JSON only.
+    reference = tmp_path / "recipe"
+    (reference / "eval").mkdir(parents=True)
+    (reference / "eval" / "metrics.json").write_text(json.dumps({"report/ce_f1_micro_present_strict": 0.5}))
+    (reference / "eval" / "perplexity.json").write_text(json.dumps({"perplexity": 1.8, "nll": 0.59, "model": "m"}))
+    assert cli_main(["sweep", "collect", str(out), "--out", str(tmp_path), "--reference", f"recipe={reference}"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert list(summary["variants"]) == ["lambda_0", "lambda_5"]
+    assert summary["order"] == ["recipe", "lambda_0", "lambda_5"]
+    assert summary["variants"]["recipe"] == {"sets": [], "status": "evaluated", "reference": True, "metrics": {
+        "eval/report/ce_f1_micro_present_strict": 0.5, "perplexity/perplexity": 1.8, "perplexity/nll": 0.59}}
     for name in ("lambda_0", "lambda_5"):
         last = _last_eval(out / name)
         row = summary["variants"][name]
@@ -147,12 +154,19 @@ def test_collect_reads_each_runs_last_evaluation_and_its_evaluate_metrics(two_ti
 
     table = (tmp_path / "summary.md").read_text().splitlines()
     assert table[0].startswith("| variant | sets | status | strict clinical F1 |")
-    assert table[3].startswith("| lambda_5 | `anchor.lambda_reg=5` | evaluated | 0.25 |")
-    assert table[2].startswith("| lambda_0 | `anchor.lambda_reg=0` | trained | – |")
-    # The Pareto chart: the only variant with both coordinates is drawn; y is the strict F1.
+    assert table[2].startswith("| recipe | (reference) | evaluated | 0.5 |")
+    assert table[3].startswith("| lambda_0 | `anchor.lambda_reg=0` | trained | – |")
+    assert table[4].startswith("| lambda_5 | `anchor.lambda_reg=5` | evaluated | 0.25 |")
+    # The Pareto chart: x is the whole-split perplexity, which only the reference has: the only point.
     svg = (tmp_path / "pareto.svg").read_text()
+    assert 'data-series="recipe"' in svg and 'data-series="lambda_5"' not in svg
+    assert "ce_f1_micro_present_strict against perplexity/perplexity" in svg
+    # Without the reference, the runs' own perplexity is the x axis: lambda_5 has both coordinates.
+    svg = pareto_chart({name: row for name, row in summary["variants"].items() if name != "recipe"})
     assert 'data-series="lambda_5"' in svg and 'data-series="lambda_0"' not in svg
-    assert "ce_f1_micro_present_strict against run/text_perplexity/perplexity" in svg
+    assert "against run/text_perplexity/perplexity" in svg
+    with pytest.raises(RadllmError, match="has the name of a variant"):
+        collect_sweep(out, tmp_path, {"lambda_0": reference})
 
 
 def test_collect_lists_variants_not_run_yet_and_refuses_an_unplanned_directory(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from radllm.errors import RadllmError
 from radllm.evaluation.sweep import EVAL_DIRNAME, VARIANTS_FILENAME, collect_sweep, plan_sweep
 
 
@@ -28,27 +29,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     plan.add_argument("sweep_file", metavar="SWEEP_YAML", help="the sweep file")
     plan.add_argument("--out", required=True, metavar="DIR", help="sweep directory (one run directory per variant)")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="applied to every variant after the sweep file's sets, e.g. --set data.shards=/data/shards (repeatable)")
     plan.set_defaults(handler=_run_plan)
     collect = actions.add_parser(
         "collect", help="one table and a Pareto chart of a sweep's variants",
         description="Per variant: the last evaluation of its run log (eval loss, report-sample F1, held-out text "
-        f"perplexity, grounding) and, where present, radllm evaluate's DIR/<variant>/{EVAL_DIRNAME}/metrics.json. "
+        f"perplexity, grounding) and, where present, radllm evaluate's DIR/<variant>/{EVAL_DIRNAME}/metrics.json and "
+        f"radllm perplexity's DIR/<variant>/{EVAL_DIRNAME}/perplexity.json. "
         "Writes summary.json, summary.md and pareto.svg (clinical F1 against held-out text perplexity).",
     )
     collect.add_argument("sweep_dir", metavar="DIR", help="a planned sweep directory")
     collect.add_argument("--out", metavar="DIR", help="where to write the summary (default: the sweep directory)")
+    collect.add_argument("--reference", action="append", default=[], metavar="NAME=DIR",
+                         help="a row to read the variants against, from a directory laid out like a variant's "
+                         "(metrics.jsonl and/or eval/), e.g. the recipe itself (repeatable)")
     collect.set_defaults(handler=_run_collect)
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    names = plan_sweep(args.sweep_file, args.out)
+    names = plan_sweep(args.sweep_file, args.out, args.overrides)
     print(f"planned {len(names)} variant(s) in {args.out}: {', '.join(names)}")
     print(f"run them: sbatch --array=0-{len(names) - 1} scripts/slurm/sweep.sbatch {args.out}")
     return 0
 
 
 def _run_collect(args: argparse.Namespace) -> int:
-    summary = collect_sweep(args.sweep_dir, args.out)
+    references = {}
+    for item in args.reference:
+        name, sep, directory = item.partition("=")
+        if not sep or not name or not directory:
+            raise RadllmError(f"--reference {item!r}: expected NAME=DIR")
+        references[name] = directory
+    summary = collect_sweep(args.sweep_dir, args.out, references)
     counts: dict[str, int] = {}
     for row in summary["variants"].values():
         counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -20,7 +20,8 @@ name per line: a slurm array index is a line number, `scripts/slurm/sweep.sbatch
 
 `collect_sweep` reads what each variant left: the last evaluation of its run log (the trainer's
 `metrics.jsonl`: eval loss, scored report samples, held-out text perplexity, grounding) and, when
-present, `radllm evaluate`'s `<out>/<variant>/eval/metrics.json`; it writes `summary.json`,
+present, `radllm evaluate`'s `<out>/<variant>/eval/metrics.json` and `radllm perplexity`'s
+`<out>/<variant>/eval/perplexity.json`; it writes `summary.json`,
 `summary.md` (one row per variant) and `pareto.svg` (each variant's clinical F1 against its
 held-out text perplexity, the anti-forgetting trade-off).
 """
@@ -59,12 +60,13 @@ SUMMARY_COLUMNS = (
     ("eval", "vqa/auroc_macro", "VQA macro AUROC"),
     ("run", "loss", "eval loss"),
     ("run", "samples/f1_micro_present", "samples F1"),
-    ("run", "text_perplexity/perplexity", "text perplexity"),
+    ("perplexity", "perplexity", "text perplexity (whole split)"),
+    ("run", "text_perplexity/perplexity", "text perplexity (eval studies)"),
     ("run", "grounding/report_generation/gain_nats", "grounding gain (nats)"),
 )
-#: The Pareto chart: y is the first of these the variants have, x the held-out text perplexity.
+#: The Pareto chart: y and x are the first of these keys the variants have.
 PARETO_Y = ("eval/report/ce_f1_micro_present_strict", "run/samples/f1_micro_present")
-PARETO_X = "run/text_perplexity/perplexity"
+PARETO_X = ("perplexity/perplexity", "run/text_perplexity/perplexity")
 
 
 @dataclass(frozen=True)
@@ -133,15 +135,18 @@ def _set_list(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def variant_overrides(spec: SweepSpec, name: str, out_dir: Path) -> list[str]:
-    """The `--set` list of one variant: the sweep's sets, the variant's, then its run and export directories."""
+def variant_overrides(spec: SweepSpec, name: str, out_dir: Path, extra_sets: Sequence[str] = ()) -> list[str]:
+    """The `--set` list of one variant: the sweep's sets, the caller's, the variant's, then its run and export directories."""
     trainer = _trainers()[spec.command]
-    overrides = [item.replace("{variant}", name) for item in (*spec.sets, *spec.variants[name])]
+    overrides = [item.replace("{variant}", name) for item in (*spec.sets, *extra_sets, *spec.variants[name])]
     return [*overrides, f"{trainer.output_key}={out_dir / name}", f"export_dir={out_dir / name / trainer.export_name}"]
 
 
-def plan_sweep(sweep_file: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
+def plan_sweep(sweep_file: str | os.PathLike, out_dir: str | os.PathLike, extra_sets: Sequence[str] = ()) -> list[str]:
     """Check every variant and write its merged config; return the variant names in order.
+
+    `extra_sets` (the CLI's `--set`) apply to every variant after the sweep file's own sets and
+    before the variant's: paths that differ between machines (data, tokenizer) stay out of the file.
 
     Re-planning the same sweep into the same directory rewrites nothing; a variant whose merged
     config would change while its config.yaml exists is refused (a requeued job of the old plan
@@ -155,7 +160,7 @@ def plan_sweep(sweep_file: str | os.PathLike, out_dir: str | os.PathLike) -> lis
     out = Path(out_dir)
     configs = {}
     for name in spec.variants:
-        overrides = variant_overrides(spec, name, out)
+        overrides = variant_overrides(spec, name, out, extra_sets)
         try:
             config = load_config(trainer.schema, spec.config, overrides)
             if hasattr(config, "validate"):
@@ -173,7 +178,7 @@ def plan_sweep(sweep_file: str | os.PathLike, out_dir: str | os.PathLike) -> lis
             atomic.write_text(out / name / "config.yaml", text)
     atomic.write_text(out / VARIANTS_FILENAME, "".join(f"{name}\n" for name in spec.variants))
     atomic.write_text(out / COMMAND_FILENAME, f"{spec.command}\n")
-    record = {"command": spec.command, "config": spec.config, "sets": spec.sets, "variants": spec.variants}
+    record = {"command": spec.command, "config": spec.config, "sets": [*spec.sets, *extra_sets], "variants": spec.variants}
     atomic.write_json(out / SWEEP_FILENAME, record)
     return list(spec.variants)
 
@@ -192,36 +197,62 @@ def last_eval(run_dir: Path) -> dict[str, float]:
     return {key: points[-1][1] for (kind, key), points in log.series.items() if kind == "eval"}
 
 
-def collect_sweep(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def _json_numbers(path: Path, prefix: str) -> dict[str, float]:
+    """The numeric top-level values of a JSON object file, keys prefixed; {} when the file is absent."""
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RadllmError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(values, dict):
+        raise RadllmError(f"{path}: expected a JSON object of metrics")
+    return {f"{prefix}/{key}": value for key, value in values.items() if isinstance(value, int | float) and not isinstance(value, bool)}
+
+
+def variant_row(run_dir: Path, sets: Sequence[str]) -> dict[str, Any]:
+    """What one run directory left: its run log's last evaluation (``run/``), ``eval/metrics.json``
+    from `radllm evaluate` (``eval/``) and ``eval/perplexity.json`` from `radllm perplexity`
+    (``perplexity/``), with a status: evaluated, trained or not run."""
+    metrics: dict[str, float] = {}
+    trained = (run_dir / "metrics.jsonl").is_file()
+    if trained:
+        metrics.update({f"run/{key}": value for key, value in last_eval(run_dir).items()})
+    evaluated = (run_dir / EVAL_DIRNAME / "metrics.json").is_file()
+    metrics.update(_json_numbers(run_dir / EVAL_DIRNAME / "metrics.json", "eval"))
+    metrics.update(_json_numbers(run_dir / EVAL_DIRNAME / "perplexity.json", "perplexity"))
+    status = "evaluated" if evaluated else "trained" if trained else "not run"
+    return {"sets": list(sets), "status": status, "metrics": metrics}
+
+
+def collect_sweep(
+    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, references: Mapping[str, str | os.PathLike] | None = None
+) -> dict[str, Any]:
     """Write summary.json, summary.md and pareto.svg for a planned sweep; return the summary.
 
-    A variant without a run log yet is listed with ``"status": "not run"`` and empty cells, so a
-    partly finished sweep can be read. The summary: {"variants": {name: {"sets", "status",
-    "metrics": {"run/<key>": value, "eval/<key>": value}}}, "columns": [...]}.
+    `references` ({name: directory laid out like a variant's: metrics.jsonl, eval/}) are rows to
+    read the variants against, e.g. the recipe the sweep varies, trained elsewhere; they come
+    first, marked ``"reference": true``. A variant without a run log yet is listed with
+    ``"status": "not run"`` and empty cells, so a partly finished sweep can be read. The summary:
+    {"order": [names, references first], "variants": {name: {"sets", "status", "reference",
+    "metrics": {"run/<key>": value, "eval/<key>": value, "perplexity/<key>": value}}},
+    "columns": [...]} (JSON objects are written with sorted keys: "order" keeps the row order).
     """
     sweep = Path(sweep_dir)
     names = read_variants(sweep)
     planned = json.loads((sweep / SWEEP_FILENAME).read_text()) if (sweep / SWEEP_FILENAME).is_file() else {"variants": {}}
     rows: dict[str, dict[str, Any]] = {}
+    for name, directory in (references or {}).items():
+        if name in names:
+            raise RadllmError(f"reference {name!r} has the name of a variant of {sweep}; give it another")
+        if not Path(directory).is_dir():
+            raise RadllmError(f"reference {name}={directory}: no such directory")
+        rows[name] = variant_row(Path(directory), []) | {"reference": True}
     for name in names:
-        run_dir = sweep / name
-        metrics: dict[str, float] = {}
-        if (run_dir / "metrics.jsonl").is_file():
-            metrics.update({f"run/{key}": value for key, value in last_eval(run_dir).items()})
-        evaluation = run_dir / EVAL_DIRNAME / "metrics.json"
-        if evaluation.is_file():
-            try:
-                values = json.loads(evaluation.read_text())
-            except json.JSONDecodeError as err:
-                raise RadllmError(f"{evaluation}: not valid JSON ({err})") from err
-            if not isinstance(values, dict):
-                raise RadllmError(f"{evaluation}: expected a JSON object of metrics (radllm evaluate's metrics.json)")
-            metrics.update({f"eval/{key}": value for key, value in values.items() if isinstance(value, int | float) and not isinstance(value, bool)})
-        status = "evaluated" if evaluation.is_file() else "trained" if (run_dir / "metrics.jsonl").is_file() else "not run"
-        rows[name] = {"sets": planned["variants"].get(name, []), "status": status, "metrics": metrics}
+        rows[name] = variant_row(sweep / name, planned["variants"].get(name, [])) | {"reference": False}
     columns = [{"key": f"{source}/{key}", "header": header} for source, key, header in SUMMARY_COLUMNS
                if any(f"{source}/{key}" in row["metrics"] for row in rows.values())]
-    summary = {"sweep_dir": str(sweep), "columns": columns, "variants": rows}
+    summary = {"sweep_dir": str(sweep), "columns": columns, "order": list(rows), "variants": rows}
     out = Path(out_dir) if out_dir is not None else sweep
     atomic.write_json(out / "summary.json", summary)
     atomic.write_text(out / "summary.md", summary_table(summary))
@@ -238,16 +269,21 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     columns = summary["columns"]
     lines = ["| variant | sets | status | " + " | ".join(c["header"] for c in columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
-    for name, row in summary["variants"].items():
-        sets = ", ".join(f"`{s}`" for s in row["sets"]) or "(the config as is)"
+    for name in summary["order"]:
+        row = summary["variants"][name]
+        sets = "(reference)" if row.get("reference") else ", ".join(f"`{s}`" for s in row["sets"]) or "(the config as is)"
         cells = [_cell(row["metrics"].get(c["key"])) for c in columns]
         lines.append(f"| {name} | {sets} | {row['status']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def pareto_chart(rows: Mapping[str, Mapping[str, Any]], y_keys: Sequence[str] = PARETO_Y, x_key: str = PARETO_X) -> str:
+def pareto_chart(rows: Mapping[str, Mapping[str, Any]], y_keys: Sequence[str] = PARETO_Y, x_keys: Sequence[str] = PARETO_X) -> str:
     """An SVG with one labelled point per variant: clinical F1 (y) against held-out text perplexity (x)."""
-    y_key = next((key for key in y_keys if any(key in row["metrics"] for row in rows.values())), y_keys[0])
+
+    def first_present(keys: Sequence[str]) -> str:
+        return next((key for key in keys if any(key in row["metrics"] for row in rows.values())), keys[0])
+
+    y_key, x_key = first_present(y_keys), first_present(x_keys)
     points = {name: [(row["metrics"][x_key], row["metrics"][y_key])] for name, row in rows.items()
               if x_key in row["metrics"] and y_key in row["metrics"]}
     return line_chart(points, title=f"{y_key} against {x_key} (up and left is better)", x_label="held-out text perplexity")
