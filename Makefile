@@ -129,20 +129,6 @@ $(D)/model/radllm.json: $(D)/stage1/model/radllm.json configs/demo/stage2.yaml
 	    $(call sets,$(DEMO_STAGE2_SET)) \
 	&& $(call timed,stage2)
 
-# Ablation: the same two stages without the L2 pull (λ = 0 in both), otherwise the same; only
-# held-out perplexity is compared.
-$(D)/stage1_no_l2/model/radllm.json: $(D)/pretrain/model/radllm.json configs/demo/stage1.yaml
-	$(START) $(TRAIN) --config configs/demo/stage1.yaml $(TRAIN_PATHS) --set run_dir=$(D)/stage1_no_l2 \
-	    --set model.init=$(D)/pretrain/model --set anchor.lambda_reg=0 $(call sets,$(DEMO_STAGE1_SET)) \
-	&& $(call timed,stage1_no_l2)
-
-$(D)/stage2_no_l2/model/radllm.json: $(D)/stage1_no_l2/model/radllm.json configs/demo/stage2.yaml
-	$(START) $(TRAIN) --config configs/demo/stage2.yaml $(TRAIN_PATHS) --set run_dir=$(D)/stage2_no_l2 \
-	    --set model.init=$(D)/stage1_no_l2/model --set anchor.pretrained=$(D)/pretrain/model --set anchor.lambda_reg=0 \
-	    --set export_dir=$(D)/stage2_no_l2/model \
-	    $(call sets,$(DEMO_STAGE2_SET)) \
-	&& $(call timed,stage2_no_l2)
-
 # $(1): reports | images | vqa; $(2): the split generated for (default test).
 GENERATE = $(RADLLM) generate $(1) --model $(D)/model --vq $(D)/vq --split $(or $(2),test) --no-progress $(DEMO_GENERATE_ARGS)
 
@@ -189,10 +175,7 @@ $(D)/perplexity/pretrained.json: $(D)/pretrain/model/radllm.json
 $(D)/perplexity/stage2_l2.json: $(D)/model/radllm.json
 	$(call PERPLEXITY,$(D)/model)
 
-$(D)/perplexity/stage2_no_l2.json: $(D)/stage2_no_l2/model/radllm.json
-	$(call PERPLEXITY,$(D)/stage2_no_l2/model)
-
-PERPLEXITIES := pretrained stage2_l2 stage2_no_l2
+PERPLEXITIES := pretrained stage2_l2
 
 # `radllm evaluate` of the model's reports, images and VQA answers in generation directory $(1)
 # and of the baselines in $(2), against references $(3), into $(4); more arguments in $(5).
@@ -254,6 +237,55 @@ endef
 
 $(eval $(call EVALUATION_SET,unseen,$(D)/unseen/phantoms/manifest.jsonl,$(D)/unseen/shards,test))
 $(eval $(call EVALUATION_SET,val,$(D)/phantoms/manifest.jsonl,$(D)/shards,val))
+
+# ---------------------------------------------------------------------------------------------
+# `make ablations` (after `make demo`, issue 26): arms of the demo recipe, each a `radllm sweep`
+# variant of both stages (docs/training.md "Sweeps"), scored like the recipe on the validation
+# split (greedy reports: ABLATION_REPORT_ARGS), collected into one table and a Pareto chart of
+# strict clinical F1 against held-out text perplexity, with the recipe as the reference row.
+#   anti_forgetting: λ over three orders of magnitude, text replay at two shares, both, neither
+#                    (configs/demo/ablations/anti_forgetting_stage{1,2}.yaml).
+# Finished variants are skipped and a stopped one resumes (--resume auto), as in the demo.
+ABLATIONS_STAGE1 ?= configs/demo/ablations/anti_forgetting_stage1.yaml
+ABLATIONS_STAGE2 ?= configs/demo/ablations/anti_forgetting_stage2.yaml
+ABLATION_REPORT_ARGS ?=
+A := $(D)/ablations/anti_forgetting
+
+.PHONY: ablations
+
+ablations: $(A)/summary.json
+	cat $(A)/summary.md
+
+$(A)/stage1/variants.txt: $(ABLATIONS_STAGE1) $(D)/pretrain/model/radllm.json
+	$(RADLLM) sweep plan $< --out $(A)/stage1 $(TRAIN_PATHS) --set model.init=$(D)/pretrain/model $(call sets,$(DEMO_STAGE1_SET))
+
+$(A)/stage2/variants.txt: $(ABLATIONS_STAGE2) $(A)/stage1/variants.txt
+	$(RADLLM) sweep plan $< --out $(A)/stage2 $(TRAIN_PATHS) --set anchor.pretrained=$(D)/pretrain/model \
+	    --set 'model.init=$(A)/stage1/{variant}/model' $(call sets,$(DEMO_STAGE2_SET))
+	cmp -s $(A)/stage1/variants.txt $@ || { echo "$(ABLATIONS_STAGE1) and $(ABLATIONS_STAGE2) name different variants" >&2; rm -f $@; exit 1; }
+
+# One stage of every variant, in order; a finished variant (its model exported) is skipped.
+$(A)/%/trained: $(A)/%/variants.txt
+	$(START) for v in $$(cat $<); do test -f $(@D)/$$v/model/radllm.json || $(TRAIN) --config $(@D)/$$v/config.yaml || exit 1; done \
+	&& touch $@ && $(call timed,ablations_$*)
+
+$(A)/stage2/trained: $(A)/stage1/trained
+
+# $(1): the model; $(2): the directory written (reports.jsonl, metrics.json, perplexity.json).
+ABLATION_EVAL = $(RADLLM) generate reports --model $(1) --vq $(D)/vq --split val --no-progress $(DEMO_GENERATE_ARGS) \
+	    --input $(D)/shards --out $(2)/reports.jsonl --batch-size 32 $(ABLATION_REPORT_ARGS) \
+	&& $(RADLLM) evaluate --ref $(D)/phantoms/manifest.jsonl --out $(2) --pred $(2)/reports.jsonl \
+	&& $(RADLLM) perplexity --model $(1) --shards $(D)/shards --split val --out $(2)/perplexity.json --no-progress
+
+$(A)/evaluated: $(A)/stage2/trained $(D)/model/radllm.json
+	$(START) for v in $$(cat $(A)/stage2/variants.txt); do test -f $(A)/stage2/$$v/eval/perplexity.json \
+	    || { $(call ABLATION_EVAL,$(A)/stage2/$$v/model,$(A)/stage2/$$v/eval); } || exit 1; done \
+	&& { test -f $(A)/recipe/eval/perplexity.json || { $(call ABLATION_EVAL,$(D)/model,$(A)/recipe/eval); }; } \
+	&& ln -sfn $(abspath $(D)/stage2/metrics.jsonl) $(A)/recipe/metrics.jsonl \
+	&& touch $@ && $(call timed,ablations_evaluate)
+
+$(A)/summary.json: $(A)/evaluated
+	$(RADLLM) sweep collect $(A)/stage2 --out $(A) --reference recipe=$(A)/recipe
 
 demo-clean:
 	rm -rf $(D)

@@ -1,12 +1,13 @@
 """The reduced demo: `make demo` end to end with small numbers (same targets, same commands).
 
 Runs every step of the Makefile's demo into a temporary DEMO_DIR: phantoms, CXR encoder, VQ-GAN,
-SentencePiece tokenizer, shards, text pre-training, stage 1, stage 2 with and without L2 (two
-ranks through the real deepspeed launcher on CPU), generation of reports / images / VQA on the
-test split (reports and VQA also as the shuffled-image control), baselines, perplexity and evaluation
-(with the learning curves of both stages), and the same generation, baselines and evaluation on an
-unseen phantom set of another seed; then checks the outputs, and that a second `make demo` runs no
-step again.
+SentencePiece tokenizer, shards, text pre-training, stage 1, stage 2 (two ranks through the real
+deepspeed launcher on CPU), generation of reports / images / VQA on the test split (reports and VQA
+also as the shuffled-image control), baselines, perplexity and evaluation (with the learning curves
+of both stages), and the same generation, baselines and evaluation on an unseen phantom set of
+another seed; then checks the outputs, and that a second `make demo` runs no step again. Then
+`make ablations` with one variant of both stages (sweep files written here), scored and collected
+against the demo model.
 """
 
 from __future__ import annotations
@@ -35,10 +36,9 @@ SMALL = {
     "DEMO_REPORT_ARGS": "--max-new-tokens 24 --candidates 2 --temperature 0.7 --draft-unit sentence",
     "DEMO_UNSEEN_N": "10",
 }
-STEPS = ["phantoms", "cxr_encoder", "vq", "tokenizer", "shards", "pretrain", "stage1", "stage2", "stage1_no_l2", "stage2_no_l2",
+STEPS = ["phantoms", "cxr_encoder", "vq", "tokenizer", "shards", "pretrain", "stage1", "stage2",
          "generate_reports", "generate_images", "generate_vqa", "generate_reports_shuffled", "generate_vqa_shuffled",
-         "baselines", "perplexity_pretrained",
-         "perplexity_stage2_l2", "perplexity_stage2_no_l2", "evaluate",
+         "baselines", "perplexity_pretrained", "perplexity_stage2_l2", "evaluate",
          "unseen_phantoms", "unseen_shards", "unseen_generate_reports", "unseen_generate_images", "unseen_generate_vqa",
          "unseen_baselines", "unseen_evaluate"]
 
@@ -62,7 +62,7 @@ def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None
     metrics = json.loads((demo / "eval" / "metrics.json").read_text())
     for key in ("report/ce_f1_micro_present", "report/baseline_normal/ce_f1_micro_present",
                 "report/baseline_nearest/ce_f1_micro_present", "image/gen_clinical_agreement", "vqa/accuracy",
-                "perplexity/pretrained", "perplexity/stage2_l2", "perplexity/stage2_no_l2",
+                "perplexity/pretrained", "perplexity/stage2_l2",
                 "report/shuffled/ce_f1_micro_present", "vqa/shuffled/accuracy", "report/ce_f1_micro_present/ci_low",
                 "report/diff/shuffled/ce_f1_micro_present/ci_high", "report/diff/baseline_nearest/ce_f1_micro_present",
                 "vqa/diff/shuffled/accuracy", "report/ce_f1_micro_present_strict", "report/contradiction_rate",
@@ -84,10 +84,6 @@ def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None
     assert (demo / "shards" / "index.json").is_file()
     assert "baseline: always normal" in run.stdout and "control: shuffled images" in run.stdout and "total:" in run.stdout
     assert "reports, unseen set (10 studies)" in run.stdout
-    for stage in ("stage1", "stage2"):  # the ablation drops L2 in both stages, and only there
-        ablation = (demo / f"{stage}_no_l2" / "config.yaml").read_text()
-        assert "lambda_reg: 0.0" in ablation and "lambda_reg: 0.0" not in (demo / stage / "config.yaml").read_text()
-    assert "init: " + str(demo / "stage1_no_l2" / "model") in (demo / "stage2_no_l2" / "config.yaml").read_text()
     drafted = [json.loads(line) for line in (demo / "generate" / "reports.jsonl").read_text().splitlines()]
     assert all((r["candidates"], r["draft_unit"]) == (2, "sentence") for r in drafted)
 
@@ -95,3 +91,25 @@ def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None
     assert dry.returncode == 0
     commands = [line for line in dry.stdout.splitlines() if line.strip() and not line.startswith("make")]
     assert len(commands) == 1 and "demo-table" in commands[0], dry.stdout
+
+    # make ablations: one variant (λ = 0 in both stages), each stage from the demo's own inputs.
+    sweeps = {}
+    for stage in ("stage1", "stage2"):
+        sweeps[stage] = tmp_path / f"ablation_{stage}.yaml"
+        sweeps[stage].write_text(f"config: configs/demo/{stage}.yaml\nvariants:\n  no_l2: [anchor.lambda_reg=0]\n")
+    ablations = _make(demo, "ablations", f"ABLATIONS_STAGE1={sweeps['stage1']}", f"ABLATIONS_STAGE2={sweeps['stage2']}",
+                      "ABLATION_REPORT_ARGS=--max-new-tokens 24")
+    assert ablations.returncode == 0, ablations.stdout[-4000:] + ablations.stderr[-4000:]
+    arms = demo / "ablations" / "anti_forgetting"
+    for stage in ("stage1", "stage2"):  # the arm drops L2 in both stages, and only there
+        assert "lambda_reg: 0.0" in (arms / stage / "no_l2" / "config.yaml").read_text()
+        assert "lambda_reg: 0.0" not in (demo / stage / "config.yaml").read_text()
+    assert "init: " + str(arms / "stage1" / "no_l2" / "model") in (arms / "stage2" / "no_l2" / "config.yaml").read_text()
+    summary = json.loads((arms / "summary.json").read_text())
+    assert summary["order"] == ["recipe", "no_l2"]
+    for name in ("recipe", "no_l2"):
+        row = summary["variants"][name]
+        assert row["status"] == "evaluated" and "eval/report/ce_f1_micro_present_strict" in row["metrics"]
+        assert "perplexity/perplexity" in row["metrics"] and "run/loss" in row["metrics"]
+    assert "| no_l2 | `anchor.lambda_reg=0` | evaluated |" in ablations.stdout  # the table is printed
+    assert (arms / "pareto.svg").read_text().count("data-series=") == 2

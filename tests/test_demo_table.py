@@ -111,7 +111,7 @@ def test_table_places_each_figure_and_marks_missing_ones() -> None:
     assert row["VQA AUROC macro: model - prior"][-2:] == ["+0.300", "-"]
     assert row["images: agreement with requested findings"][-2:] == ["-", "-"]  # null in metrics.json
     assert row["images: the same, an image showing nothing"][-2:] == ["0.000", "-"]
-    assert row["report perplexity: stage 2 with L2"][-2] == "2.250" and row["report perplexity: without L2 (λ = 0 in both stages)"][-2] == "-"
+    assert row["report perplexity: the demo model (L2 and text replay)"][-2] == "2.250"
     assert lines[-2] == "step wall time (s): phantoms 30 | vq 600" and lines[-1] == "total: 10.5 min"
 
 

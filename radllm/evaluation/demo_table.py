@@ -64,8 +64,7 @@ OTHER_ROWS = (
     ("images: agreement with requested findings", "image/gen_clinical_agreement"),
     ("images: agreement, an image showing nothing", f"image/{ABSENT_IMAGES}/gen_clinical_agreement"),
     ("report perplexity: pretrained LM", "perplexity/pretrained"),
-    ("report perplexity: stage 2 with L2", "perplexity/stage2_l2"),
-    ("report perplexity: without L2 (λ = 0 in both stages)", "perplexity/stage2_no_l2"),
+    ("report perplexity: the demo model (L2 and text replay)", "perplexity/stage2_l2"),
 )
 
 
