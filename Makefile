@@ -240,21 +240,26 @@ $(eval $(call EVALUATION_SET,val,$(D)/phantoms/manifest.jsonl,$(D)/shards,val))
 
 # ---------------------------------------------------------------------------------------------
 # `make ablations` (after `make demo`, issue 26): arms of the demo recipe, each a `radllm sweep`
-# variant of both stages (docs/training.md "Sweeps"), scored like the recipe on the validation
-# split (greedy reports: ABLATION_REPORT_ARGS), collected into one table and a Pareto chart of
-# strict clinical F1 against held-out text perplexity, with the recipe as the reference row.
-#   anti_forgetting: λ over three orders of magnitude, text replay at two shares, both, neither
-#                    (configs/demo/ablations/anti_forgetting_stage{1,2}.yaml).
+# variant (docs/training.md "Sweeps"), scored like the recipe on the validation split (greedy
+# reports: ABLATION_REPORT_ARGS; radllm evaluate; radllm perplexity) and collected into one table
+# and a Pareto chart of strict clinical F1 against held-out text perplexity, the recipe (the demo
+# model) as the reference row of each.
+#   anti_forgetting: λ over three orders of magnitude, text replay at two shares, both, neither,
+#                    each in both stages (configs/demo/ablations/anti_forgetting_stage{1,2}.yaml);
+#   joint:           one run on the union of both stages' task mixes for the same steps, examples,
+#                    learning-rate sum and L2 pull (configs/demo/ablations/joint.yaml).
 # Finished variants are skipped and a stopped one resumes (--resume auto), as in the demo.
 ABLATIONS_STAGE1 ?= configs/demo/ablations/anti_forgetting_stage1.yaml
 ABLATIONS_STAGE2 ?= configs/demo/ablations/anti_forgetting_stage2.yaml
+ABLATIONS_JOINT ?= configs/demo/ablations/joint.yaml
 ABLATION_REPORT_ARGS ?=
-A := $(D)/ablations/anti_forgetting
+AB := $(D)/ablations
+A := $(AB)/anti_forgetting
 
 .PHONY: ablations
 
-ablations: $(A)/summary.json
-	cat $(A)/summary.md
+ablations: $(A)/summary.json $(AB)/joint/summary.json
+	cat $(A)/summary.md $(AB)/joint/summary.md
 
 $(A)/stage1/variants.txt: $(ABLATIONS_STAGE1) $(D)/pretrain/model/radllm.json
 	$(RADLLM) sweep plan $< --out $(A)/stage1 $(TRAIN_PATHS) --set model.init=$(D)/pretrain/model $(call sets,$(DEMO_STAGE1_SET))
@@ -264,10 +269,13 @@ $(A)/stage2/variants.txt: $(ABLATIONS_STAGE2) $(A)/stage1/variants.txt
 	    --set 'model.init=$(A)/stage1/{variant}/model' $(call sets,$(DEMO_STAGE2_SET))
 	cmp -s $(A)/stage1/variants.txt $@ || { echo "$(ABLATIONS_STAGE1) and $(ABLATIONS_STAGE2) name different variants" >&2; rm -f $@; exit 1; }
 
-# One stage of every variant, in order; a finished variant (its model exported) is skipped.
-$(A)/%/trained: $(A)/%/variants.txt
+$(AB)/joint/variants.txt: $(ABLATIONS_JOINT) $(D)/pretrain/model/radllm.json
+	$(RADLLM) sweep plan $< --out $(AB)/joint $(TRAIN_PATHS) --set model.init=$(D)/pretrain/model $(call sets,$(DEMO_STAGE1_SET))
+
+# Every variant of a planned sweep directory, in order; a finished variant (its model exported) is skipped.
+$(AB)/%/trained: $(AB)/%/variants.txt
 	$(START) for v in $$(cat $<); do test -f $(@D)/$$v/model/radllm.json || $(TRAIN) --config $(@D)/$$v/config.yaml || exit 1; done \
-	&& touch $@ && $(call timed,ablations_$*)
+	&& touch $@ && $(call timed,ablations_$(subst /,_,$*))
 
 $(A)/stage2/trained: $(A)/stage1/trained
 
@@ -277,15 +285,21 @@ ABLATION_EVAL = $(RADLLM) generate reports --model $(1) --vq $(D)/vq --split val
 	&& $(RADLLM) evaluate --ref $(D)/phantoms/manifest.jsonl --out $(2) --pred $(2)/reports.jsonl \
 	&& $(RADLLM) perplexity --model $(1) --shards $(D)/shards --split val --out $(2)/perplexity.json --no-progress
 
-$(A)/evaluated: $(A)/stage2/trained $(D)/model/radllm.json
-	$(START) for v in $$(cat $(A)/stage2/variants.txt); do test -f $(A)/stage2/$$v/eval/perplexity.json \
-	    || { $(call ABLATION_EVAL,$(A)/stage2/$$v/model,$(A)/stage2/$$v/eval); } || exit 1; done \
-	&& { test -f $(A)/recipe/eval/perplexity.json || { $(call ABLATION_EVAL,$(D)/model,$(A)/recipe/eval); }; } \
-	&& ln -sfn $(abspath $(D)/stage2/metrics.jsonl) $(A)/recipe/metrics.jsonl \
-	&& touch $@ && $(call timed,ablations_evaluate)
+$(AB)/%/evaluated: $(AB)/%/trained
+	$(START) for v in $$(cat $(@D)/variants.txt); do test -f $(@D)/$$v/eval/perplexity.json \
+	    || { $(call ABLATION_EVAL,$(@D)/$$v/model,$(@D)/$$v/eval); } || exit 1; done \
+	&& touch $@ && $(call timed,ablations_$(subst /,_,$*)_evaluate)
 
-$(A)/summary.json: $(A)/evaluated
-	$(RADLLM) sweep collect $(A)/stage2 --out $(A) --reference recipe=$(A)/recipe
+# The reference row: the demo model, scored the same way, with its stage-2 run log.
+$(AB)/recipe/eval/perplexity.json: $(D)/model/radllm.json
+	$(START) $(call ABLATION_EVAL,$(D)/model,$(AB)/recipe/eval) && ln -sfn $(abspath $(D)/stage2/metrics.jsonl) $(AB)/recipe/metrics.jsonl \
+	&& $(call timed,ablations_recipe_evaluate)
+
+$(A)/summary.json: $(A)/stage2/evaluated $(AB)/recipe/eval/perplexity.json
+	$(RADLLM) sweep collect $(A)/stage2 --out $(A) --reference recipe=$(AB)/recipe
+
+$(AB)/joint/summary.json: $(AB)/joint/evaluated $(AB)/recipe/eval/perplexity.json
+	$(RADLLM) sweep collect $(AB)/joint --reference recipe=$(AB)/recipe
 
 demo-clean:
 	rm -rf $(D)

@@ -92,24 +92,28 @@ def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None
     commands = [line for line in dry.stdout.splitlines() if line.strip() and not line.startswith("make")]
     assert len(commands) == 1 and "demo-table" in commands[0], dry.stdout
 
-    # make ablations: one variant (λ = 0 in both stages), each stage from the demo's own inputs.
+    # make ablations: one variant of each sweep (λ = 0 in both stages; the joint mix), tiny sweep files.
     sweeps = {}
     for stage in ("stage1", "stage2"):
         sweeps[stage] = tmp_path / f"ablation_{stage}.yaml"
         sweeps[stage].write_text(f"config: configs/demo/{stage}.yaml\nvariants:\n  no_l2: [anchor.lambda_reg=0]\n")
+    sweeps["joint"] = tmp_path / "ablation_joint.yaml"
+    sweeps["joint"].write_text("config: configs/demo/stage1.yaml\nvariants:\n  joint: ['tasks.joint=[{stage: 1, share: 3}, {stage: 2, share: 1}]']\n")
     ablations = _make(demo, "ablations", f"ABLATIONS_STAGE1={sweeps['stage1']}", f"ABLATIONS_STAGE2={sweeps['stage2']}",
-                      "ABLATION_REPORT_ARGS=--max-new-tokens 24")
+                      f"ABLATIONS_JOINT={sweeps['joint']}", "ABLATION_REPORT_ARGS=--max-new-tokens 24")
     assert ablations.returncode == 0, ablations.stdout[-4000:] + ablations.stderr[-4000:]
     arms = demo / "ablations" / "anti_forgetting"
     for stage in ("stage1", "stage2"):  # the arm drops L2 in both stages, and only there
         assert "lambda_reg: 0.0" in (arms / stage / "no_l2" / "config.yaml").read_text()
         assert "lambda_reg: 0.0" not in (demo / stage / "config.yaml").read_text()
     assert "init: " + str(arms / "stage1" / "no_l2" / "model") in (arms / "stage2" / "no_l2" / "config.yaml").read_text()
-    summary = json.loads((arms / "summary.json").read_text())
-    assert summary["order"] == ["recipe", "no_l2"]
-    for name in ("recipe", "no_l2"):
-        row = summary["variants"][name]
-        assert row["status"] == "evaluated" and "eval/report/ce_f1_micro_present_strict" in row["metrics"]
-        assert "perplexity/perplexity" in row["metrics"] and "run/loss" in row["metrics"]
-    assert "| no_l2 | `anchor.lambda_reg=0` | evaluated |" in ablations.stdout  # the table is printed
-    assert (arms / "pareto.svg").read_text().count("data-series=") == 2
+    for summary_path, arm in ((arms / "summary.json", "no_l2"), (demo / "ablations" / "joint" / "summary.json", "joint")):
+        summary = json.loads(summary_path.read_text())
+        assert summary["order"] == ["recipe", arm]
+        for name in ("recipe", arm):
+            row = summary["variants"][name]
+            assert row["status"] == "evaluated" and "eval/report/ce_f1_micro_present_strict" in row["metrics"]
+            assert "perplexity/perplexity" in row["metrics"] and "run/loss" in row["metrics"]
+        assert (summary_path.parent / "pareto.svg").read_text().count("data-series=") == 2
+    assert "| no_l2 | `anchor.lambda_reg=0` | evaluated |" in ablations.stdout  # the tables are printed
+    assert "| joint | `tasks.joint=" in ablations.stdout

@@ -105,7 +105,7 @@ def two_tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A planned sweep of two variants (λ 0 and 5) of a tiny stage-1 config, each trained for real."""
     root = tmp_path_factory.mktemp("sweep-runs")
     art = make_training_artifacts(root / "artifacts")
-    config = train_config_dict(art, "placeholder", schedule={"max_steps": 4, "log_every": 1, "eval_every": 2, "save_every": 4, "keep_checkpoints": 1},
+    config = train_config_dict(art, "placeholder", schedule={"max_steps": 2, "log_every": 1, "eval_every": 2, "save_every": 2, "keep_checkpoints": 1},
                                logging={"text_perplexity_studies": 4, "grounding_studies": 4})
     sweep = _write(root / "sweep.yaml", {"config": str(_write(root / "base.yaml", config)),
                                          "variants": {"lambda_0": ["anchor.lambda_reg=0"], "lambda_5": ["anchor.lambda_reg=5"]}})
@@ -141,7 +141,7 @@ def test_collect_reads_each_runs_last_evaluation_and_its_evaluate_metrics(two_ti
     for name in ("lambda_0", "lambda_5"):
         last = _last_eval(out / name)
         row = summary["variants"][name]
-        assert last["step"] == 4
+        assert last["step"] == 2
         assert row["metrics"]["run/loss"] == pytest.approx(last["loss"])
         assert row["metrics"]["run/text_perplexity/perplexity"] == pytest.approx(last["text_perplexity"]["perplexity"])
         assert row["metrics"]["run/grounding/report_generation/gain_nats"] == pytest.approx(last["grounding"]["report_generation"]["gain_nats"])

@@ -584,6 +584,40 @@ def test_mix_is_deterministic_per_seed_epoch_and_study(tokenizer, spec):
     assert run(0, 1, range(40)) != forward
 
 
+def test_joint_mix_is_the_union_of_the_stage_mixes_in_the_ratio_of_their_shares(tokenizer, spec):
+    """Each study yields exactly the examples one stage's own mixer yields for it; stages drawn by share."""
+    from radllm.tasks.config import JointStage
+
+    stage1 = {"report_generation": 1.0, "image_generation": 0.6, "vqa": 0.35, "text_lm": 0.3}
+    stage2 = {"report_generation": 1.0, "image_generation": 0.6, "vqa": 0.5, "text_lm": 0.3}
+    shared = {"vqa_questions_per_study": 3, "report_format": "impression_first", "impression_weight": 3.0, "prompt_image_weight": 0.3}
+    joint = TaskMixConfig(stage=1, weights=stage1, joint=[JointStage(1, 600.0, stage1), JointStage(2, 80.0, stage2)], **shared)
+    studies = many_studies(tokenizer, 1500)
+    mixers = {stage: TaskMixer(tokenizer, spec, TaskMixConfig(stage=stage, weights=weights, **shared), seed=3)
+              for stage, weights in ((1, stage1), (2, stage2))}
+    joint_mixer = TaskMixer(tokenizer, spec, joint, seed=3)
+    drawn = Counter()
+    for study in studies:
+        got = [(ex.task, ex.input_ids, ex.labels, ex.weights) for ex in joint_mixer.study_examples(study, epoch=1)]
+        stage = joint_mixer.study_mix(study, epoch=1).stage
+        drawn[stage] += 1
+        expected = [(ex.task, ex.input_ids, ex.labels, ex.weights) for ex in mixers[stage].study_examples(study, epoch=1)]
+        assert got == expected, study.key
+    assert abs(drawn[2] / len(studies) - 80 / 680) < 0.03, drawn  # binomial sd 0.008
+    # Without `joint` the mix is the stage's own: one entry, the config itself.
+    assert mixers[1].study_mix(studies[0]) is mixers[1].config
+
+
+@pytest.mark.parametrize("joint, message", [
+    ([{"stage": 3, "share": 1.0}], r"tasks.joint\[0\]: tasks.stage = 3"),
+    ([{"stage": 1, "share": 0.0}], r"tasks.joint\[0\].share = 0.0"),
+    ([{"stage": 2, "share": 1.0, "weights": {"nope": 1.0}}], r"tasks.joint\[0\]: tasks.weights: unknown task"),
+])
+def test_joint_mix_names_the_bad_entry(joint, message):
+    with pytest.raises(RadllmError, match=message):
+        load_config(TaskMixConfig, overrides=[f"joint={joint}"]).validate()
+
+
 def test_mix_falls_back_to_applicable_tasks_and_counts_skips(tokenizer, spec):
     config = TaskMixConfig(weights={"report_generation": 5.0, "image_generation": 0.0, "vqa": 0.0, "text_lm": 1.0})
     mixer = TaskMixer(tokenizer, spec, config, seed=0)

@@ -13,6 +13,7 @@ options (`TaskSpec.validate_options`), so this module knows no task by name.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -23,6 +24,15 @@ from radllm.tasks.registry import task_names, task_specs
 
 def _default_weights() -> dict[str, float]:
     return {spec.name: spec.default_weight for spec in task_specs()}
+
+
+@dataclass
+class JointStage:
+    """One stage's share of a joint run (`tasks.joint`): its prompts (`stage`) and task weights."""
+
+    stage: int = 1
+    share: float = 1.0  # relative: the fraction of studies drawn with this stage's mix
+    weights: dict[str, float] = field(default_factory=_default_weights)
 
 
 @dataclass
@@ -62,9 +72,28 @@ class TaskMixConfig:
     # context only). > 0 trains the image prior on every image-reading example at no extra
     # forward cost: cleaner samples from `generate images`, a better unconditional CFG branch.
     prompt_image_weight: float = 0.0
+    # A joint run (the ablation of the two-stage fine-tune): each study first draws one entry by
+    # share, then its task by that entry's weights, and is prompted as that entry's stage; the
+    # other options are shared. Empty: the stage's own mix (`stage`, `weights`). E.g. the union of
+    # the demo's stages in the ratio of their steps: [{stage: 1, share: 600, weights: ...},
+    # {stage: 2, share: 80, weights: ...}].
+    joint: list[JointStage] = field(default_factory=list)
+
+    def stage_mixes(self) -> list[tuple[float, "TaskMixConfig"]]:
+        """(share, the mix of one stage) per `joint` entry; [(1.0, self)] without `joint`."""
+        if not self.joint:
+            return [(1.0, self)]
+        return [(entry.share, dataclasses.replace(self, stage=entry.stage, weights=dict(entry.weights), joint=[])) for entry in self.joint]
 
     def validate(self) -> "TaskMixConfig":
         """Raise `RadllmError` naming the first bad option; returns self for chaining."""
+        for index, entry in enumerate(self.joint):
+            if not (math.isfinite(entry.share) and entry.share > 0):
+                raise RadllmError(f"tasks.joint[{index}].share = {entry.share}; expected a finite share > 0")
+            try:
+                self.stage_mixes()[index][1].validate()
+            except RadllmError as err:
+                raise RadllmError(f"tasks.joint[{index}]: {err}") from err
         if self.stage not in STAGES:  # same rule as check_stage, with the config key in the message
             raise RadllmError(f"tasks.stage = {self.stage!r}; expected one of {STAGES}")
         names = task_names()

@@ -8,6 +8,10 @@ Per study one task is drawn with probability proportional to its weight (`TaskMi
 among the registered tasks (`radllm.tasks.registry`). A task that has nothing to say about the
 study (no image, empty report, all labels blank) is removed and the draw is repeated among the
 rest, so a study yields examples whenever any enabled task applies.
+
+A joint mix (`TaskMixConfig.joint`) first draws the study's stage by share with an rng of its own,
+then builds exactly the examples that stage's mixer would build for the study: the joint run's
+examples are the stage runs' examples, in the ratio of the shares.
 """
 
 from __future__ import annotations
@@ -53,6 +57,14 @@ class TaskMixer:
         self.config = config.validate()
         self.seed = seed
         self.counts: Counter[str] = Counter()
+        self.mixes = config.stage_mixes()
+
+    def study_mix(self, study: TokenizedStudy, epoch: int = 0) -> TaskMixConfig:
+        """The mix `study` is drawn from in `epoch`: the config itself, or one joint entry's by share."""
+        if len(self.mixes) == 1:
+            return self.mixes[0][1]
+        rng = study_rng(self.seed, epoch, f"{study.key}/joint")  # its own rng: the stage's draws stay the stage run's
+        return rng.choices([mix for _, mix in self.mixes], weights=[share for share, _ in self.mixes])[0]
 
     def study_examples(self, study: TokenizedStudy, epoch: int = 0) -> list[TaskExample]:
         """Examples of one study in one epoch (a pure function of seed, epoch and the study).
@@ -60,17 +72,18 @@ class TaskMixer:
         Raises:
             RadllmError: the study's codes, ids or labels do not fit the vocabulary.
         """
+        config = self.study_mix(study, epoch)
         rng = study_rng(self.seed, epoch, study.key)
-        candidates = {name: w for name, w in self.config.weights.items() if w > 0}
+        candidates = {name: w for name, w in config.weights.items() if w > 0}
         order = task_names()  # position order: draws do not depend on dict order
         while candidates:
             names = sorted(candidates, key=order.index)
             name = rng.choices(names, weights=[candidates[n] for n in names])[0]
             task = task_spec(name)
-            examples = task.build(study, self.tokenizer, self.spec, rng, self.config)
+            examples = task.build(study, self.tokenizer, self.spec, rng, config)
             if examples:
-                if task.reads_images and self.config.prompt_image_weight > 0:
-                    examples = [with_prompt_image_targets(e, self.spec, self.config.prompt_image_weight) for e in examples]
+                if task.reads_images and config.prompt_image_weight > 0:
+                    examples = [with_prompt_image_targets(e, self.spec, config.prompt_image_weight) for e in examples]
                 return examples
             del candidates[name]
         return []
