@@ -87,6 +87,11 @@ def test_checkpoint_dirs_list_complete_ones_by_step_and_rotate(tmp_path: Path) -
         ".step_0000016.abc.tmp", "latest", "step_0000010", "step_0000012", "step_0000014",
     ]
     assert complete_checkpoints(tmp_path / "none", marker) == [] and rotate(tmp_path / "none", 2, marker) == []
+    # A protected checkpoint (the best) is never deleted, however old; the others rotate as before.
+    _step_dir(tmp_path, 16, marker)
+    deleted = rotate(tmp_path, 1, marker, protect=[checkpoints_dir(tmp_path) / "step_0000010"])
+    assert sorted(p.name for p in deleted) == ["step_0000012", "step_0000014"]
+    assert [p.name for p in complete_checkpoints(tmp_path, marker)] == ["step_0000010", "step_0000016"]
 
 
 def test_nonfinite_streak_stops_the_run_at_the_limit() -> None:

@@ -38,6 +38,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from radllm.cli import main as cli_main
 from radllm.config import load_config
+from radllm.errors import RadllmError
 from radllm.modeling import model_inputs_for_packed_batch
 from radllm.modeling.packed_nll import PackedScoring
 from radllm.packing import causal_lm_loss
@@ -409,3 +410,38 @@ def test_stage2_anchors_to_the_original_model_and_larger_lambda_stays_closer(run
             assert first["anchor_sq_dist"] == pytest.approx(old_row_distance(stage1, original), rel=1e-5)
             assert first["anchor_sq_dist"] > 0
     assert old_row_distance(exports[150.0], original) < 0.9 * old_row_distance(exports[0.0], original)
+
+
+def test_keep_best_keeps_the_best_evaluations_checkpoint_across_a_resume_and_exports_it(artifacts, tmp_path):
+    """The best evaluation (argmax over metrics.jsonl, read here) keeps its checkpoint past rotation and a resume.
+
+    The "best" is the *highest* eval loss here (mode max), so that it is an early step while
+    training lowers the loss: the kept checkpoint is then not the latest one.
+    """
+    schedule = {"max_steps": 3, "log_every": 1, "eval_every": 1, "save_every": 100, "keep_checkpoints": 1,
+                "keep_best": "loss", "keep_best_mode": "max"}
+    config = write_train_config(tmp_path / "best.yaml", artifacts, tmp_path / "run", schedule=schedule)
+    launch(config)
+    launch(config, "--resume", "auto", "--set", "schedule.max_steps=6")
+    evals = {step: record["loss"] for step, record in read_metrics(tmp_path / "run", kind="eval").items()}
+    assert sorted(evals) == [1, 2, 3, 4, 5, 6]
+    best_step = max(evals, key=evals.get)
+    assert best_step < 6, evals
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    assert best == {"checkpoint": f"step_{best_step:07d}", "step": best_step, "metric": "loss", "mode": "max",
+                    "value": pytest.approx(evals[best_step])}
+    link = tmp_path / "run" / "checkpoints" / "best"
+    assert link.is_symlink() and os.readlink(link) == f"step_{best_step:07d}"
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
+    assert kept == sorted({f"step_{best_step:07d}", "step_0000006"}), (kept, evals)
+    out = tmp_path / "best_model"
+    assert cli_main(["export", "--checkpoint", str(link), "--out", str(out)]) == 0
+    assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size > 0
+
+
+def test_keep_best_is_refused_for_a_key_no_evaluation_logs(artifacts, tmp_path):
+    for schedule, message in (({"keep_best": "samples/f1_micro_present"}, "logging.sample_reports > 0"),
+                              ({"keep_best": "loss", "keep_best_mode": "largest"}, "keep_best_mode = 'largest'")):
+        config = write_train_config(tmp_path / "c.yaml", artifacts, tmp_path / "run", schedule=schedule)
+        with pytest.raises(RadllmError, match=message):
+            load_config(TrainConfig, config).validate()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
@@ -48,11 +49,12 @@ def complete_checkpoints(run_dir: str | os.PathLike, marker: str) -> list[Path]:
     return [path for path in step_dirs(run_dir) if (path / marker).is_file()]
 
 
-def rotate(run_dir: str | os.PathLike, keep: int, marker: str) -> list[Path]:
+def rotate(run_dir: str | os.PathLike, keep: int, marker: str, protect: Collection[Path] = ()) -> list[Path]:
     """Delete all but the newest `keep` complete checkpoints, and any incomplete one older than the newest.
 
     An incomplete directory newer than the newest complete one is left alone: it may be a save
-    still in progress. Returns the deleted directories.
+    still in progress. A `protect`ed directory (the best checkpoint) is never deleted. Returns the
+    deleted directories.
     """
     complete = complete_checkpoints(run_dir, marker)
     if not complete:
@@ -60,6 +62,8 @@ def rotate(run_dir: str | os.PathLike, keep: int, marker: str) -> list[Path]:
     newest = step_of(complete[-1])
     doomed = complete[:-keep] if keep < len(complete) else []
     doomed += [path for path in step_dirs(run_dir) if not (path / marker).is_file() and step_of(path) < newest]
+    kept = {Path(path).name for path in protect}
+    doomed = [path for path in doomed if path.name not in kept]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed

@@ -13,6 +13,9 @@ Layout of `run_dir/checkpoints/`:
                              its files are on disk
     latest                   the newest complete tag (DeepSpeed's own convention, so
                              `zero_to_fp32.py` finds it), replaced atomically after COMPLETE
+    best -> step_0000200     with `schedule.keep_best`: a link to the checkpoint of the best
+    best.json                evaluation so far and why (metric, value, mode, step); rotation
+                             never deletes it; `radllm export --checkpoint .../checkpoints/best`
 
     abandoned/step_0001000/  checkpoints of a run that was rolled back (see below), kept, never
                              picked by `--resume auto` or deleted by rotation
@@ -45,6 +48,7 @@ from radllm.recipe import checkpoint_dirs
 COMPLETE = "COMPLETE"
 LATEST = "latest"
 ABANDONED = "abandoned"
+BEST = "best"
 
 
 def rank_state_path(checkpoint: Path, rank: int) -> Path:
@@ -115,9 +119,34 @@ def size_bytes(checkpoint: Path) -> int:
 def rotate(run_dir: str | os.PathLike, keep: int) -> list[Path]:
     """Delete all but the newest `keep` complete checkpoints and any incomplete one older than the newest; returns deleted dirs.
 
-    Abandoned checkpoints (a subdirectory) are never counted or deleted.
+    Abandoned checkpoints (a subdirectory) are never counted or deleted, nor is the best one.
     """
-    return checkpoint_dirs.rotate(run_dir, keep, COMPLETE)
+    best = best_checkpoint(run_dir)
+    return checkpoint_dirs.rotate(run_dir, keep, COMPLETE, protect=[best] if best else [])
+
+
+def best_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The step directory `checkpoints/best` links to, or None (no link, or a link to nothing)."""
+    link = checkpoint_dirs.checkpoints_dir(run_dir) / BEST
+    if not link.is_symlink():
+        return None
+    target = link.parent / os.readlink(link)
+    return target if target.is_dir() else None
+
+
+def mark_best(checkpoint: Path, record: dict[str, Any]) -> None:
+    """Rank 0: point `checkpoints/best` at a complete `checkpoint` (replaced atomically) and write `best.json`."""
+    link = checkpoint.parent / BEST
+    staged = checkpoint.parent / f".{BEST}.{os.getpid()}"
+    staged.unlink(missing_ok=True)
+    os.symlink(checkpoint.name, staged)  # relative: the run directory can move
+    os.replace(staged, link)
+    atomic.write_json(checkpoint.parent / f"{BEST}.json", {"checkpoint": checkpoint.name, **record})
+
+
+def resolve_link(checkpoint: Path) -> Path:
+    """A checkpoint path with a link in its last component (`checkpoints/best`) replaced by the step directory it names."""
+    return checkpoint.parent / os.readlink(checkpoint) if checkpoint.is_symlink() else checkpoint
 
 
 def write_rank_state(checkpoint: Path, rank: int, state: dict[str, Any]) -> None:

@@ -107,6 +107,15 @@ class ScheduleOptions:
     save_every: int = 500  # also once at the end
     keep_checkpoints: int = 3
     max_nonfinite_steps: int = 5  # abort after this many non-finite losses in a row
+    # Keep the checkpoint of the best evaluation beside the rotating latest ones: an eval-record key
+    # as metrics.jsonl and tensorboard name it (sections joined by "/"), e.g. loss,
+    # samples/f1_micro_present, text_perplexity/perplexity, grounding/report_generation/gain_nats;
+    # null = off. An evaluation better than every earlier one (keep_best_mode) saves a checkpoint
+    # at once; run_dir/checkpoints/best links to it, best.json says why, rotation never deletes it,
+    # and `radllm export --checkpoint RUN_DIR/checkpoints/best` exports it. Resume-safe: the best so
+    # far is part of every checkpoint.
+    keep_best: str | None = None
+    keep_best_mode: str = "max"  # max | min: which direction of keep_best is better
 
 
 @dataclass
@@ -129,6 +138,9 @@ class LoggingOptions:
     # dense bf16 TFLOP/s of one GPU for the logged MFU (radllm.training.flops); null = look the
     # device up by name (H100/H200/A100/L40S/L4/A10), no MFU for unknown devices
     peak_tflops: float | None = None
+
+
+KEEP_BEST_MODES = ("max", "min")
 
 
 @dataclass
@@ -181,6 +193,7 @@ class TrainConfig:
         for key, value in non_negative.items():
             if value < 0:
                 raise RadllmError(f"{key} = {value}; expected a value >= 0")
+        self._check_keep_best()
         if self.logging.sample_reports and self.data.eval_split is None:
             raise RadllmError(f"logging.sample_reports = {self.logging.sample_reports} needs data.eval_split (the studies come from it); set it or use 0")
         if self.logging.peak_tflops is not None and self.logging.peak_tflops <= 0:
@@ -207,6 +220,22 @@ class TrainConfig:
             raise RadllmError("resume: expected never, auto or a checkpoint directory")
         self.tasks.validate()
         return self
+
+    def _check_keep_best(self) -> None:
+        """`schedule.keep_best` names a key some evaluation of this config logs, in a known direction."""
+        schedule = self.schedule
+        if schedule.keep_best_mode not in KEEP_BEST_MODES:
+            raise RadllmError(f"schedule.keep_best_mode = {schedule.keep_best_mode!r}; expected one of {list(KEEP_BEST_MODES)}")
+        if schedule.keep_best is None:
+            return
+        if self.data.eval_split is None:
+            raise RadllmError(f"schedule.keep_best = {schedule.keep_best!r} needs evaluations: set data.eval_split")
+        needs = {"samples/": ("logging.sample_reports", self.logging.sample_reports),
+                 "text_perplexity/": ("logging.text_perplexity_studies", self.logging.text_perplexity_studies),
+                 "grounding/": ("logging.grounding_studies", self.logging.grounding_studies)}
+        for prefix, (key, value) in needs.items():
+            if schedule.keep_best.startswith(prefix) and not value:
+                raise RadllmError(f"schedule.keep_best = {schedule.keep_best!r} is logged only with {key} > 0 (it is {value})")
 
     @property
     def anchor_source(self) -> str | None:

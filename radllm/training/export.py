@@ -31,7 +31,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from radllm.atomic import atomic_directory
 from radllm.errors import RadllmError
 from radllm.tasks.image_generation import IMAGE_CONDITION_KEY
-from radllm.training.checkpoint import is_complete
+from radllm.training.checkpoint import is_complete, resolve_link
 from radllm.training.config import ModelOptions, run_config_of
 from radllm.training.lora import LoraSettings
 from radllm.training.model import compute_dtype, load_model_config
@@ -105,7 +105,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     """
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    checkpoint = Path(checkpoint)
+    checkpoint = resolve_link(Path(checkpoint))  # checkpoints/best: the step directory, whose name is DeepSpeed's tag
     if not (checkpoint.is_dir() and is_complete(checkpoint)):
         raise RadllmError(f"--checkpoint {checkpoint}: not a complete checkpoint directory")
     if lora_mode not in LORA_MODES:

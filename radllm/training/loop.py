@@ -51,7 +51,7 @@ from radllm.training.diagnostics import Diagnostics
 from radllm.training.model import compute_dtype, load_model, new_token_ids, vocab_parameter_names
 from radllm.training.optim import build_optimizer
 from radllm.training.preflight import Preflight
-from radllm.training.run_log import MetricsLog
+from radllm.training.run_log import MetricsLog, flatten_record
 from radllm.training.safe_checkpoint import safe_checkpoint
 from radllm.training.universal import optimizer_settings, repair_after_universal_load, universal_checkpoint
 
@@ -135,6 +135,8 @@ class TrainState:
     targets_seen: int = 0  # tokens that carried loss, all ranks
     skipped_steps: int = 0  # non-finite losses
     nonfinite_streak: int = 0
+    best_step: int | None = None  # schedule.keep_best: the step of the best evaluation so far
+    best_value: float | None = None
 
 
 class Trainer:
@@ -293,6 +295,9 @@ class Trainer:
             repair_after_universal_load(torch_optimizer, settings)
         self.data.load_state_dict(state["data"])
         self.state = TrainState(**state["train"])
+        best = checkpoint.parent / tag_for(self.state.best_step) if self.state.best_step is not None else None
+        if self.rank == 0 and best is not None and best.is_dir() and self.config.schedule.keep_best:
+            self._mark_best(best)  # the link follows the resumed lineage (a rolled-back best is abandoned)
         if state["rng"] is not None:
             set_rng_state(state["rng"])
         log.info("rank %d: resumed from %s at step %d%s", self.rank, checkpoint, self.state.step,
@@ -396,8 +401,8 @@ class Trainer:
         stats = StepStats.from_vector(self._all_reduce(StepStats(sums.double().cpu(), counts.double().cpu()).to_vector()))
         return {"loss": stats.loss, "targets": int(stats.counts.sum()), "task_loss": stats.task_loss}
 
-    def save(self) -> Path:
-        """Checkpoint the current step on every rank; rank 0 marks it complete and rotates.
+    def save(self, best: bool = False) -> Path:
+        """Checkpoint the current step on every rank; rank 0 marks it complete (and the best, when it is) and rotates.
 
         Its wall time and size go to metrics.jsonl (kind "checkpoint") and the log: a pre-empted
         job must finish a step and this save inside the scheduler's grace (slurm's KillWait, the
@@ -425,6 +430,8 @@ class Trainer:
         dist.barrier()
         if self.rank == 0:
             ckpt.mark_complete(root / tag)
+            if best:
+                self._mark_best(root / tag)
         dist.barrier()
         seconds = time.monotonic() - started
         if self.rank == 0:
@@ -433,6 +440,36 @@ class Trainer:
             self.metrics.checkpoint(self.state.step, {"seconds": round(seconds, 3), "bytes": size})
             ckpt.rotate(self.config.run_dir, self.config.schedule.keep_checkpoints)
         return root / tag
+
+    def _new_best(self, step: int, record: dict[str, Any]) -> bool:
+        """Whether this evaluation beats every earlier one on `schedule.keep_best` (then it becomes the best).
+
+        Every rank sees the same all-reduced record, so every rank decides alike.
+
+        Raises:
+            RadllmError: the key is not in the eval record (named, with the keys it has).
+        """
+        key, mode = self.config.schedule.keep_best, self.config.schedule.keep_best_mode
+        if key is None:
+            return False
+        values = flatten_record(record)
+        value = values.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            numeric = sorted(k for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool))
+            raise RadllmError(f"schedule.keep_best = {key!r}: not a number of the eval record at step {step}; it has {numeric}")
+        best = self.state.best_value
+        if best is not None and not (value > best if mode == "max" else value < best):
+            return False
+        self.state.best_step, self.state.best_value = step, float(value)
+        return True
+
+    def _mark_best(self, checkpoint: Path) -> None:
+        """Rank 0: `checkpoints/best` -> `checkpoint`, the step of `TrainState.best_step`."""
+        schedule = self.config.schedule
+        ckpt.mark_best(checkpoint, {"step": self.state.best_step, "metric": schedule.keep_best,
+                                    "mode": schedule.keep_best_mode, "value": self.state.best_value})
+        log.info("best %s so far (%s): %.6g at step %d -> %s", schedule.keep_best, schedule.keep_best_mode,
+                 self.state.best_value, self.state.best_step, checkpoint)
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict[str, Any]:
@@ -449,12 +486,14 @@ class Trainer:
                 step = self.state.step
                 self.metrics.step(step, record)
                 last = step == schedule.max_steps
+                best = False
                 if self.eval_batch is not None and (step % schedule.eval_every == 0 or last):
                     record = self.evaluate()
                     record.update(self.diagnostics.run(self.engine, step, self.metrics))
                     self.metrics.eval(step, record)
-                if step % schedule.save_every == 0 or last or self.stop_agreed:
-                    saved = self.save()
+                    best = self._new_best(step, record)
+                if step % schedule.save_every == 0 or last or self.stop_agreed or best:
+                    saved = self.save(best)
                     if self.stop_agreed and not last:
                         raise Preempted(step, str(saved), self.stop_request.reason)
             export = None if self.config.lora.enabled else self._export()
