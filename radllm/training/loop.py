@@ -137,6 +137,7 @@ class TrainState:
     nonfinite_streak: int = 0
     best_step: int | None = None  # schedule.keep_best: the step of the best evaluation so far
     best_value: float | None = None
+    best_metric: str | None = None  # the keep_best key and mode it was best by ("loss/min")
 
 
 class Trainer:
@@ -295,8 +296,9 @@ class Trainer:
             repair_after_universal_load(torch_optimizer, settings)
         self.data.load_state_dict(state["data"])
         self.state = TrainState(**state["train"])
+        schedule = self.config.schedule
         best = checkpoint.parent / tag_for(self.state.best_step) if self.state.best_step is not None else None
-        if self.rank == 0 and best is not None and best.is_dir() and self.config.schedule.keep_best:
+        if self.rank == 0 and best is not None and best.is_dir() and self.state.best_metric == f"{schedule.keep_best}/{schedule.keep_best_mode}":
             self._mark_best(best)  # the link follows the resumed lineage (a rolled-back best is abandoned)
         if state["rng"] is not None:
             set_rng_state(state["rng"])
@@ -457,10 +459,10 @@ class Trainer:
         if not isinstance(value, int | float) or isinstance(value, bool):
             numeric = sorted(k for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool))
             raise RadllmError(f"schedule.keep_best = {key!r}: not a number of the eval record at step {step}; it has {numeric}")
-        best = self.state.best_value
+        best = self.state.best_value if self.state.best_metric == f"{key}/{mode}" else None  # a resume may change the key
         if best is not None and not (value > best if mode == "max" else value < best):
             return False
-        self.state.best_step, self.state.best_value = step, float(value)
+        self.state.best_step, self.state.best_value, self.state.best_metric = step, float(value), f"{key}/{mode}"
         return True
 
     def _mark_best(self, checkpoint: Path) -> None:
