@@ -279,15 +279,18 @@ $(AB)/%/trained: $(AB)/%/variants.txt
 
 $(A)/stage2/trained: $(A)/stage1/trained
 
-# $(1): the model; $(2): the directory written (reports.jsonl, metrics.json, perplexity.json).
+# $(1): the model; $(2): the directory written (reports.jsonl, metrics.json, perplexity.json);
+# $(3): more `radllm evaluate` arguments (an arm's: the recipe's reports, for paired differences).
 ABLATION_EVAL = $(RADLLM) generate reports --model $(1) --vq $(D)/vq --split val --no-progress $(DEMO_GENERATE_ARGS) \
 	    --input $(D)/shards --out $(2)/reports.jsonl --batch-size 32 $(ABLATION_REPORT_ARGS) \
-	&& $(RADLLM) evaluate --ref $(D)/phantoms/manifest.jsonl --out $(2) --pred $(2)/reports.jsonl \
+	&& $(RADLLM) evaluate --ref $(D)/phantoms/manifest.jsonl --out $(2) --pred $(2)/reports.jsonl $(3) \
 	&& $(RADLLM) perplexity --model $(1) --shards $(D)/shards --split val --out $(2)/perplexity.json --no-progress
 
-$(AB)/%/evaluated: $(AB)/%/trained
+# Each arm is also scored paired against the recipe on the same studies (report/diff/recipe/...:
+# arm − recipe, with a paired-bootstrap interval).
+$(AB)/%/evaluated: $(AB)/%/trained $(AB)/recipe/eval/perplexity.json
 	$(START) for v in $$(cat $(@D)/variants.txt); do test -f $(@D)/$$v/eval/perplexity.json \
-	    || { $(call ABLATION_EVAL,$(@D)/$$v/model,$(@D)/$$v/eval); } || exit 1; done \
+	    || { $(call ABLATION_EVAL,$(@D)/$$v/model,$(@D)/$$v/eval,--pred recipe=$(AB)/recipe/eval/reports.jsonl); } || exit 1; done \
 	&& touch $@ && $(call timed,ablations_$(subst /,_,$*)_evaluate)
 
 # The reference row: the demo model, scored the same way, with its stage-2 run log.
@@ -295,10 +298,10 @@ $(AB)/recipe/eval/perplexity.json: $(D)/model/radllm.json
 	$(START) $(call ABLATION_EVAL,$(D)/model,$(AB)/recipe/eval) && ln -sfn $(abspath $(D)/stage2/metrics.jsonl) $(AB)/recipe/metrics.jsonl \
 	&& $(call timed,ablations_recipe_evaluate)
 
-$(A)/summary.json: $(A)/stage2/evaluated $(AB)/recipe/eval/perplexity.json
+$(A)/summary.json: $(A)/stage2/evaluated
 	$(RADLLM) sweep collect $(A)/stage2 --out $(A) --reference recipe=$(AB)/recipe
 
-$(AB)/joint/summary.json: $(AB)/joint/evaluated $(AB)/recipe/eval/perplexity.json
+$(AB)/joint/summary.json: $(AB)/joint/evaluated
 	$(RADLLM) sweep collect $(AB)/joint --reference recipe=$(AB)/recipe
 
 demo-clean:

@@ -114,6 +114,7 @@ def test_reduced_demo_runs_every_step_and_reruns_nothing(tmp_path: Path) -> None
             row = summary["variants"][name]
             assert row["status"] == "evaluated" and "eval/report/ce_f1_micro_present_strict" in row["metrics"]
             assert "perplexity/perplexity" in row["metrics"] and "run/loss" in row["metrics"]
+        assert "eval/report/diff/recipe/ce_f1_micro_present_strict/ci_low" in summary["variants"][arm]["metrics"]  # paired
         assert (summary_path.parent / "pareto.svg").read_text().count("data-series=") == 2
     assert "| no_l2 | `anchor.lambda_reg=0` | evaluated |" in ablations.stdout  # the tables are printed
     assert "| joint | `tasks.joint=" in ablations.stdout

@@ -127,7 +127,10 @@ def test_collect_reads_each_runs_last_evaluation_and_its_evaluate_metrics(two_ti
     out = two_tiny_runs
     # One variant also has radllm evaluate's metrics.json (its format: a flat JSON object).
     (out / "lambda_5" / "eval").mkdir(exist_ok=True)
-    (out / "lambda_5" / "eval" / "metrics.json").write_text(json.dumps({"report/ce_f1_micro_present_strict": 0.25, "report/n": 3, "note": "text"}))
+    (out / "lambda_5" / "eval" / "metrics.json").write_text(json.dumps({
+        "report/ce_f1_micro_present_strict": 0.25, "report/n": 3, "note": "text",
+        "report/diff/recipe/ce_f1_micro_present_strict": -0.25,  # paired against the recipe's reports, with an interval
+        "report/diff/recipe/ce_f1_micro_present_strict/ci_low": -0.4, "report/diff/recipe/ce_f1_micro_present_strict/ci_high": -0.1}))
     # A reference row (the recipe, trained elsewhere): an evaluation and radllm perplexity's JSON only.
     reference = tmp_path / "recipe"
     (reference / "eval").mkdir(parents=True)
@@ -153,10 +156,10 @@ def test_collect_reads_each_runs_last_evaluation_and_its_evaluate_metrics(two_ti
     assert summary["variants"]["lambda_0"]["metrics"]["run/loss"] != summary["variants"]["lambda_5"]["metrics"]["run/loss"]
 
     table = (tmp_path / "summary.md").read_text().splitlines()
-    assert table[0].startswith("| variant | sets | status | strict clinical F1 |")
-    assert table[2].startswith("| recipe | (reference) | evaluated | 0.5 |")
-    assert table[3].startswith("| lambda_0 | `anchor.lambda_reg=0` | trained | – |")
-    assert table[4].startswith("| lambda_5 | `anchor.lambda_reg=5` | evaluated | 0.25 |")
+    assert table[0].startswith("| variant | sets | status | strict clinical F1 | strict F1 − recipe (paired) |")
+    assert table[2].startswith("| recipe | (reference) | evaluated | 0.5 | – |")
+    assert table[3].startswith("| lambda_0 | `anchor.lambda_reg=0` | trained | – | – |")
+    assert table[4].startswith("| lambda_5 | `anchor.lambda_reg=5` | evaluated | 0.25 | -0.25 [-0.4, -0.1] |")
     # The Pareto chart: x is the whole-split perplexity, which only the reference has: the only point.
     svg = (tmp_path / "pareto.svg").read_text()
     assert 'data-series="recipe"' in svg and 'data-series="lambda_5"' not in svg

@@ -50,10 +50,14 @@ SWEEP_FILENAME = "sweep.json"
 EVAL_DIRNAME = "eval"
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+#: The name under which a variant's evaluation holds the reference's reports (`radllm evaluate
+#: --pred recipe=...`): its `report/diff/recipe/...` keys are the variant minus the reference, paired.
+PAIRED_REFERENCE = "recipe"
 #: Columns of the summary: (source, key, header). "run" keys come from the run log's last
 #: evaluation (flattened as report.html reads them), "eval" keys from `radllm evaluate`.
 SUMMARY_COLUMNS = (
     ("eval", "report/ce_f1_micro_present_strict", "strict clinical F1"),
+    ("eval", f"report/diff/{PAIRED_REFERENCE}/ce_f1_micro_present_strict", f"strict F1 − {PAIRED_REFERENCE} (paired)"),
     ("eval", "report/ce_f1_micro_present", "clinical F1"),
     ("eval", "report/contradiction_rate", "contradicts"),
     ("eval", "image/gen_clinical_f1_micro", "image F1 (requested findings)"),
@@ -260,8 +264,14 @@ def collect_sweep(
     return summary
 
 
-def _cell(value: Any) -> str:
-    return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+def _cell(metrics: Mapping[str, Any], key: str) -> str:
+    """A metric, with its bootstrap interval when the evaluation gives one (``<key>/ci_low``, ``/ci_high``)."""
+    value = metrics.get(key)
+    if value is None:
+        return "–"
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    low, high = metrics.get(f"{key}/ci_low"), metrics.get(f"{key}/ci_high")
+    return f"{text} [{low:.3g}, {high:.3g}]" if low is not None and high is not None else text
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:
@@ -272,7 +282,7 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     for name in summary["order"]:
         row = summary["variants"][name]
         sets = "(reference)" if row.get("reference") else ", ".join(f"`{s}`" for s in row["sets"]) or "(the config as is)"
-        cells = [_cell(row["metrics"].get(c["key"])) for c in columns]
+        cells = [_cell(row["metrics"], c["key"]) for c in columns]
         lines.append(f"| {name} | {sets} | {row['status']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
