@@ -278,6 +278,8 @@ $(AB)/%/trained: $(AB)/%/variants.txt
 	&& touch $@ && $(call timed,ablations_$(subst /,_,$*))
 
 $(A)/stage2/trained: $(A)/stage1/trained
+# Stamps made by pattern rules: kept, so a finished `make ablations` has nothing left to do.
+.PRECIOUS: $(AB)/%/trained $(AB)/%/evaluated
 
 # $(1): the model; $(2): the directory written (reports.jsonl, metrics.json, perplexity.json);
 # $(3): more `radllm evaluate` arguments (an arm's: the recipe's reports, for paired differences).
