@@ -460,8 +460,8 @@ class Trainer:
             numeric = sorted(k for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool))
             raise RadllmError(f"schedule.keep_best = {key!r}: not a number of the eval record at step {step}; it has {numeric}")
         best = self.state.best_value if self.state.best_metric == f"{key}/{mode}" else None  # a resume may change the key
-        if best is not None and not (value > best if mode == "max" else value < best):
-            return False
+        if not math.isfinite(value) or (best is not None and not (value > best if mode == "max" else value < best)):
+            return False  # a NaN or infinite evaluation is never the best
         self.state.best_step, self.state.best_value, self.state.best_metric = step, float(value), f"{key}/{mode}"
         return True
 
